@@ -1,0 +1,1 @@
+"""The one-machine batch pipeline over a project folder (raw/ segmentation/ measurements/ classification/)."""

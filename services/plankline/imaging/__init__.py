@@ -1,0 +1,1 @@
+"""Pure imaging library: decode, flat-field, segment, measure, synthesise. Arrays in, arrays out."""

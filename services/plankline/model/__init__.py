@@ -1,0 +1,1 @@
+"""The sCNN classifier: architecture, data, training, evaluation, export and inference."""

@@ -1,0 +1,1 @@
+"""File formats only: ROI tar archives, CSV tables, EcoTaxa exports."""

@@ -1,0 +1,1 @@
+"""Streaming services on Kafka, S3 and Triton: thin loops around the library."""
