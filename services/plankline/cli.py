@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import rich
 import typer
+
+from plankline.config import BatchSettings
 
 app = typer.Typer(
     name="plankline",
@@ -13,6 +20,86 @@ app = typer.Typer(
 )
 
 # --- batch pipeline commands (run, demo, synth) -----------------------------
+
+
+def _fail(message: str, debug: bool) -> NoReturn:
+    """One clear line for the user; the traceback only with --debug."""
+    if debug:
+        raise
+    rich.print(f"[bold red]error:[/] {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--set expects KEY=VALUE, got {pair!r}")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+@app.command(
+    epilog="Example: plankline run cruise42/ -c cgrb.ini --workers 16 --set pixel_size_um=68",
+)
+def run(
+    project: Annotated[Path, typer.Argument(help="Project folder holding raw/.")],
+    config: Annotated[Path | None, typer.Option("-c", "--config", help=".ini file, section [plankline].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped model).")] = None,
+    classify: Annotated[bool | None, typer.Option("--classify/--no-classify")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Retry chunks that failed before.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Segment, measure and classify every video in PROJECT/raw/; resumes where it stopped."""
+    from plankline.batch.console import run_with_progress
+
+    options = {"project": project, "config": config, "workers": workers,
+               "chunk_frames": chunk_frames, "model": model, "classify": classify}
+    try:
+        settings = BatchSettings(**{k: v for k, v in options.items() if v is not None},
+                                 **_parse_sets(set_ or []))
+        report = run_with_progress(settings, retry_failed=retry_failed)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error), debug)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example: plankline demo demo/ --videos 2 --frames 40")
+def demo(
+    folder: Annotated[Path, typer.Argument(help="Demo project folder (created).")] = Path("demo"),
+    videos: Annotated[int, typer.Option(help="Synthetic videos to generate.")] = 2,
+    frames: Annotated[int, typer.Option(help="Frames (2048x2048) per video.")] = 40,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Generate ISIIS-like videos with ground truth, run the whole batch on them, score it."""
+    from plankline.batch.console import run_demo
+
+    try:
+        run_demo(folder, videos=videos, frames=frames, workers=workers)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(str(error), debug)
+
+
+@app.command(epilog="Example: plankline synth raw/20260101120000.000.avi --frames 100")
+def synth(
+    path: Annotated[Path, typer.Argument(help="Output .avi (ground truth goes beside it).")],
+    frames: Annotated[int, typer.Option(help="Frames to write.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    codec: Annotated[str, typer.Option(help="rawvideo, ffv1 or mjpeg.")] = "rawvideo",
+) -> None:
+    """Write a synthetic ISIIS-like line-scan video with its ground-truth CSV."""
+    from plankline.imaging.synth import write_synth_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    truth = write_synth_video(path, frames, seed=seed, codec=codec)
+    rich.print(f"wrote {path} ({frames} frames, {len(truth)} organisms)")
+
 
 # --- classifier commands (train, evaluate, export, classify) -----------------
 

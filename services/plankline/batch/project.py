@@ -1,0 +1,118 @@
+"""The project folder: the seed's layout, per-chunk markers and resume.
+
+```
+project/
+  raw/              videos in (AVI/MP4/MKV, or folders of frames)
+  segmentation/     <chunk>.tar        ROI images
+  measurements/     <chunk>.csv        one row per ROI
+  classification/   <chunk>.csv        image,<class1>,...,top_class,...
+  ecotaxa/          <chunk>.zip        ecotaxa_<chunk>.tsv + images
+  summary/          chunks.csv, counts_per_second.csv
+  plankline.log
+  .plankline/done/<chunk>.json     written last: the chunk is complete
+  .plankline/failed/<chunk>.json   the error, naming file and frame
+```
+
+A chunk is done only when its marker exists; every output is written
+atomically under a deterministic name, so a killed run redoes a half-written
+chunk by overwriting it, and nothing is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from plankline.outputs.tables import atomic_write
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
+FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames [start, stop) of one video: the unit of work and of output."""
+
+    video: Path
+    index: int
+    start: int
+    stop: int
+    name: str
+    fps: float | None
+    frame_height: int
+
+
+class Project:
+    """Paths and markers of one project folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.raw = self.root / "raw"
+        self.segmentation = self.root / "segmentation"
+        self.measurements = self.root / "measurements"
+        self.classification = self.root / "classification"
+        self.ecotaxa = self.root / "ecotaxa"
+        self.summary = self.root / "summary"
+        self.log_file = self.root / "plankline.log"
+        self._done = self.root / ".plankline" / "done"
+        self._failed = self.root / ".plankline" / "failed"
+
+    def create(self) -> None:
+        if not self.raw.is_dir():
+            raise FileNotFoundError(f"{self.raw}: no raw/ folder (put the videos there)")
+        for folder in (self.segmentation, self.measurements, self.classification, self.ecotaxa,
+                       self.summary, self._done, self._failed):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def videos(self) -> list[Path]:
+        """Videos in raw/, and sub-folders holding frame images, sorted by name."""
+        found = []
+        for path in sorted(self.raw.iterdir()):
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                found.append(path)
+            elif path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
+                found.append(path)
+        return found
+
+    def outputs(self, chunk: str) -> dict[str, Path]:
+        return {
+            "rois": self.segmentation / f"{chunk}.tar",
+            "measurements": self.measurements / f"{chunk}.csv",
+            "classification": self.classification / f"{chunk}.csv",
+            "ecotaxa": self.ecotaxa / f"{chunk}.zip",
+        }
+
+    def is_done(self, chunk: str) -> bool:
+        return (self._done / f"{chunk}.json").is_file()
+
+    def has_failed(self, chunk: str) -> bool:
+        return (self._failed / f"{chunk}.json").is_file()
+
+    def mark_done(self, chunk: str, record: dict[str, Any]) -> None:
+        _write_json(self._done / f"{chunk}.json", record)
+        (self._failed / f"{chunk}.json").unlink(missing_ok=True)
+
+    def mark_failed(self, chunk: str, record: dict[str, Any]) -> None:
+        _write_json(self._failed / f"{chunk}.json", record)
+
+    def done_records(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self._done.glob("*.json")):
+            yield json.loads(path.read_text())
+
+    def failed_records(self) -> Iterator[dict[str, Any]]:
+        for path in sorted(self._failed.glob("*.json")):
+            yield json.loads(path.read_text())
+
+
+def chunk_record(chunk: Chunk) -> dict[str, Any]:
+    record = asdict(chunk)
+    record["video"] = str(chunk.video)
+    return record
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(record, handle, indent=1, sort_keys=True)
