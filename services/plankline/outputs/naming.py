@@ -1,0 +1,200 @@
+"""Deterministic names for chunks and ROIs, derived from the video's own timestamp.
+
+ISIIS writes one AVI per ~minute, named by its start time with milliseconds,
+e.g. ``20180706170805.476.avi``. The seed's ``pull_images`` matches a
+classification CSV to its ROI tar by that numeric timestamp, so every chunk we
+cut from a video is named by **its own** start time in the same format:
+
+>>> chunk_name("20180706170805.476", 1, 411, 13.7)
+'20180706170835.476'
+
+Videos not named by a timestamp get ``<stem>-c<index:04d>`` for every chunk,
+chunk 0 included, so that all chunks of such a video sort and glob alike
+(``<stem>-c*.tar``).
+
+ROI ids embed chunk, frame, line (row in the continuous line-scan image,
+counted from the start of the video), column and index, so any ROI can be
+traced back to the pixels it came from; they contain no spaces and are unique
+within a chunk (and across a video). Names are pure functions of their inputs,
+so a retried step overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+__all__ = [
+    "RoiRef",
+    "chunk_name",
+    "format_timestamp",
+    "frame_time",
+    "parse_roi_id",
+    "parse_timestamp",
+    "roi_id",
+]
+
+#: ``YYYYmmddHHMMSS.mmm`` anywhere in a name, not glued to other digits.
+_TS_SEARCH = re.compile(r"(?<![0-9])([0-9]{14})\.([0-9]{3})(?![0-9])")
+_TS_FULL = re.compile(r"([0-9]{14})\.([0-9]{3})")
+_ROI_ID = re.compile(
+    r"^(?P<chunk>.+)_f(?P<frame>[0-9]{6,})_l(?P<line>[0-9]{8,})"
+    r"_x(?P<column>[0-9]{5,})_r(?P<index>[0-9]{4,})$"
+)
+_BAD_NAME_CHARS = re.compile(r"[\s/\\]")
+
+
+def _to_datetime(digits: str, millis: str) -> datetime | None:
+    try:
+        return datetime.strptime(digits, "%Y%m%d%H%M%S") + timedelta(milliseconds=int(millis))
+    except ValueError:  # e.g. month 13: digits that are not a date
+        return None
+
+
+def parse_timestamp(name: str | os.PathLike[str]) -> datetime | None:
+    """Return the ISIIS timestamp (``%Y%m%d%H%M%S.%f``, milliseconds) found in a file name.
+
+    Looks at the base name only and accepts anything around the stamp, so
+    ``raw/20180706170805.476.avi``, ``20180706170805.476-library_bigcam.csv``
+    and ``20180706170805.476.tar.gz`` all give 2018-07-06 17:08:05.476.
+
+    Parameters
+    ----------
+    name : str or path-like
+        File name, stem or path.
+
+    Returns
+    -------
+    datetime or None
+        None when the name holds no valid timestamp.
+    """
+    m = _TS_SEARCH.search(os.path.basename(os.fspath(name)))
+    return _to_datetime(m.group(1), m.group(2)) if m else None
+
+
+def format_timestamp(t: datetime) -> str:
+    """Format a time as an ISIIS name stamp, ``YYYYmmddHHMMSS.mmm`` (rounded to ms)."""
+    ms = round(t.microsecond / 1000)
+    t = t.replace(microsecond=0) + timedelta(milliseconds=ms)
+    return f"{t:%Y%m%d%H%M%S}.{t.microsecond // 1000:03d}"
+
+
+def _stem_time(video_stem: str) -> datetime | None:
+    m = _TS_FULL.fullmatch(video_stem)
+    return _to_datetime(m.group(1), m.group(2)) if m else None
+
+
+def _check_fps(fps: float | None) -> None:
+    if fps is not None and not (fps > 0 and fps < float("inf")):
+        raise ValueError(f"fps must be a positive finite number or None, got {fps!r}")
+
+
+def chunk_name(video_stem: str, chunk_index: int, start_frame: int, fps: float | None) -> str:
+    """Name a chunk of a video: its own start time for ISIIS names, else ``<stem>-c<index>``.
+
+    Parameters
+    ----------
+    video_stem : str
+        Video file name without extension, e.g. ``"20180706170805.476"``.
+    chunk_index : int
+        0-based chunk number within the video.
+    start_frame : int
+        Index of the chunk's first frame within the video.
+    fps : float or None
+        Frame rate; None when unknown (then timestamp arithmetic is impossible).
+
+    Returns
+    -------
+    str
+        ``video time + start_frame / fps`` formatted like the stem (chunk 0 is
+        the stem itself) when the stem is exactly a timestamp and fps is known;
+        otherwise ``f"{video_stem}-c{chunk_index:04d}"``.
+
+    Examples
+    --------
+    >>> chunk_name("20180706170805.476", 0, 0, 13.7)
+    '20180706170805.476'
+    >>> chunk_name("dive3_cam1", 0, 0, 13.7)
+    'dive3_cam1-c0000'
+    """
+    if not video_stem or _BAD_NAME_CHARS.search(video_stem):
+        raise ValueError(
+            f"video_stem must be a non-empty name without spaces or /, got {video_stem!r}"
+        )
+    if chunk_index < 0 or start_frame < 0:
+        raise ValueError(
+            f"chunk_index and start_frame must be >= 0, got {chunk_index} and {start_frame}"
+        )
+    _check_fps(fps)
+    t0 = _stem_time(video_stem)
+    if t0 is None or fps is None:
+        return f"{video_stem}-c{chunk_index:04d}"
+    # Integer milliseconds: no float drift over thousands of chunks.
+    return format_timestamp(t0 + timedelta(milliseconds=round(start_frame * 1000 / fps)))
+
+
+def frame_time(video_stem: str, frame: int, fps: float | None) -> datetime | None:
+    """Wall-clock time of a frame: video start (from its ISIIS name) + frame / fps.
+
+    Returns None when the stem is not a timestamp or fps is unknown. Used for
+    ``object_date``/``object_time`` in EcoTaxa exports and counts per second.
+    """
+    if frame < 0:
+        raise ValueError(f"frame must be >= 0, got {frame}")
+    _check_fps(fps)
+    t0 = _stem_time(video_stem)
+    if t0 is None or fps is None:
+        return None
+    return t0 + timedelta(microseconds=round(frame * 1_000_000 / fps))
+
+
+def roi_id(chunk: str, frame: int, line: int, column: int, index: int) -> str:
+    """Identifier of one ROI, traceable to its pixels: ``<chunk>_f<frame>_l<line>_x<col>_r<idx>``.
+
+    Parameters
+    ----------
+    chunk : str
+        Chunk name (see :func:`chunk_name`); no spaces or slashes.
+    frame : int
+        Frame index within the video where the ROI's top edge lies.
+    line : int
+        Row of the ROI's top edge in the video's continuous line-scan image.
+    column : int
+        Column of the ROI's left edge.
+    index : int
+        Running ROI number within the chunk (makes the id unique even when two
+        ROIs share a corner).
+
+    Examples
+    --------
+    >>> roi_id("20180706170805.476", 12, 24576, 1234, 3)
+    '20180706170805.476_f000012_l00024576_x01234_r0003'
+    """
+    if not chunk or _BAD_NAME_CHARS.search(chunk):
+        raise ValueError(f"chunk must be a non-empty name without spaces or /, got {chunk!r}")
+    for field, v in (("frame", frame), ("line", line), ("column", column), ("index", index)):
+        if int(v) != v or v < 0:
+            raise ValueError(f"roi_id: {field} must be a non-negative integer, got {v!r}")
+    return f"{chunk}_f{int(frame):06d}_l{int(line):08d}_x{int(column):05d}_r{int(index):04d}"
+
+
+class RoiRef(NamedTuple):
+    """The parts of a ROI id."""
+
+    chunk: str
+    frame: int
+    line: int
+    column: int
+    index: int
+
+
+def parse_roi_id(rid: str) -> RoiRef | None:
+    """Split an id made by :func:`roi_id` (file names with extension too); None if not one."""
+    base = os.path.basename(rid)
+    stem, ext = os.path.splitext(base)
+    m = _ROI_ID.match(stem if ext.lower() in {".png", ".jpg", ".jpeg"} else base)
+    if m is None:
+        return None
+    return RoiRef(m["chunk"], int(m["frame"]), int(m["line"]), int(m["column"]), int(m["index"]))

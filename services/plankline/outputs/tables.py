@@ -1,0 +1,222 @@
+"""Columnar CSV tables (measurements, class probabilities) and the one atomic writer.
+
+Every writer in :mod:`plankline.outputs` goes through :func:`atomic_write`, so a
+crash, a kill or a full disk never leaves a half-written file under the final
+name: a resumed batch run or a retried stream step either finds the complete
+previous output or nothing.
+
+Tables are ``dict[str, np.ndarray]`` in column order, the shape
+``skimage.measure.regionprops_table`` returns, so measurement code can hand its
+result straight to :func:`write_csv`. The stdlib :mod:`csv` module does the
+quoting; no pandas dependency is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = ["atomic_write", "read_csv", "write_csv"]
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any
+) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
+
+    ``os.replace`` within one directory is atomic on POSIX and Windows, so
+    readers see either the old file or the complete new one. On any exception
+    the temporary file is removed and the exception propagates; ``path`` is
+    untouched.
+
+    Parameters
+    ----------
+    path : path-like
+        Final file name. Its directory must exist.
+    mode : str
+        ``"wb"`` (default) or ``"w"`` for text; any write mode ``open`` accepts.
+    **open_kwargs
+        Passed to :func:`open` (``encoding=``, ``newline=``...).
+
+    Yields
+    ------
+    file object
+        Write to it; do not close it yourself.
+
+    Examples
+    --------
+    >>> with atomic_write("out.csv", "w", newline="") as f:  # doctest: +SKIP
+    ...     f.write("a,b\\n1,2\\n")
+    """
+    if not any(c in mode for c in "wax"):
+        raise ValueError(f"atomic_write needs a write mode, got {mode!r}")
+    final = Path(path)
+    directory = final.parent if str(final.parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot write {final}: directory {directory} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, mode.replace("x", "w").replace("a", "w"), **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    # Make the rename itself durable (best effort: not every platform can fsync a directory).
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _format_column(name: str, values: np.ndarray | Sequence[Any], float_format: str) -> list[str]:
+    """Render one column as strings, vectorised for numeric arrays."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        return np.char.mod(float_format, arr).tolist()
+    if arr.dtype.kind in "iu":
+        return arr.astype(str).tolist()
+    if arr.dtype.kind == "b":
+        return arr.astype(np.uint8).astype(str).tolist()
+    return ["" if v is None else str(v) for v in arr.tolist()]
+
+
+def write_csv(
+    path: str | os.PathLike[str],
+    columns: Mapping[str, np.ndarray | Sequence[Any]],
+    *,
+    float_format: str = "%.6g",
+) -> None:
+    """Write a columnar table as CSV, atomically, header first, column order kept.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; replaced atomically (see :func:`atomic_write`).
+    columns : mapping of str to 1-D array or sequence
+        Column name -> values; all columns must have the same length.
+    float_format : str
+        ``%``-format for float columns. ``"%.6g"`` keeps six significant
+        digits, enough for pixel measurements and probabilities while keeping
+        per-chunk files small; use ``"%.17g"`` for an exact round trip.
+
+    Raises
+    ------
+    ValueError
+        If there are no columns, a name is empty or repeated, or lengths differ
+        (the message names the column).
+    """
+    if not columns:
+        raise ValueError(f"{path}: a table needs at least one column")
+    names = list(columns)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{path}: column names must be non-empty strings, got {name!r}")
+    n_rows: int | None = None
+    rendered: list[list[str]] = []
+    for name in names:
+        col = _format_column(name, columns[name], float_format)
+        if n_rows is None:
+            n_rows = len(col)
+        elif len(col) != n_rows:
+            raise ValueError(
+                f"{path}: column {name!r} has {len(col)} rows, column {names[0]!r} has {n_rows}"
+            )
+        rendered.append(col)
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(zip(*rendered, strict=True))
+
+
+def _parse_column(values: list[str]) -> np.ndarray:
+    """Infer int, then float (empty -> NaN), else keep strings as an object array."""
+    arr = np.array(values, dtype=str)
+    if arr.size == 0:
+        return np.array([], dtype=np.float64)
+    with contextlib.suppress(ValueError, OverflowError):
+        return arr.astype(np.int64)
+    empty = arr == ""
+    if not empty.all():
+        filled = np.where(empty, "nan", arr)
+        with contextlib.suppress(ValueError):
+            return filled.astype(np.float64)
+    return np.array(values, dtype=object)
+
+
+def read_csv(
+    path: str | os.PathLike[str], *, dtypes: Mapping[str, type | np.dtype] | None = None
+) -> dict[str, np.ndarray]:
+    """Read a CSV written by :func:`write_csv` (or any CSV with a header row) into columns.
+
+    Numeric columns come back as ``int64`` (all values integers) or ``float64``
+    (empty cells -> NaN); anything else as an ``object`` array of ``str``.
+
+    Parameters
+    ----------
+    path : path-like
+        CSV file with a header row.
+    dtypes : mapping, optional
+        Force a column's type, e.g. ``{"image": str}``: ISIIS chunk names such
+        as ``20180706170805.476`` look like floats and would lose digits if
+        inferred.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Columns in file order.
+
+    Raises
+    ------
+    ValueError
+        If the file is empty, a header is repeated or a row has the wrong
+        number of fields (the message names file and line).
+    """
+    dtypes = dict(dtypes or {})
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ValueError(f"{path}: empty file, expected a header row") from None
+        if len(set(header)) != len(header):
+            dup = sorted({h for h in header if header.count(h) > 1})
+            raise ValueError(f"{path}: repeated column name(s) {dup}")
+        rows = list(reader)
+    n = len(header)
+    for i, row in enumerate(rows):
+        if len(row) != n:
+            raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, header has {n}")
+    cols = list(zip(*rows, strict=True)) if rows else [()] * n
+    out: dict[str, np.ndarray] = {}
+    for name, values in zip(header, cols, strict=True):
+        if name in dtypes:
+            want = np.dtype(dtypes[name])
+            out[name] = (
+                np.array(values, dtype=object)
+                if want.kind in "USO"
+                else np.array(values, dtype=str).astype(want)
+            )
+        else:
+            out[name] = _parse_column(list(values))
+    unknown = set(dtypes) - set(header)
+    if unknown:
+        raise ValueError(f"{path}: dtypes given for missing column(s) {sorted(unknown)}")
+    return out

@@ -1,0 +1,132 @@
+"""ROI tar archives: round trip, filters, masks, robustness."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import cv2
+import numpy as np
+import pytest
+from plankline.outputs.naming import roi_id
+from plankline.outputs.rois import iter_roi_tar, iter_roi_tar_bytes, write_roi_tar
+
+
+def _crops(n: int, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    ids = [roi_id("20180706170805.476", i, i * 2048 + 7, 3 * i, i) for i in range(n)]
+    crops = [
+        rng.integers(0, 256, (int(rng.integers(5, 40)), int(rng.integers(5, 40))), dtype=np.uint8)
+        for _ in range(n)
+    ]
+    return ids, crops
+
+
+def test_png_tar_round_trip_is_lossless_and_ordered(tmp_path):
+    ids, crops = _crops(30)
+    p = tmp_path / "20180706170805.476.tar"
+    write_roi_tar(p, ids, crops)
+    got = list(iter_roi_tar(p))
+    assert [r for r, _ in got] == ids
+    for (_, img), crop in zip(got, crops, strict=True):
+        assert img.dtype == np.uint8 and np.array_equal(img, crop)
+    with tarfile.open(p) as t:
+        assert t.getnames() == [f"{i}.png" for i in ids]
+
+
+def test_uint16_crops_survive_in_unchanged_mode(tmp_path):
+    crop = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
+    write_roi_tar(tmp_path / "a.tar", ["r1"], [crop])
+    ((_, img),) = iter_roi_tar(tmp_path / "a.tar", mode="unchanged")
+    assert img.dtype == np.uint16 and np.array_equal(img, crop)
+
+
+def test_jpeg_tar_is_close_to_the_original(tmp_path):
+    crop = cv2.GaussianBlur(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), (5, 5), 0)
+    write_roi_tar(tmp_path / "j.tar", ["a"], [crop], fmt="jpg")
+    ((rid, img),) = iter_roi_tar(tmp_path / "j.tar")
+    assert rid == "a" and np.abs(img.astype(int) - crop).mean() < 2
+
+
+def test_names_filter_reads_only_wanted_members(tmp_path):
+    ids, crops = _crops(20)
+    write_roi_tar(tmp_path / "c.tar", ids, crops)
+    want = {ids[3], ids[17] + ".png"}  # by id or by member name
+    got = dict(iter_roi_tar(tmp_path / "c.tar", want))
+    assert sorted(got) == sorted([ids[3], ids[17]])
+    assert np.array_equal(got[ids[17]], crops[17])
+
+
+def test_gzipped_tar_is_read_too(tmp_path):
+    ids, crops = _crops(5)
+    plain = tmp_path / "c.tar"
+    write_roi_tar(plain, ids, crops)
+    gz = tmp_path / "c.tar.gz"
+    with tarfile.open(gz, "w:gz") as out, tarfile.open(plain) as src:
+        for m in src:
+            out.addfile(m, src.extractfile(m))
+    assert [r for r, _ in iter_roi_tar(gz)] == ids
+
+
+def test_masks_are_written_only_when_asked(tmp_path):
+    ids, crops = _crops(3)
+    masks = [(c > 128) for c in crops]
+    write_roi_tar(tmp_path / "m.tar", ids, crops, masks=masks)
+    assert [r for r, _ in iter_roi_tar(tmp_path / "m.tar")] == ids
+    got = dict(iter_roi_tar(tmp_path / "m.tar", include_masks=True))
+    assert np.array_equal(got[ids[1] + "_mask"] > 0, masks[1])
+    write_roi_tar(tmp_path / "n.tar", ids, crops)
+    with tarfile.open(tmp_path / "n.tar") as t:
+        assert not any("_mask" in n for n in t.getnames())
+
+
+def test_bad_member_is_warned_and_skipped(tmp_path):
+    ids, crops = _crops(2)
+    p = tmp_path / "b.tar"
+    write_roi_tar(p, ids, crops)
+    with tarfile.open(p, "a") as t:
+        info = tarfile.TarInfo("broken.png")
+        info.size = 4
+        t.addfile(info, io.BytesIO(b"junk"))
+    with pytest.warns(UserWarning, match="broken.png"):
+        got = [r for r, _ in iter_roi_tar(p)]
+    assert got == ids
+
+
+def test_truncated_tar_warns_and_keeps_earlier_members(tmp_path):
+    ids, crops = _crops(10)
+    p = tmp_path / "t.tar"
+    write_roi_tar(p, ids, crops)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="truncated|corrupt"):
+        got = [r for r, _ in iter_roi_tar(p)]
+    assert 0 < len(got) < 10 and got == ids[: len(got)]
+
+
+def test_write_rejects_bad_inputs_and_writes_nothing(tmp_path):
+    ids, crops = _crops(2)
+    p = tmp_path / "x.tar"
+    with pytest.raises(ValueError, match="repeated"):
+        write_roi_tar(p, [ids[0], ids[0]], crops)
+    with pytest.raises(ValueError, match="2 ids but 1 crops"):
+        write_roi_tar(p, ids, crops[:1])
+    with pytest.raises(ValueError, match="float64"):
+        write_roi_tar(p, ids[:1], [np.zeros((4, 4))])
+    with pytest.raises(ValueError, match="must match"):
+        write_roi_tar(p, ["a b"], crops[:1])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fixed_mtime_gives_byte_identical_archives(tmp_path):
+    ids, crops = _crops(4)
+    write_roi_tar(tmp_path / "a.tar", ids, crops, mtime=0)
+    write_roi_tar(tmp_path / "b.tar", ids, crops, mtime=0)
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_bytes_iterator_returns_encoded_members(tmp_path):
+    ids, crops = _crops(2)
+    write_roi_tar(tmp_path / "a.tar", ids, crops)
+    ((rid, member, data),) = iter_roi_tar_bytes(tmp_path / "a.tar", {ids[1]})
+    assert rid == ids[1] and member == ids[1] + ".png" and data.startswith(b"\x89PNG")

@@ -1,0 +1,94 @@
+"""CSV tables and the atomic writer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from plankline.outputs.tables import atomic_write, read_csv, write_csv
+
+
+def test_csv_round_trip_keeps_order_types_and_values(tmp_path):
+    cols = {
+        "image": np.array(["20180706170805.476_f000001_l00002048_x00005_r0000", "b,with comma"]),
+        "area": np.array([12, 4096]),
+        "esd": np.array([3.90882, np.nan]),
+        "label": ["copepod", 'say "hi"'],
+    }
+    p = tmp_path / "m.csv"
+    write_csv(p, cols)
+    got = read_csv(p)
+    assert list(got) == ["image", "area", "esd", "label"]
+    assert got["area"].dtype == np.int64 and got["area"].tolist() == [12, 4096]
+    assert got["esd"].dtype == np.float64
+    assert got["esd"][0] == pytest.approx(3.90882) and np.isnan(got["esd"][1])
+    assert got["image"].tolist() == cols["image"].tolist()
+    assert got["label"].tolist() == cols["label"]
+
+
+def test_float_format_controls_precision(tmp_path):
+    p = tmp_path / "f.csv"
+    write_csv(p, {"x": np.array([1 / 3])}, float_format="%.3f")
+    assert p.read_text().splitlines() == ["x", "0.333"]
+    write_csv(p, {"x": np.array([1 / 3])}, float_format="%.17g")
+    assert read_csv(p)["x"][0] == 1 / 3
+
+
+def test_dtypes_keep_timestamp_like_strings(tmp_path):
+    p = tmp_path / "t.csv"
+    write_csv(p, {"chunk": ["20180706170805.476"], "n": [1]})
+    assert read_csv(p)["chunk"].dtype == np.float64  # inferred: a number
+    assert read_csv(p, dtypes={"chunk": str})["chunk"][0] == "20180706170805.476"
+
+
+def test_header_only_csv_gives_empty_columns(tmp_path):
+    p = tmp_path / "e.csv"
+    write_csv(p, {"a": np.array([]), "b": []})
+    got = read_csv(p)
+    assert list(got) == ["a", "b"] and all(len(v) == 0 for v in got.values())
+
+
+def test_write_csv_rejects_ragged_columns_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="'b' has 1 rows"):
+        write_csv(tmp_path / "x.csv", {"a": [1, 2], "b": [1]})
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_read_csv_reports_bad_line(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("a,b\n1,2\n3\n")
+    with pytest.raises(ValueError, match="line 3"):
+        read_csv(p)
+
+
+def test_crash_mid_write_leaves_no_partial_file_and_no_temp(tmp_path):
+    p = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError), atomic_write(p) as f:
+        f.write(b"half of it")
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_mid_write_keeps_previous_complete_file(tmp_path):
+    p = tmp_path / "m.csv"
+    write_csv(p, {"a": [1, 2, 3]})
+
+    class Boom:
+        def __array__(self, *a, **k):
+            raise RuntimeError("disk full")
+
+    # Fails while rendering the second column, before the rename.
+    with pytest.raises(RuntimeError):
+        write_csv(p, {"a": [9], "b": Boom()})
+    assert read_csv(p)["a"].tolist() == [1, 2, 3]
+    assert [x.name for x in tmp_path.iterdir()] == ["m.csv"]
+
+
+def test_atomic_write_text_mode_and_missing_directory(tmp_path):
+    with atomic_write(tmp_path / "a.txt", "w", encoding="utf-8") as f:
+        f.write("ok")
+    assert (tmp_path / "a.txt").read_text() == "ok"
+    with (
+        pytest.raises(FileNotFoundError, match="does not exist"),
+        atomic_write(tmp_path / "nope" / "a.txt"),
+    ):
+        pass
