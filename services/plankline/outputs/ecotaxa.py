@@ -1,0 +1,465 @@
+"""EcoTaxa export: a zip with ``ecotaxa_<sample>.tsv`` and one PNG per object, and its checker.
+
+EcoTaxa (https://ecotaxa.obs-vlfr.fr) is where plankton ecologists validate
+and share classified ROIs. Its importer (``ecotaxa/ecotaxa_back``,
+``py/BO/Bundle.py`` and ``py/BO/TSVFile.py``) is strict; the rules we follow,
+and that :func:`validate_ecotaxa_zip` checks, are:
+
+- only files named ``ecotaxa*.tsv`` are read; tab separated, read as latin-1;
+- line 1 is the header, line 2 the types, each exactly ``[f]`` (float) or ``[t]``;
+- every column is ``<table>_<field>`` with table ``object``, ``sample``,
+  ``acq``, ``process`` or ``img``; the only ``img_`` columns are
+  ``img_file_name`` and ``img_rank``;
+- ``object_id`` is required with any ``object_`` column, ``sample_id`` with
+  any ``sample_`` column, ``acq_id`` with ``acq_``, ``process_id`` with
+  ``process_``; one acquisition belongs to one sample;
+- ``object_date`` is ``YYYYMMDD``, ``object_time`` ``HHMMSS``; ``object_lat``
+  within +-90, ``object_lon`` within +-180; ``[f]`` values parse as floats;
+- each (``object_id``, ``img_file_name``) pair is unique and the image exists
+  beside the TSV, as PNG or JPEG (TIFF is refused);
+- predicted classes go in ``object_annotation_category`` with
+  ``object_annotation_status`` ``predicted`` (other statuses: ``validated``,
+  ``dubious``).
+
+Column names are normalised like EcoTaxa does (lower case), and we restrict
+them further to ``[a-z0-9_]`` so they survive every EcoTaxa export/import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from plankline import __version__
+from plankline.outputs.rois import encode_image
+from plankline.outputs.tables import atomic_write
+
+__all__ = ["ANNOTATION_STATUSES", "sanitize_name", "validate_ecotaxa_zip", "write_ecotaxa_zip"]
+
+ANNOTATION_STATUSES = ("predicted", "validated", "dubious")
+_PREFIXES = ("object", "sample", "acq", "process", "img")
+_IMG_COLUMNS = ("img_file_name", "img_rank")
+# Object columns with a fixed meaning in EcoTaxa: measurement names must not collide with them.
+_RESERVED_OBJECT = {
+    "object_id", "object_lat", "object_lon", "object_date", "object_time", "object_link",
+    "object_depth_min", "object_depth_max", "object_annotation_category",
+    "object_annotation_category_id", "object_annotation_date", "object_annotation_time",
+    "object_annotation_person_name", "object_annotation_person_email",
+    "object_annotation_status", "object_annotation_hierarchy",
+}  # fmt: skip
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def sanitize_name(name: str) -> str:
+    """Lower-case ``name`` and map every run of characters outside ``[a-z0-9_]`` to ``_``.
+
+    >>> sanitize_name("Feret Diameter (px)")
+    'feret_diameter_px'
+    """
+    s = re.sub(r"[^a-z0-9_]+", "_", str(name).strip().lower()).strip("_")
+    if not s:
+        raise ValueError(f"column name {name!r} has no usable characters [a-z0-9_]")
+    return s
+
+
+def _per_object(field: str, value: object, n: int) -> list:
+    """Broadcast a scalar (or None) to n objects, or check a per-object sequence's length."""
+    if value is None or isinstance(value, (str, int, float, datetime, date, np.generic)):
+        return [value] * n
+    seq = list(value)  # type: ignore[call-overload]
+    if len(seq) != n:
+        raise ValueError(f"{field} has {len(seq)} values for {n} objects")
+    return seq
+
+
+def _clean_text(field: str, value: object) -> str:
+    s = "" if value is None else str(value)
+    if any(c in s for c in "\t\r\n"):
+        raise ValueError(f"{field}: value {s!r} contains a tab or newline")
+    try:
+        s.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: value {s!r} is not latin-1, EcoTaxa would garble it") from None
+    return s
+
+
+def _fmt_float(field: str, v: object) -> str:
+    if v is None:
+        return ""
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: {v!r} is not a number") from None
+    if math.isnan(f):
+        return ""
+    if math.isinf(f):
+        raise ValueError(f"{field}: infinite value")
+    return f"{f:.9g}"
+
+
+def _coords(field: str, values: list, limit: float) -> list[str]:
+    out = []
+    for i, v in enumerate(values):
+        s = _fmt_float(field, v)
+        if s and abs(float(s)) > limit:
+            raise ValueError(f"{field}[{i}] = {v} is outside -{limit:g}..{limit:g}")
+        out.append(s)
+    return out
+
+
+def _meta_columns(
+    prefix: str, meta: Mapping[str, str | float], n: int
+) -> dict[str, tuple[str, list[str]]]:
+    cols: dict[str, tuple[str, list[str]]] = {}
+    for key, value in meta.items():
+        col = f"{prefix}_{sanitize_name(key)}"
+        if col == f"{prefix}_id":
+            raise ValueError(f"{prefix}_meta must not contain 'id'; pass {prefix}_id instead")
+        if col in cols:
+            raise ValueError(f"{prefix}_meta: {key!r} collides with another key as {col!r}")
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+            cols[col] = ("[f]", [_fmt_float(col, value)] * n)
+        else:
+            cols[col] = ("[t]", [_clean_text(col, value)] * n)
+    return cols
+
+
+def write_ecotaxa_zip(
+    path: str | os.PathLike[str],
+    *,
+    object_ids: Sequence[str],
+    images: Sequence[np.ndarray],
+    measurements: Mapping[str, np.ndarray | Sequence[float] | Sequence[str]],
+    sample_id: str,
+    acq_id: str,
+    lat: float | Sequence[float] | None = None,
+    lon: float | Sequence[float] | None = None,
+    datetimes: datetime | Sequence[datetime | None] | None = None,
+    depth: float | Sequence[float] | None = None,
+    acq_meta: Mapping[str, str | float] | None = None,
+    sample_meta: Mapping[str, str | float] | None = None,
+    process_meta: Mapping[str, str | float] | None = None,
+    process_id: str | None = None,
+    predicted: Sequence[str] | None = None,
+    pixel_size_um: float | None = None,
+    image_format: Literal["png", "jpg"] = "png",
+) -> None:
+    """Write one sample/acquisition as a zip that EcoTaxa imports as is.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.zip``, written atomically.
+    object_ids : sequence of str
+        Unique, non-empty ids (ROI ids); images are stored as ``<id>.png``.
+    images : sequence of np.ndarray
+        One ``uint8``/``uint16`` gray or colour crop per object.
+    measurements : mapping
+        Name -> per-object values. Numeric columns become ``[f]``, others
+        ``[t]``; names become ``object_<sanitized name>``; NaN -> empty cell.
+    sample_id, acq_id : str
+        The sample (e.g. tow/transect) and acquisition (e.g. video or
+        instrument run). All objects of one zip share them.
+    lat, lon, depth : float or sequence, optional
+        Decimal degrees (lat within +-90, lon within +-180) and metres, one
+        value for all or one per object. Depth fills ``object_depth_min`` and
+        ``object_depth_max``.
+    datetimes : datetime or sequence of (datetime or None), optional
+        Capture time per object (see :func:`plankline.outputs.naming.frame_time`)
+        -> ``object_date`` ``YYYYMMDD`` and ``object_time`` ``HHMMSS``.
+    acq_meta, sample_meta, process_meta : mapping, optional
+        Extra ``acq_*``/``sample_*``/``process_*`` columns (constant per file).
+    process_id : str, optional
+        Defaults to ``plankline_<version>`` so re-processings are told apart.
+    predicted : sequence of str, optional
+        Predicted class per object: ``object_annotation_category`` with
+        ``object_annotation_status=predicted``.
+    pixel_size_um : float, optional
+        Recorded as ``process_pixel_size_um`` (EcoTaxa stores measurements in
+        pixels; this is the factor users need to convert them).
+    image_format : {"png", "jpg"}
+        Image encoding inside the zip.
+
+    Raises
+    ------
+    ValueError
+        On any input EcoTaxa would refuse; the message names the field.
+    """
+    n = len(object_ids)
+    if n == 0:
+        raise ValueError("object_ids is empty: EcoTaxa needs at least one object")
+    if len(images) != n:
+        raise ValueError(f"images has {len(images)} items for {n} object_ids")
+    ids = [_clean_text("object_id", o) for o in object_ids]
+    if any(not o for o in ids):
+        raise ValueError("object_id must not be empty")
+    if len(set(ids)) != n:
+        dup = sorted({o for o in ids if ids.count(o) > 1})[:5]
+        raise ValueError(f"object_id values must be unique, repeated: {dup}")
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", "".join(ids)):
+        raise ValueError("object_id must only hold [A-Za-z0-9._+-] (it names the image file)")
+    for field, v in (("sample_id", sample_id), ("acq_id", acq_id)):
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"{field} must be a non-empty string, got {v!r}")
+        _clean_text(field, v)
+    process_id = process_id or f"plankline_{__version__}"
+
+    cols: dict[str, tuple[str, list[str]]] = {}
+    files = [f"{o}.{image_format}" for o in ids]
+    cols["img_file_name"] = ("[t]", files)
+    cols["img_rank"] = ("[f]", ["0"] * n)
+    cols["object_id"] = ("[t]", ids)
+    if lat is not None:
+        cols["object_lat"] = ("[f]", _coords("lat", _per_object("lat", lat, n), 90))
+    if lon is not None:
+        cols["object_lon"] = ("[f]", _coords("lon", _per_object("lon", lon, n), 180))
+    if datetimes is not None:
+        dts = _per_object("datetimes", datetimes, n)
+        for i, t in enumerate(dts):
+            if t is not None and not isinstance(t, datetime):
+                raise ValueError(
+                    f"datetimes[{i}] must be a datetime or None, got {type(t).__name__}"
+                )
+        cols["object_date"] = ("[t]", ["" if t is None else f"{t:%Y%m%d}" for t in dts])
+        cols["object_time"] = ("[t]", ["" if t is None else f"{t:%H%M%S}" for t in dts])
+    if depth is not None:
+        d = [_fmt_float("depth", v) for v in _per_object("depth", depth, n)]
+        cols["object_depth_min"] = ("[f]", d)
+        cols["object_depth_max"] = ("[f]", d)
+    if predicted is not None:
+        classes = [_clean_text("predicted", c) for c in _per_object("predicted", predicted, n)]
+        if any(not c for c in classes):
+            raise ValueError("predicted: every object needs a class name (empty found)")
+        cols["object_annotation_status"] = ("[t]", ["predicted"] * n)
+        cols["object_annotation_category"] = ("[t]", classes)
+    for name, values in measurements.items():
+        col = f"object_{sanitize_name(name)}"
+        if col in _RESERVED_OBJECT or col in cols:
+            raise ValueError(
+                f"measurement {name!r} maps to {col!r}, which is reserved or already used"
+            )
+        arr = np.asarray(values)
+        if arr.shape != (n,):
+            raise ValueError(f"measurement {name!r} has shape {arr.shape}, expected ({n},)")
+        if arr.dtype.kind in "biuf":
+            f = arr.astype(np.float64)
+            if np.isinf(f).any():
+                raise ValueError(f"measurement {name!r} holds infinite values")
+            txt = np.char.mod("%.9g", f)
+            cols[col] = ("[f]", np.where(np.isnan(f), "", txt).tolist())
+        else:
+            cols[col] = ("[t]", [_clean_text(col, v) for v in arr.tolist()])
+    cols["sample_id"] = ("[t]", [sample_id] * n)
+    cols.update(_meta_columns("sample", sample_meta or {}, n))
+    cols["acq_id"] = ("[t]", [acq_id] * n)
+    cols.update(_meta_columns("acq", acq_meta or {}, n))
+    cols["process_id"] = ("[t]", [_clean_text("process_id", process_id)] * n)
+    proc = dict(process_meta or {})
+    if pixel_size_um is not None:
+        if not pixel_size_um > 0:
+            raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
+        proc.setdefault("pixel_size_um", float(pixel_size_um))
+    proc.setdefault("software", f"plankline {__version__}")
+    cols.update(_meta_columns("process", proc, n))
+
+    encoded = []
+    for o, img in zip(ids, images, strict=True):
+        if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
+            raise ValueError(f"image for object {o!r} must be a non-empty 2-D/3-D array")
+        if img.dtype not in (np.uint8, np.uint16) or (
+            image_format == "jpg" and img.dtype != np.uint8
+        ):
+            raise ValueError(
+                f"image for object {o!r} has dtype {img.dtype}, not a valid {image_format}"
+            )
+        encoded.append(encode_image(img, image_format))
+
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w.writerow(list(cols))
+    w.writerow([t for t, _ in cols.values()])
+    w.writerows(zip(*(v for _, v in cols.values()), strict=True))
+    tsv_name = f"ecotaxa_{sanitize_name(sample_id)}.tsv"
+    with atomic_write(path, "wb") as f, zipfile.ZipFile(f, "w") as z:
+        z.writestr(tsv_name, buf.getvalue().encode("latin-1"), compress_type=zipfile.ZIP_DEFLATED)
+        for name, data in zip(files, encoded, strict=True):
+            z.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+
+
+def _is_date(s: str) -> bool:
+    try:
+        return len(s) == 8 and s.isdigit() and bool(datetime.strptime(s, "%Y%m%d"))
+    except ValueError:
+        return False
+
+
+def _is_time(s: str) -> bool:
+    try:
+        return len(s) == 6 and s.isdigit() and bool(datetime.strptime(s, "%H%M%S"))
+    except ValueError:
+        return False
+
+
+def _check_tsv(
+    z: zipfile.ZipFile,
+    tsv: str,
+    names: set[str],
+    acq_sample: dict[str, tuple[str, str]],
+    seen_pairs: set[tuple[str, str]],
+    decode_images: bool,
+) -> list[str]:
+    """All rule violations of one TSV inside the zip (messages name file, line, column)."""
+    errs: list[str] = []
+    text = z.read(tsv).decode("latin-1")
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t", quotechar='"'))
+    if len(rows) < 2:
+        return [f"{tsv}: needs a header line and a [t]/[f] type line"]
+    header = [h.strip(" \t").lower() for h in rows[0]]
+    types = rows[1]
+    data = rows[2:]
+    if len(types) != len(header):
+        errs.append(f"{tsv}: type line has {len(types)} fields, header has {len(header)}")
+    if len(set(header)) != len(header):
+        errs.append(
+            f"{tsv}: repeated column(s) {sorted({h for h in header if header.count(h) > 1})}"
+        )
+    prefixes: set[str] = set()
+    for i, h in enumerate(header):
+        prefix, sep, field = h.partition("_")
+        if not sep or not field:
+            errs.append(f"{tsv}: column {h!r} is not <table>_<field>")
+            continue
+        if prefix not in _PREFIXES:
+            errs.append(f"{tsv}: column {h!r} has unknown table prefix {prefix!r}")
+            continue
+        prefixes.add(prefix)
+        if prefix == "img" and h not in _IMG_COLUMNS:
+            errs.append(f"{tsv}: column {h!r}: the only img_ columns are {list(_IMG_COLUMNS)}")
+        if not re.fullmatch(r"[a-z0-9_]+", h):
+            errs.append(f"{tsv}: column {h!r} has characters outside [a-z0-9_]")
+        if i < len(types) and types[i] not in ("[f]", "[t]"):
+            errs.append(f"{tsv}: column {h!r} has type {types[i]!r}, expected exactly [f] or [t]")
+    for prefix in ("object", "sample", "acq", "process"):
+        if prefix in prefixes and f"{prefix}_id" not in header:
+            errs.append(f"{tsv}: {prefix}_id is required because there are {prefix}_ columns")
+    if "img_file_name" not in header:
+        errs.append(f"{tsv}: img_file_name column is missing")
+    col = {h: i for i, h in enumerate(header)}
+    float_cols = [h for i, h in enumerate(header) if i < len(types) and types[i] == "[f]"]
+    base = tsv.rsplit("/", 1)[0] + "/" if "/" in tsv else ""
+    for ln, row in enumerate(data, start=3):
+        where = f"{tsv} line {ln}"
+        if len(row) != len(header):
+            errs.append(f"{where}: {len(row)} fields, header has {len(header)}")
+            continue
+        v = {h: row[i].strip() for h, i in col.items()}
+        if "object_id" in v and not v["object_id"]:
+            errs.append(f"{where}: object_id is empty")
+        for h in float_cols:
+            if v[h]:
+                try:
+                    float(v[h])
+                except ValueError:
+                    errs.append(f"{where}: {h}={v[h]!r} is not a number but the column is [f]")
+        for h, lim in (("object_lat", 90.0), ("object_lon", 180.0)):
+            if v.get(h):
+                try:
+                    if abs(float(v[h])) > lim:
+                        errs.append(f"{where}: {h}={v[h]} is outside -{lim:g}..{lim:g}")
+                except ValueError:
+                    errs.append(f"{where}: {h}={v[h]!r} is not a number")
+        if v.get("object_date") and not _is_date(v["object_date"]):
+            errs.append(f"{where}: object_date={v['object_date']!r} is not YYYYMMDD")
+        if v.get("object_time") and not _is_time(v["object_time"]):
+            errs.append(f"{where}: object_time={v['object_time']!r} is not HHMMSS")
+        status = v.get("object_annotation_status", "")
+        if status and status.lower() not in ANNOTATION_STATUSES:
+            errs.append(
+                f"{where}: object_annotation_status={status!r} not in {ANNOTATION_STATUSES}"
+            )
+        if status.lower() == "predicted" and not v.get("object_annotation_category"):
+            errs.append(f"{where}: status predicted but object_annotation_category is empty")
+        if v.get("acq_id"):
+            smp = v.get("sample_id", "")
+            prev = acq_sample.setdefault(v["acq_id"], (smp, where))
+            if prev[0] != smp:
+                errs.append(
+                    f"{where}: acquisition {v['acq_id']!r} belongs to sample {smp!r} here "
+                    f"but to {prev[0]!r} at {prev[1]}: one acquisition belongs to one sample"
+                )
+        img = v.get("img_file_name", "")
+        if "img_file_name" in v:
+            if not img:
+                errs.append(f"{where}: img_file_name is empty")
+            else:
+                pair = (v.get("object_id", ""), img)
+                if pair in seen_pairs:
+                    errs.append(f"{where}: duplicate (object_id, img_file_name) {pair}")
+                seen_pairs.add(pair)
+                member = base + img
+                if member not in names:
+                    errs.append(f"{where}: image {img!r} is not in the zip")
+                else:
+                    errs.extend(_check_image(z, member, where, decode_images))
+    return errs
+
+
+def _check_image(z: zipfile.ZipFile, member: str, where: str, decode: bool) -> list[str]:
+    ext = os.path.splitext(member)[1].lower()
+    if ext not in (".png", ".jpg", ".jpeg"):
+        return [f"{where}: image {member!r} must be PNG or JPEG, extension {ext!r}"]
+    data = z.read(member)
+    if not (data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC)):
+        return [f"{where}: image {member!r} content is not PNG or JPEG"]
+    if decode and cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+        return [f"{where}: image {member!r} does not decode"]
+    return []
+
+
+def validate_ecotaxa_zip(path: str | os.PathLike[str], *, decode_images: bool = True) -> list[str]:
+    """Check a zip against EcoTaxa's import rules (module docstring); return the problems found.
+
+    An empty list means EcoTaxa's importer will accept the file structure and
+    content (taxonomy names are matched later, interactively, in EcoTaxa).
+
+    Parameters
+    ----------
+    path : path-like
+        The zip to check.
+    decode_images : bool
+        Also decode every image (slower, catches truncated files).
+
+    Returns
+    -------
+    list of str
+        One readable message per violation, naming file, line and column.
+    """
+    try:
+        z = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        return [f"{path}: not a readable zip ({e})"]
+    with z:
+        names = set(z.namelist())
+        tsvs = sorted(
+            n for n in names
+            if re.fullmatch(r"ecotaxa.*\.tsv", n.rsplit("/", 1)[-1]) and not n.endswith("/")
+        )  # fmt: skip
+        if not tsvs:
+            return [f"{path}: no file named ecotaxa*.tsv (EcoTaxa ignores other names)"]
+        errs: list[str] = []
+        acq_sample: dict[str, tuple[str, str]] = {}
+        seen: set[tuple[str, str]] = set()
+        for tsv in tsvs:
+            errs.extend(_check_tsv(z, tsv, names, acq_sample, seen, decode_images))
+        return errs
