@@ -106,5 +106,127 @@ def synth(
 # --- outputs commands (pull-images) ------------------------------------------
 
 
+@app.command(
+    "pull-images",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+    epilog=(
+        "Example (seed syntax): plankline pull-images -p .2 -d excsvs/ -o out/ -r extars/ "
+        "-t protist fish. Output: OUT/<class>/<image>.png. Bare words after the options "
+        "are more taxa, so '-t protist fish' works like '-t protist -t fish'. Long options "
+        "accept '_' or '-' (--best_taxon, --best-taxon)."
+    ),
+)
+def pull_images_cmd(
+    ctx: typer.Context,
+    taxon: Annotated[
+        list[str] | None,
+        typer.Option("-t", "--taxon", help="Taxon search string(s); substring match unless -s."),
+    ] = None,
+    probability_taxon: Annotated[
+        float | None,
+        typer.Option(
+            "-p",
+            "--probability-taxon",
+            "--probability_taxon",
+            help="Extract images whose probability for a matched class is above P (0..1).",
+        ),
+    ] = None,
+    best_taxon: Annotated[
+        bool,
+        typer.Option(
+            "-b",
+            "--best-taxon",
+            "--best_taxon",
+            help="Extract images only when a matched class is their top class.",
+        ),
+    ] = False,
+    input_drive: Annotated[
+        Path | None,
+        typer.Option("-d", "--input-drive", "--input_drive", help="Folder of classification CSVs."),
+    ] = None,
+    input_csv: Annotated[
+        Path | None,
+        typer.Option("-c", "--input-csv", "--input_csv", help="One classification CSV."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Output folder; must be empty or not exist."),
+    ] = None,
+    raw_tars: Annotated[
+        Path | None,
+        typer.Option(
+            "-r", "--raw-tars", "--raw_tars", help="Folder of ROI tars (<chunk>.tar[.gz])."
+        ),
+    ] = None,
+    min_images: Annotated[
+        int,
+        typer.Option(
+            "-m",
+            "--min-images",
+            "--min_images",
+            help="Skip a tar when fewer images are wanted from it.",
+        ),
+    ] = 0,
+    different_columns: Annotated[
+        bool,
+        typer.Option(
+            "-dc",
+            "--dc",
+            "--different-columns",
+            "--different_columns",
+            help="Allow class columns to differ between CSVs.",
+        ),
+    ] = False,
+    strict_subclasses: Annotated[
+        bool,
+        typer.Option(
+            "-s",
+            "--strict-subclasses",
+            "--strict_subclasses",
+            help="Match class names exactly, not as substrings.",
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Copy the ROIs of chosen taxa out of the chunk tars, as the OSU pull_images.py."""
+    import warnings
+
+    from plankline.outputs.pull import PullError, pull_images
+
+    extra = [a for a in ctx.args if a.startswith("-")]
+    if extra:
+        raise typer.BadParameter(f"unknown option(s) {extra}")
+    taxa = [*(taxon or []), *ctx.args]
+    if output is None or raw_tars is None:
+        raise typer.BadParameter("-o/--output and -r/--raw-tars are required")
+
+    def show(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+        rich.print(f"[yellow]warning:[/] {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            report = pull_images(
+                taxa=taxa,
+                output=output,
+                raw_tars=raw_tars,
+                input_drive=input_drive,
+                input_csv=input_csv,
+                threshold=probability_taxon,
+                best=best_taxon,
+                strict=strict_subclasses,
+                min_images=min_images,
+                different_columns=different_columns,
+                log=typer.echo,
+            )
+    except (PullError, FileNotFoundError) as error:
+        rich.print(f"[bold red]error:[/] {error}", file=sys.stderr)
+        if debug:
+            raise
+        raise typer.Exit(2) from None
+    typer.echo(f"Wrote {report.n_written} images into {output}")
+
+
 if __name__ == "__main__":
     app()
