@@ -1,0 +1,58 @@
+"""Typed settings of the streaming services (environment prefix ``PLANKLINE_``).
+
+Defaults match ``plankline stack up`` on a laptop except the ports, which the
+stack prints; in Kubernetes every field comes from the environment, e.g.
+``PLANKLINE_BOOTSTRAP_SERVERS=kafka:9092 PLANKLINE_S3_ENDPOINT=minio:9000``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plankline.stream.contracts import TOPIC_DEAD_LETTER
+
+
+class S3Settings(BaseSettings):
+    """Where bulk bytes live: an S3 endpoint (SeaweedFS locally, MinIO in production)."""
+
+    model_config = SettingsConfigDict(env_prefix="PLANKLINE_", extra="ignore")
+
+    s3_endpoint: str = Field("127.0.0.1:8333", description="host:port, no scheme.")
+    s3_access_key: str = "plankline"
+    s3_secret_key: SecretStr = SecretStr("plankline-secret")
+    s3_bucket: str = "plankline"
+    s3_secure: bool = Field(False, description="HTTPS to the S3 endpoint.")
+    s3_region: str = "us-east-1"
+    s3_retries: int = Field(
+        5, ge=0, description="Retries of one S3 call on outages (5xx, refused)."
+    )
+    s3_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles each time.")
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration for printing at start, secrets masked."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+class RunnerSettings(S3Settings):
+    """Everything the shared service runner needs (Kafka, S3, retries, HTTP probes)."""
+
+    service_name: str = Field("plankline", description="Names metrics, logs and dead letters.")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port.")
+    group_id: str = Field("plankline", description="Kafka consumer group of this service.")
+    input_topics: list[str] = Field(default_factory=list, description="JSON list in env.")
+    dead_letter_topic: str = TOPIC_DEAD_LETTER
+    max_attempts: int = Field(3, ge=1, description="Tries of one message before dead-lettering.")
+    backoff_initial_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(10.0, ge=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(1_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000, description="Longest handle() allowed.")
+    max_poll_records: int = Field(16, ge=1)
+    poll_timeout_ms: int = Field(500, ge=10)
+    max_request_size: int = Field(4 * 1024 * 1024, ge=1024)
+    produce_timeout_s: float = Field(30.0, gt=0, description="Wait for a downstream ack.")
+    http_host: str = Field("127.0.0.1", description="Probe/metrics address (0.0.0.0 in a pod).")
+    http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port.")

