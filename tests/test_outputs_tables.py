@@ -92,3 +92,31 @@ def test_atomic_write_text_mode_and_missing_directory(tmp_path):
         atomic_write(tmp_path / "nope" / "a.txt"),
     ):
         pass
+
+
+def test_usecols_and_forced_float_read_a_subset_fast_path(tmp_path):
+    p = tmp_path / "p.csv"
+    write_csv(p, {"image": ["a.png", "b.png"], "x": [0.25, 0.5], "y": [1, 2], "s": ["u", "v"]})
+    got = read_csv(p, dtypes={"image": str, "y": float, "x": float}, usecols=["image", "y", "x"])
+    assert list(got) == ["image", "y", "x"]
+    assert got["y"].dtype == np.float64 and got["y"].tolist() == [1.0, 2.0]
+    assert got["x"].tolist() == [0.25, 0.5] and got["image"].tolist() == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match="no column"):
+        read_csv(p, usecols=["zz"])
+
+
+def test_forced_float_with_empty_cells_falls_back_and_fails_clearly(tmp_path):
+    p = tmp_path / "e.csv"
+    p.write_text("a,b\n1,\n2,x\n")
+    with pytest.raises(ValueError):
+        read_csv(p, dtypes={"b": float})
+    got = read_csv(p)
+    assert got["a"].tolist() == [1, 2] and got["b"].tolist() == ["", "x"]
+
+
+def test_quoted_cells_with_commas_quotes_and_newlines_round_trip(tmp_path):
+    p = tmp_path / "q.csv"
+    values = ['a,b "x"', "two\nlines", "plain"]
+    write_csv(p, {"s": values, "n": [1, 2, 3]})
+    got = read_csv(p)
+    assert got["s"].tolist() == values and got["n"].tolist() == [1, 2, 3]

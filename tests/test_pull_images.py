@@ -250,3 +250,11 @@ def test_helpers_keys_and_columns():
         "protist_a",
         "protist_b",
     ]
+
+
+def test_non_numeric_class_column_is_a_clear_error(drive):
+    (drive / "csvs" / f"{B}.csv").write_text(f"image,fish,fish_larva\n{_ids(B)[0]}.png,high,0.1\n")
+    with pytest.raises(PullError, match="non-numeric"):
+        _pull(
+            drive, taxa=["fish"], best=True, input_drive=None, input_csv=drive / "csvs" / f"{B}.csv"
+        )

@@ -313,13 +313,17 @@ def pull_images(
             report.sub_taxa.extend(c for c in wanted if c not in report.sub_taxa)
             if not wanted and not different_columns:
                 raise PullError(f"no class in {csv_path} matches {list(taxa)}")
-        table = read_csv(csv_path, dtypes={header[0]: str})
         log(f"Finding images from {csv_path}")
-        images = table[header[0]]
         try:
-            probs = np.column_stack([np.asarray(table[c], dtype=np.float64) for c in classes])
+            table = read_csv(
+                csv_path,
+                dtypes={header[0]: str, **dict.fromkeys(classes, float)},
+                usecols=[header[0], *classes],
+            )
         except ValueError as e:
-            raise PullError(f"{csv_path}: class columns must be numeric ({e})") from None
+            raise PullError(f"{csv_path}: unreadable or non-numeric class columns ({e})") from None
+        images = table[header[0]]
+        probs = np.column_stack([table[c] for c in classes])
         rows = select_images(probs, classes, wanted, threshold=threshold, best=best)
         targets: dict[str, list[str]] = {}  # member id -> class folders
         for cls, idx in rows.items():

