@@ -1,0 +1,287 @@
+"""Morphometry of ROIs: the ZooProcess/EcoTaxa feature set, fast enough for a billion ROIs.
+
+Definitions follow scikit-image ``regionprops`` where they overlap (area, perimeter,
+axes from the inertia tensor, orientation, eccentricity, convex area, solidity, extent,
+Hu moments), so numbers agree with the seed pipeline, which used skimage. Speed comes from
+doing each step in one C call per ROI (``cv2.moments``, ``cv2.findContours``,
+``cv2.convexHull``) and from computing everything that can be batched over all ROIs at once:
+the perimeter (skimage's 4-connectivity weighting, evaluated on one canvas holding all
+masks) and the intensity statistics (one concatenated pixel vector, reduced per ROI with
+``bincount``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: Pixel-unit numeric features, in table order (the classifier's feature baseline uses them).
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "area",
+    "perimeter",
+    "major_axis_length",
+    "minor_axis_length",
+    "esd",
+    "orientation",
+    "eccentricity",
+    "convex_area",
+    "solidity",
+    "extent",
+    "feret_max",
+    "feret_min",
+    "bbox_width",
+    "bbox_height",
+    "elongation",
+    "circularity",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "median",
+    "skew",
+    "kurtosis",
+    "hu_1",
+    "hu_2",
+    "hu_3",
+    "hu_4",
+    "hu_5",
+    "hu_6",
+    "hu_7",
+    "centroid_x",
+    "centroid_y",
+)
+
+_LENGTHS = (
+    "perimeter",
+    "major_axis_length",
+    "minor_axis_length",
+    "esd",
+    "feret_max",
+    "feret_min",
+    "bbox_width",
+    "bbox_height",
+)
+_AREAS = ("area", "convex_area")
+
+# skimage.measure.perimeter(neighborhood=4): weights of border-pixel configurations.
+_PERIM_WEIGHTS = np.zeros(50, np.float64)
+_PERIM_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIM_WEIGHTS[[21, 33]] = math.sqrt(2)
+_PERIM_WEIGHTS[[13, 23]] = (1 + math.sqrt(2)) / 2
+_PERIM_KERNEL = np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]], np.float32)
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _feret(points: np.ndarray) -> tuple[float, float]:
+    """Max and min caliper diameters of a convex hull (pixel centres), plus one pixel.
+
+    Max: the largest pairwise distance of hull points. Min: the short side of OpenCV's
+    minimum-area rectangle (rotating calipers), equal to the minimum width for most shapes
+    and never below it by more than a few percent.
+    """
+    p = points.reshape(-1, 2).astype(np.float64)
+    if len(p) < 2:
+        return 1.0, 1.0
+    d = p[:, None, :] - p[None, :, :]
+    fmax = math.sqrt(float(np.einsum("ijk,ijk->ij", d, d).max()))
+    (_, _), (w, h), _ = cv2.minAreaRect(points)
+    # +1: diameters between pixel centres miss half a pixel at each end.
+    return fmax + 1, min(w, h) + 1
+
+
+def measure_rois(
+    crops: Sequence[np.ndarray], masks: Sequence[np.ndarray], *, pixel_size_um: float | None = None
+) -> dict[str, np.ndarray]:
+    """Measure every ROI from its mask and the gray values under it.
+
+    Parameters
+    ----------
+    crops : sequence of (h, w) uint8/uint16
+        Flat-fielded gray crops (dark objects on a bright background). Intensity features
+        are computed on the *inverted* values (``max_value - pixel``, ZooProcess
+        convention: darker object, higher value).
+    masks : sequence of (h, w) bool
+        Object pixels, same shape as the crop. An empty mask gives NaN features.
+    pixel_size_um : float, optional
+        Adds physical columns: lengths with ``_um``, areas with ``_um2`` suffixes.
+
+    Returns
+    -------
+    dict of str -> (n,) float64 array
+        The columns of :data:`FEATURE_COLUMNS` (pixel units; orientation in radians as
+        skimage: angle between the row axis and the major axis), plus physical-unit
+        columns when ``pixel_size_um`` is given.
+
+    Notes
+    -----
+    ``perimeter`` is skimage's 4-connectivity estimate; ``convex_area`` counts pixels whose
+    centre lies inside the convex hull of the object's boundary pixel centres (skimage's
+    ``area_convex`` uses pixel corners and is ~1 px wider: within a few percent for objects
+    over ~100 px); ``feret_max``/``feret_min`` are caliper diameters of that hull plus one
+    pixel; ``elongation`` is major/minor axis; ``circularity`` is ``4 pi area / perimeter**2``.
+    """
+    n = len(crops)
+    if len(masks) != n:
+        raise ValueError(f"measure_rois: {n} crops but {len(masks)} masks")
+    if pixel_size_um is not None and not pixel_size_um > 0:
+        raise ValueError(f"pixel_size_um must be > 0, got {pixel_size_um}")
+    out = {k: np.full(n, np.nan) for k in FEATURE_COLUMNS}
+    if n == 0:
+        return _add_units(out, pixel_size_um)
+    masks_u8 = []
+    for i, (c, m) in enumerate(zip(crops, masks, strict=True)):
+        if c.shape[:2] != m.shape or m.ndim != 2:
+            raise ValueError(f"measure_rois: ROI {i}: crop {c.shape} and mask {m.shape} differ")
+        masks_u8.append(m.view(np.uint8) if m.dtype == np.bool_ else (m > 0).view(np.uint8))
+
+    mom = np.zeros((n, 7))  # m00, m10, m01, mu20, mu11, mu02, (unused)
+    hu = np.full((n, 7), np.nan)
+    convex = np.full(n, np.nan)
+    fmax = np.full(n, np.nan)
+    fmin = np.full(n, np.nan)
+    bbox = np.zeros((n, 4))  # x, y, w, h of the mask within its crop
+    perims = np.full(n, np.nan)
+    for i, m in enumerate(masks_u8):
+        mo = cv2.moments(m, True)
+        if mo["m00"] == 0:
+            continue
+        mom[i, :6] = mo["m00"], mo["m10"], mo["m01"], mo["mu20"], mo["mu11"], mo["mu02"]
+        hu[i] = cv2.HuMoments(mo)[:, 0]
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        pts = contours[0] if len(contours) == 1 else np.concatenate(contours)
+        bbox[i] = cv2.boundingRect(pts)
+        hull = cv2.convexHull(pts)
+        x, y, w, h = (int(v) for v in bbox[i])
+        canvas = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(canvas, hull - np.array([x, y], np.int32), 1)
+        convex[i] = np.count_nonzero(canvas)
+        fmax[i], fmin[i] = _feret(hull)
+        # skimage perimeter(neighborhood=4): weighted border-pixel configurations.
+        border = m - cv2.erode(m, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        conf = cv2.filter2D(border, cv2.CV_8U, _PERIM_KERNEL, borderType=cv2.BORDER_CONSTANT)
+        perims[i] = _PERIM_WEIGHTS[conf[border.view(bool)]].sum()
+
+    area = mom[:, 0]
+    valid = area > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = mom[:, 3] / area
+        b = mom[:, 4] / area
+        c = mom[:, 5] / area
+        # Same as skimage: inertia tensor eigenvalues, axes = 4 sqrt(eigenvalue).
+        root = np.sqrt(((a - c) / 2) ** 2 + b**2)
+        l1 = (a + c) / 2 + root
+        l2 = np.maximum((a + c) / 2 - root, 0)
+        major = 4 * np.sqrt(l1)
+        minor = 4 * np.sqrt(l2)
+        # skimage's inertia tensor, indexed (row, col), is [[a, -b], [-b, c]] with cv2's
+        # mu20 along x (columns); its orientation is 0.5 atan2(-2 T01, T11 - T00).
+        orientation = np.where(
+            a - c == 0, np.where(b > 0, np.pi / 4, -np.pi / 4), 0.5 * np.arctan2(2 * b, c - a)
+        )
+        ecc = np.where(l1 > 0, np.sqrt(np.maximum(1 - l2 / l1, 0)), 0)
+        perim = perims
+        out["area"] = np.where(valid, area, np.nan)
+        out["perimeter"] = perim
+        out["major_axis_length"] = np.where(valid, major, np.nan)
+        out["minor_axis_length"] = np.where(valid, minor, np.nan)
+        out["esd"] = 2 * np.sqrt(out["area"] / np.pi)
+        out["orientation"] = np.where(valid, orientation, np.nan)
+        out["eccentricity"] = np.where(valid, ecc, np.nan)
+        out["convex_area"] = convex
+        out["solidity"] = out["area"] / convex
+        out["bbox_width"] = np.where(valid, bbox[:, 2], np.nan)
+        out["bbox_height"] = np.where(valid, bbox[:, 3], np.nan)
+        out["extent"] = out["area"] / (out["bbox_width"] * out["bbox_height"])
+        out["feret_max"] = fmax
+        out["feret_min"] = fmin
+        out["elongation"] = out["major_axis_length"] / out["minor_axis_length"]
+        out["circularity"] = 4 * np.pi * out["area"] / perim**2
+        out["centroid_x"] = np.where(valid, mom[:, 1] / area, np.nan)
+        out["centroid_y"] = np.where(valid, mom[:, 2] / area, np.nan)
+    for k in range(7):
+        out[f"hu_{k + 1}"] = hu[:, k]
+    out.update(_intensity(crops, masks_u8, area))
+    return _add_units(out, pixel_size_um)
+
+
+def _intensity(
+    crops: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    area: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Mean, std, min, max, median, skewness, kurtosis of the inverted object pixels.
+
+    uint8 crops: one ``bincount`` of all object pixels into per-ROI 256-bin histograms, then
+    every statistic is a small (n, 256) matrix operation. uint16: one integer sort.
+    """
+    n = len(crops)
+    sixteen = any(c.dtype == np.uint16 for c in crops)
+    top = 65535 if sixteen else 255
+    values = []
+    for c, m in zip(crops, masks, strict=True):
+        if c.ndim == 3:
+            c = cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)
+        values.append(c[m.view(bool)])
+    counts = np.array([len(v) for v in values], np.int64)
+    names = ("mean", "std", "min", "max", "median", "skew", "kurtosis")
+    res = {k: np.full(n, np.nan) for k in names}
+    if counts.sum() == 0:
+        return res
+    raw = np.concatenate(values).astype(np.int64)
+    ids = np.repeat(np.arange(n, dtype=np.int64), counts)
+    ok = counts > 0
+    sel = np.flatnonzero(ok)
+    cnt = counts[sel].astype(np.float64)
+    if not sixteen:
+        hist = np.bincount(ids * 256 + (255 - raw), minlength=n * 256).reshape(n, 256)[sel]
+        levels = np.arange(256, dtype=np.float64)
+        mean = hist @ levels / cnt
+        d = levels[None, :] - mean[:, None]
+        d2 = d * d
+        m2 = (hist * d2).sum(1) / cnt
+        m3 = (hist * d2 * d).sum(1) / cnt
+        m4 = (hist * d2 * d2).sum(1) / cnt
+        nz = hist > 0
+        vmin = nz.argmax(1).astype(np.float64)
+        vmax = 255 - nz[:, ::-1].argmax(1).astype(np.float64)
+        cdf = hist.cumsum(1)
+        lo = (cdf > ((counts[sel] - 1) // 2)[:, None]).argmax(1)
+        hi = (cdf > (counts[sel] // 2)[:, None]).argmax(1)
+        median = (lo + hi) / 2.0
+    else:
+        v = (top - raw).astype(np.float64)
+        s1 = np.bincount(ids, v, n)[sel]
+        mean = s1 / cnt
+        dv = v - np.bincount(ids, v, n)[ids] / np.maximum(counts[ids], 1)
+        m2 = np.bincount(ids, dv**2, n)[sel] / cnt
+        m3 = np.bincount(ids, dv**3, n)[sel] / cnt
+        m4 = np.bincount(ids, dv**4, n)[sel] / cnt
+        key = ids * (top + 1) + (top - raw)
+        key.sort()
+        vs = (key % (top + 1)).astype(np.float64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[sel]
+        vmin = vs[starts]
+        vmax = vs[starts + counts[sel] - 1]
+        median = (vs[starts + (counts[sel] - 1) // 2] + vs[starts + counts[sel] // 2]) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        res["mean"][sel] = mean
+        res["std"][sel] = np.sqrt(m2)
+        res["skew"][sel] = np.where(m2 > 0, m3 / m2**1.5, np.nan)
+        res["kurtosis"][sel] = np.where(m2 > 0, m4 / m2**2 - 3, np.nan)  # excess, as scipy
+    res["min"][sel] = vmin
+    res["max"][sel] = vmax
+    res["median"][sel] = median
+    return res
+
+
+def _add_units(table: dict[str, np.ndarray], pixel_size_um: float | None) -> dict[str, np.ndarray]:
+    if pixel_size_um is None:
+        return table
+    for k in _LENGTHS:
+        table[f"{k}_um"] = table[k] * pixel_size_um
+    for k in _AREAS:
+        table[f"{k}_um2"] = table[k] * pixel_size_um**2
+    return table

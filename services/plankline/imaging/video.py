@@ -1,0 +1,336 @@
+"""Video and frame-folder I/O: the only module of :mod:`plankline.imaging` that touches files.
+
+ISIIS writes AVI (uncompressed or lightly compressed gray line-scan frames); other
+instruments and archives give MP4/MKV or folders of TIFF/PNG/JPEG frames (the OSU pipeline
+"destacks" AVIs into TIFFs). All of them come out of :func:`iter_frames` the same way: a
+stream of ``(index, frame)`` with 2-D gray uint8 (or uint16 for 16-bit sources) frames,
+decoded one at a time so a 10 GB video never sits in memory.
+
+Errors are :class:`VideoError` naming the file and, when known, the frame, because the
+batch pipeline reports them per chunk and a cruise has thousands of videos.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+#: Codecs whose every frame is a keyframe: seeking lands exactly, no decode-and-skip.
+#: (FFV1 is intra-coded but may carry range-coder state between frames until the next
+#: keyframe, so it seeks to a keyframe like inter codecs; our writer makes every frame one.)
+_INTRA_ONLY = {"rawvideo", "mjpeg", "png", "tiff"}
+
+
+class VideoError(ValueError):
+    """A video or frame folder that cannot be read, with the file and frame at fault."""
+
+    def __init__(self, path: str | Path, frame: int | None, reason: str) -> None:
+        self.path = str(path)
+        self.frame = frame
+        self.reason = reason
+        where = f"{self.path}: frame {frame}" if frame is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds. ``n_frames``/``fps`` are None when the source does not say."""
+
+    path: str
+    n_frames: int | None
+    fps: float | None
+    width: int
+    height: int
+    dtype: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _to_gray(img: np.ndarray, path: Path, index: int) -> np.ndarray:
+    if img.ndim == 3:
+        if img.shape[2] == 1:
+            img = img[:, :, 0]
+        elif img.shape[2] in (3, 4):
+            code = cv2.COLOR_BGR2GRAY if img.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+            img = cv2.cvtColor(img, code)
+        else:
+            raise VideoError(path, index, f"unsupported channel count {img.shape[2]}")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise VideoError(path, index, f"unsupported pixel type {img.dtype} (need 8 or 16 bit)")
+    return np.ascontiguousarray(img)
+
+
+def _read_image(path: Path, index: int) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise VideoError(path, index, "cannot decode image")
+    return _to_gray(img, path, index)
+
+
+def _is_16bit(stream: av.video.stream.VideoStream) -> bool:
+    fmt = stream.codec_context.format
+    if fmt is None:
+        return False
+    return max((c.bits for c in fmt.components), default=8) > 8
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as error:
+        raise VideoError(path, None, f"cannot open ({error})") from error
+    if not container.streams.video:
+        container.close()
+        raise VideoError(path, None, "no video stream")
+    return container
+
+
+def _frame_count(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> int:
+    """Count frames by demuxing (no decoding) when the container has no count."""
+    n = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, rate, size and pixel type of a video, frame folder or single image.
+
+    Parameters
+    ----------
+    path : path
+        AVI/MP4/MKV (anything FFmpeg reads), a folder of TIFF/PNG/JPEG frames (sorted by
+        name, ``fps`` None), or one image file.
+
+    Raises
+    ------
+    VideoError
+        Missing, empty or unreadable.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(p, None, "no such file or folder")
+    if p.is_dir():
+        files = _image_files(p)
+        if not files:
+            raise VideoError(p, None, f"no image frames ({', '.join(IMAGE_SUFFIXES)})")
+        first = _read_image(files[0], 0)
+        return VideoInfo(str(p), len(files), None, first.shape[1], first.shape[0], first.dtype.name)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        img = _read_image(p, 0)
+        return VideoInfo(str(p), 1, None, img.shape[1], img.shape[0], img.dtype.name)
+    if p.stat().st_size == 0:
+        raise VideoError(p, None, "empty file")
+    container = _open(p)
+    try:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        n = stream.frames or None
+        if n is None:
+            n = _frame_count(container, stream) or None
+        ctx = stream.codec_context
+        if not ctx.width or not ctx.height:
+            raise VideoError(p, None, "video stream has no frame size")
+        dtype = "uint16" if _is_16bit(stream) else "uint8"
+        return VideoInfo(str(p), n, fps, ctx.width, ctx.height, dtype)
+    except av.FFmpegError as error:
+        raise VideoError(p, None, f"cannot read ({error})") from error
+    finally:
+        container.close()
+
+
+def iter_frames(
+    path: str | Path,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream ``(index, frame)`` for frames ``start <= index < stop``, one decoded at a time.
+
+    Frames are 2-D gray: uint8, or uint16 when the source is more than 8 bits per sample;
+    colour is converted to gray (luma). Seeking is exact: for intra-only codecs (rawvideo,
+    FFV1, MJPEG) the container index jumps straight to ``start``; for others (H.264, MPEG-4)
+    it lands on an earlier keyframe and decodes forward.
+
+    Raises
+    ------
+    VideoError
+        Unreadable input; corrupt or missing data mid-video is raised *after* every good
+        frame before it has been yielded, naming the first bad frame. A video that ends
+        before the frame count in its header says is reported as truncated the same way.
+    """
+    if start < 0 or (stop is not None and stop < start):
+        raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
+        yield from _iter_images(p, start, stop)
+        return
+    info = probe_video(p)
+    container = _open(p)
+    try:
+        yield from _iter_av(container, p, info, start, stop)
+    finally:
+        container.close()
+
+
+def _iter_images(p: Path, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    if not p.exists():
+        raise VideoError(p, None, "no such file or folder")
+    files = _image_files(p) if p.is_dir() else [p]
+    if not files:
+        raise VideoError(p, None, f"no image frames ({', '.join(IMAGE_SUFFIXES)})")
+    for i in range(start, min(len(files), stop if stop is not None else len(files))):
+        yield i, _read_image(files[i], i)
+
+
+def _iter_av(
+    container: av.container.InputContainer, p: Path, info: VideoInfo, start: int, stop: int | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    stream = container.streams.video[0]
+    stream.thread_type = "NONE"  # one core per worker; the batch runner parallelises videos
+    fmt = "gray16le" if info.dtype == "uint16" else "gray"
+    fps = info.fps or 1.0
+    tb = stream.time_base
+    t0 = stream.start_time or 0
+
+    def index_of(frame: av.VideoFrame, fallback: int) -> int:
+        if frame.pts is None or tb is None:
+            return fallback
+        return round(float((frame.pts - t0) * tb) * fps)
+
+    index = 0
+    if start > 0:
+        codec = stream.codec_context.name
+        if codec in _INTRA_ONLY or codec == "ffv1" or start > 8:
+            target = t0 + math.floor(start / fps / tb) if tb else 0
+            try:
+                container.seek(target, stream=stream, backward=True, any_frame=codec in _INTRA_ONLY)
+            except av.FFmpegError:
+                container.seek(0, stream=stream)
+            index = -1  # unknown until the first frame's pts
+    expected = info.n_frames
+    try:
+        decoder = container.decode(stream)
+        for frame in decoder:
+            index = index_of(frame, index if index >= 0 else 0)
+            if index < start:
+                index += 1
+                continue
+            if stop is not None and index >= stop:
+                return
+            yield index, frame.to_ndarray(format=fmt)
+            index += 1
+    except av.FFmpegError as error:
+        raise VideoError(p, max(index, start), f"cannot decode ({error})") from error
+    end = expected if stop is None else min(stop, expected or stop)
+    if expected is not None and index < end:
+        raise VideoError(
+            p, max(index, start), f"truncated: video ends after {index} of {expected} frames"
+        )
+
+
+def write_video(
+    path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "rawvideo"
+) -> None:
+    """Write 2-D gray frames to a video file (AVI for rawvideo/ffv1/mjpeg, MP4/MKV for h264).
+
+    Parameters
+    ----------
+    path : path
+        Output file; the container follows the suffix.
+    frames : iterable of (H, W) uint8 arrays (uint16 allowed for rawvideo/ffv1)
+        All the same shape; consumed lazily.
+    fps : float
+        Frame rate (ISIIS: ~13.7).
+    codec : {"rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"}
+        ``rawvideo`` is uncompressed gray8 (what ISIIS records); ``ffv1`` lossless;
+        ``mjpeg`` lossy intra-only (quality ~95); ``h264``/``mpeg4`` lossy inter-frame.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if codec not in ("rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"):
+        raise ValueError(f"codec must be rawvideo, ffv1, mjpeg, h264 or mpeg4, got {codec!r}")
+    p = Path(path)
+    container = av.open(str(p), "w")
+    stream = None
+    try:
+        for i, frame in enumerate(frames):
+            if frame.ndim != 2 or frame.dtype not in (np.uint8, np.uint16):
+                raise ValueError(
+                    f"{p}: frame {i}: need 2-D uint8/uint16, got {frame.dtype} {frame.shape}"
+                )
+            sixteen = frame.dtype == np.uint16
+            if stream is None:
+                stream = _add_stream(container, codec, fps, frame.shape, sixteen)
+            elif (frame.shape[0], frame.shape[1]) != (stream.height, stream.width):
+                raise ValueError(
+                    f"{p}: frame {i}: shape {frame.shape} differs from the first frame"
+                )
+            src = av.VideoFrame.from_ndarray(frame, format="gray16le" if sixteen else "gray")
+            if stream.pix_fmt not in ("gray", "gray16le"):
+                src = src.reformat(format=stream.pix_fmt)
+            src.pts = i
+            for packet in stream.encode(src):
+                container.mux(packet)
+        if stream is None:
+            raise ValueError(f"{p}: no frames to write")
+        for packet in stream.encode(None):
+            container.mux(packet)
+    finally:
+        container.close()
+
+
+def _add_stream(
+    container: av.container.OutputContainer,
+    codec: str,
+    fps: float,
+    shape: tuple[int, ...],
+    sixteen: bool,
+) -> av.video.stream.VideoStream:
+    rate = Fraction(fps).limit_denominator(1001)
+    name = {"h264": "libx264"}.get(codec, codec)
+    stream = container.add_stream(name, rate=rate)
+    stream.height, stream.width = int(shape[0]), int(shape[1])
+    stream.time_base = 1 / rate
+    if sixteen and codec not in ("rawvideo", "ffv1"):
+        raise ValueError(f"codec {codec} cannot store 16-bit frames; use rawvideo or ffv1")
+    if sixteen and codec == "rawvideo" and Path(container.name).suffix.lower() != ".nut":
+        # AVI/MKV cannot label raw gray16 (readers see rgb555); NUT can, FFV1 anywhere.
+        raise ValueError("16-bit rawvideo needs a .nut file; use codec='ffv1' for AVI")
+    if codec in ("rawvideo", "ffv1"):
+        stream.pix_fmt = "gray16le" if sixteen else "gray"
+        if codec == "ffv1":
+            stream.codec_context.gop_size = 1  # every frame a keyframe: exact, cheap seeks
+    elif codec == "mjpeg":
+        stream.pix_fmt = "yuvj444p"
+        stream.options = {"qscale": "2"}
+        stream.codec_context.qmin = stream.codec_context.qmax = 2
+    elif codec == "h264":
+        stream.pix_fmt = (
+            "gray" if "gray" in [f.name for f in stream.codec.video_formats] else "yuv420p"
+        )
+        stream.options = {"crf": "12", "preset": "veryfast"}
+    else:
+        stream.pix_fmt = "yuv420p"
+        stream.bit_rate = 40_000_000
+    return stream
