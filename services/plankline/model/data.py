@@ -1,0 +1,436 @@
+"""ROI preprocessing for the classifier: one way from a crop to a network input.
+
+Every path (training, evaluation, ONNX inference, the Triton python model)
+goes through :func:`to_canvas`, so a model never sees pixels prepared
+differently from the ones it was trained on.
+
+The recipe follows Plankline's sparse CNN (DESIGN.md, "Classifier notes"):
+
+1. colour -> gray (plankton imagers are monochrome; FlowCam JPEGs are RGB
+   copies of a gray image);
+2. invert and subtract the background, estimated as the median of the crop's
+   border pixels, so the (bright) background becomes exactly 0 and the
+   (dark) organism positive. A zero background is what makes the dense
+   execution of a sparse-CNN equivalent to the sparse one, and it removes
+   illumination differences between instruments and frames;
+3. place the crop UNSCALED at the centre of a fixed ``canvas x canvas``
+   field, so absolute size stays a cue (a big copepod and a small one look
+   different, as they do to a taxonomist). Only crops larger than the canvas
+   are shrunk (``cv2.INTER_AREA``); how much they were shrunk is returned as
+   ``log2(shrink)`` and fed to the network as a second input, so a big
+   shrunk object keeps its size cue.
+
+Also here: reading a folder-per-class training library with the checks
+users expect (class minimum, empty classes, unreadable files), deterministic
+augmentation of single crops, and the torch ``Dataset`` used by training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+"""File suffixes read as ROI images (case-insensitive)."""
+
+
+# --------------------------------------------------------------------------
+# preprocessing
+# --------------------------------------------------------------------------
+
+
+def normalize_crop(crop: np.ndarray) -> np.ndarray:
+    """Gray, inverted, background-subtracted float32 copy of one ROI in [0, 1].
+
+    Parameters
+    ----------
+    crop : ndarray
+        ``(h, w)`` gray or ``(h, w, 3|4)`` BGR(A) image, uint8 or uint16,
+        dark organism on a bright background (the imager's convention).
+
+    Returns
+    -------
+    ndarray
+        ``(h, w)`` float32: 0 where the pixel is as bright as the background
+        (median of the border pixels) or brighter, up to 1 for black on a
+        white background.
+
+    Raises
+    ------
+    ValueError
+        On empty crops or unsupported shapes/dtypes.
+    """
+    a = np.asarray(crop)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2GRAY if a.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        a = cv2.cvtColor(a, code)
+    if a.ndim != 2:
+        raise ValueError(f"ROI must be 2-D gray or (h, w, 3|4) colour, got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"ROI is empty, shape {a.shape}")
+    if a.dtype == np.uint8:
+        scale = 1.0 / 255.0
+    elif a.dtype == np.uint16:
+        scale = 1.0 / 65535.0
+    elif a.dtype.kind == "f":
+        scale = 1.0
+    else:
+        raise ValueError(f"ROI must be uint8, uint16 or float, got {a.dtype}")
+    border = np.concatenate((a[0], a[-1], a[:, 0], a[:, -1]))
+    bg = float(np.median(border))
+    out = np.subtract(bg, a, dtype=np.float32)
+    out *= scale
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def place_on_canvas(norm_crops: Sequence[np.ndarray], canvas: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre normalised crops, unscaled, on zero canvases; shrink only what doesn't fit.
+
+    Parameters
+    ----------
+    norm_crops : sequence of ndarray
+        Outputs of :func:`normalize_crop` (2-D float32, background 0).
+    canvas : int
+        Side of the square input field in pixels.
+
+    Returns
+    -------
+    x : ndarray
+        ``(n, 1, canvas, canvas)`` float32.
+    log_shrink : ndarray
+        ``(n, 1)`` float32, ``log2(original side / placed side)``; 0 for crops
+        that fit unscaled.
+    """
+    n = len(norm_crops)
+    x = np.zeros((n, 1, canvas, canvas), np.float32)
+    log_shrink = np.zeros((n, 1), np.float32)
+    for i, c in enumerate(norm_crops):
+        h, w = c.shape
+        side = max(h, w)
+        if side > canvas:
+            s = canvas / side
+            nw, nh = max(1, round(w * s)), max(1, round(h * s))
+            c = cv2.resize(c, (nw, nh), interpolation=cv2.INTER_AREA)
+            log_shrink[i, 0] = math.log2(side / canvas)
+            h, w = nh, nw
+        y0, x0 = (canvas - h) // 2, (canvas - w) // 2
+        x[i, 0, y0 : y0 + h, x0 : x0 + w] = c
+    return x, log_shrink
+
+
+def to_canvas(
+    crops: Sequence[np.ndarray], canvas: int, *, return_shrink: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Network input for a batch of raw ROIs (the one preprocessing path).
+
+    Parameters
+    ----------
+    crops : sequence of ndarray
+        Raw ROIs as read from disk or a ROI tar (gray or colour, any size).
+    canvas : int
+        Input field side in pixels (the model's ``canvas``, see ``meta.json``).
+    return_shrink : bool
+        Also return the ``(n, 1)`` ``log2`` shrink factors (the model's second
+        input).
+
+    Returns
+    -------
+    ndarray or (ndarray, ndarray)
+        ``(n, 1, canvas, canvas)`` float32, background 0, organism > 0;
+        and optionally the shrink factors.
+
+    Examples
+    --------
+    >>> x = to_canvas([np.full((10, 20), 200, np.uint8)], 64)
+    >>> x.shape, float(x.max())
+    ((1, 1, 64, 64), 0.0)
+    """
+    if canvas < 8:
+        raise ValueError(f"canvas must be >= 8 px, got {canvas}")
+    x, s = place_on_canvas([normalize_crop(c) for c in crops], canvas)
+    return (x, s) if return_shrink else x
+
+
+# --------------------------------------------------------------------------
+# augmentation
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random geometric and photometric changes applied to one normalised crop.
+
+    Plankton have no "up", so any rotation angle and both flips are label
+    preserving; scale, shear and translation are mild (absolute size is a
+    cue, so scale stays within ``scale``); noise imitates sensor noise left
+    after background subtraction.
+    """
+
+    rotate: bool = True
+    flip: bool = True
+    scale: float = 0.15
+    shear: float = 0.15
+    translate: float = 4.0
+    noise: float = 0.02
+
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Return an augmented copy of ``crop`` (2-D float32, background 0).
+
+        The output canvas grows so that rotated corners are never cut; the
+        crop is later shrunk by :func:`place_on_canvas` only if it no longer fits.
+        """
+        h, w = crop.shape
+        ang = rng.uniform(0, 2 * np.pi) if self.rotate else 0.0
+        s = math.exp(rng.uniform(-self.scale, self.scale))
+        sh = rng.uniform(-self.shear, self.shear)
+        fx = -1.0 if (self.flip and rng.random() < 0.5) else 1.0
+        ca, sa = math.cos(ang), math.sin(ang)
+        rot = np.array([[ca, -sa], [sa, ca]])
+        a = rot @ np.array([[1.0, sh], [0.0, 1.0]]) @ np.diag([fx * s, s])
+        corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], float) - [w / 2, h / 2]
+        tc = corners @ a.T
+        ow = max(1, math.ceil(tc[:, 0].max() - tc[:, 0].min()))
+        oh = max(1, math.ceil(tc[:, 1].max() - tc[:, 1].min()))
+        t = rng.uniform(-self.translate, self.translate, 2)
+        centre_out = np.array([ow / 2, oh / 2]) + t
+        m = np.hstack([a, (centre_out - a @ [w / 2, h / 2])[:, None]])
+        # translation may push pixels out: grow the output by |t| on each side
+        pad = math.ceil(abs(t).max())
+        m[:, 2] += pad
+        out = cv2.warpAffine(
+            crop,
+            m,
+            (ow + 2 * pad, oh + 2 * pad),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
+        )
+        if self.noise > 0:
+            out += rng.normal(0.0, self.noise, out.shape).astype(np.float32)
+            np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+
+# --------------------------------------------------------------------------
+# training library
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Library:
+    """A folder-per-class training library, read into memory.
+
+    Attributes
+    ----------
+    class_names : list of str
+        Sorted class folder names kept (spaces allowed).
+    crops : list of ndarray
+        Normalised crops (:func:`normalize_crop`), one per image.
+    labels : ndarray
+        ``(n,)`` int64 class index per crop.
+    paths : list of str
+        Source file of each crop.
+    skipped : list of str
+        Human-readable reasons for every class or file left out.
+    """
+
+    class_names: list[str]
+    crops: list[np.ndarray]
+    labels: np.ndarray
+    paths: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def counts(self) -> np.ndarray:
+        """Images per class, in ``class_names`` order."""
+        return np.bincount(self.labels, minlength=len(self.class_names))
+
+    def subset(self, idx: np.ndarray) -> Library:
+        """The images at ``idx`` (same class list)."""
+        return Library(
+            self.class_names,
+            [self.crops[i] for i in idx],
+            self.labels[idx],
+            [self.paths[i] for i in idx],
+        )
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """Read one ROI file unchanged (gray or colour, 8 or 16 bit); None if unreadable."""
+    try:
+        data = np.fromfile(str(path), np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        return None
+    return img
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted for reproducibility."""
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def load_library(root: Path, *, class_min: int = 1) -> Library:
+    """Read a folder-per-class library: ``root/<class name>/**/*.png|jpg|...``.
+
+    Warns (``UserWarning``) and skips, naming the culprit: unreadable or empty
+    images, class folders without images, classes with fewer than
+    ``class_min`` readable images (the seed's class minimum).
+
+    Parameters
+    ----------
+    root : Path
+        Library folder; each sub-folder is a class (its name is the label).
+    class_min : int
+        Minimum readable images for a class to be kept.
+
+    Returns
+    -------
+    Library
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` is not a folder.
+    ValueError
+        If fewer than two classes remain.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"training library {root} is not a folder")
+    skipped: list[str] = []
+    per_class: dict[str, tuple[list[np.ndarray], list[str]]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = list_images(d)
+        if not files:
+            msg = f"class '{d.name}' ({d}) has no images: skipped"
+            warnings.warn(msg, stacklevel=2)
+            skipped.append(msg)
+            continue
+        crops, paths = [], []
+        for f in files:
+            img = read_image(f)
+            if img is None:
+                msg = f"unreadable image {f}: skipped"
+                warnings.warn(msg, stacklevel=2)
+                skipped.append(msg)
+                continue
+            try:
+                crops.append(normalize_crop(img))
+            except ValueError as e:
+                msg = f"bad image {f}: {e}: skipped"
+                warnings.warn(msg, stacklevel=2)
+                skipped.append(msg)
+                continue
+            paths.append(str(f))
+        if len(crops) < class_min:
+            msg = (
+                f"class '{d.name}' has {len(crops)} readable images, "
+                f"fewer than class_min={class_min}: dropped"
+            )
+            warnings.warn(msg, stacklevel=2)
+            skipped.append(msg)
+            continue
+        per_class[d.name] = (crops, paths)
+    if len(per_class) < 2:
+        raise ValueError(
+            f"training library {root} needs at least 2 classes with >= {class_min} "
+            f"images, found {sorted(per_class)}"
+        )
+    names = sorted(per_class)
+    crops_all: list[np.ndarray] = []
+    paths_all: list[str] = []
+    labels: list[int] = []
+    for k, name in enumerate(names):
+        c, p = per_class[name]
+        crops_all += c
+        paths_all += p
+        labels += [k] * len(c)
+    return Library(names, crops_all, np.asarray(labels, np.int64), paths_all, skipped)
+
+
+def split_indices(
+    labels: np.ndarray, vsp: float, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation split: ``vsp`` percent of each class to validation.
+
+    Every class with at least 2 images keeps >= 1 image on each side, so
+    per-class metrics exist for all classes. ``vsp=0`` puts everything in
+    training (the seed's final re-training without validation).
+
+    Returns
+    -------
+    train_idx, val_idx : ndarray
+        Sorted int64 indices.
+    """
+    if not 0 <= vsp < 100:
+        raise ValueError(f"vsp (validation percentage) must be in [0, 100), got {vsp}")
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        rng.shuffle(idx)
+        nv = round(len(idx) * vsp / 100)
+        if vsp > 0 and len(idx) >= 2:
+            nv = min(max(nv, 1), len(idx) - 1)
+        va.append(idx[:nv])
+        tr.append(idx[nv:])
+    return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
+
+
+class CanvasDataset:
+    """Torch-style map dataset: augmented crops on canvases, deterministic per epoch.
+
+    The random stream of item ``i`` in epoch ``e`` depends only on
+    ``(seed, e, i)``, so results do not depend on the number of DataLoader
+    workers or on resuming from a checkpoint.
+    """
+
+    def __init__(
+        self,
+        crops: Sequence[np.ndarray],
+        labels: np.ndarray,
+        canvas: int,
+        *,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.crops = list(crops)
+        self.labels = np.asarray(labels, np.int64)
+        self.canvas = canvas
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of ``epoch`` (call before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        c = self.crops[i]
+        if self.augment is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, int(i)))
+            c = self.augment(c, rng)
+        x, s = place_on_canvas([c], self.canvas)
+        return x[0], s[0], int(self.labels[i])

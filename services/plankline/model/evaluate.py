@@ -1,0 +1,464 @@
+"""Evaluating a classifier the way plankton ecologists read one (seeds 000-002).
+
+Accuracy, macro/weighted F1, per-class precision/recall/F1/support, a
+confusion matrix, F1 against class size, histograms of the winning
+probability for right and wrong calls, and per-class probability thresholds
+that reach a target precision ("a >95% threshold produces a cleaner
+product", WHOI) with the recall they keep. Every report also trains the
+feature baseline ecologists use today (a random forest on ZooProcess-style
+measurements of the object mask) on the same split and prints it beside the
+CNN.
+
+:func:`evaluate_predictions` is pure (arrays in, a result out);
+:func:`write_report` is the only function here that writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+Predict = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+DIHEDRAL: tuple[Callable[[np.ndarray], np.ndarray], ...] = (
+    lambda c: c,
+    lambda c: np.rot90(c, 1),
+    lambda c: np.rot90(c, 2),
+    lambda c: np.rot90(c, 3),
+    lambda c: c[:, ::-1],
+    lambda c: c[::-1],
+    lambda c: np.rot90(c[:, ::-1], 1),
+    lambda c: np.rot90(c[::-1], 1),
+)
+"""The 8 exact (interpolation-free) rotations/flips used for test-time augmentation."""
+
+
+def predict_tta(predict: Predict, crops: Sequence[np.ndarray], n: int) -> np.ndarray:
+    """Average ``predict`` over the first ``n`` (1-8) dihedral transforms of each crop.
+
+    Plankton have no up: averaging over exact 90-degree rotations and flips
+    is the cheap, export-friendly version of the sCNN's 24 test-time repeats.
+    """
+    if not 1 <= n <= len(DIHEDRAL):
+        raise ValueError(f"tta must be in 1..{len(DIHEDRAL)}, got {n}")
+    acc = None
+    for t in DIHEDRAL[:n]:
+        p = predict([np.ascontiguousarray(t(c)) for c in crops])
+        acc = p if acc is None else acc + p
+    return (acc / n).astype(np.float32)
+
+
+def precision_thresholds(
+    probs: np.ndarray, y_true: np.ndarray, target: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class lowest winning-probability threshold whose precision reaches ``target``.
+
+    For class ``k``, among the samples whose top class is ``k`` and whose top
+    probability is ``>= t``, precision is the fraction truly ``k``. The
+    threshold is the smallest ``t`` at which that precision is ``>= target``
+    (so the most recall is kept); classes that never reach it get ``inf``
+    (never assigned, recall 0).
+
+    Returns
+    -------
+    thresholds, precision, recall : ndarray
+        ``(n_classes,)`` each; precision/recall are those reached at the threshold.
+    """
+    n_classes = probs.shape[1]
+    top = probs.argmax(1)
+    ptop = probs.max(1)
+    thr = np.full(n_classes, np.inf)
+    prec = np.zeros(n_classes)
+    rec = np.zeros(n_classes)
+    for k in range(n_classes):
+        support = int((y_true == k).sum())
+        sel = np.flatnonzero(top == k)
+        if len(sel) == 0:
+            continue
+        order = sel[np.argsort(-ptop[sel], kind="stable")]
+        correct = (y_true[order] == k).astype(np.float64)
+        tp = np.cumsum(correct)
+        precision = tp / np.arange(1, len(order) + 1)
+        # a threshold must not split tied probabilities: only cut after the last of a tie
+        last_of_tie = np.r_[ptop[order][1:] != ptop[order][:-1], True]
+        ok = np.flatnonzero((precision >= target) & last_of_tie)
+        if len(ok) == 0:
+            continue
+        j = ok[-1]
+        thr[k] = float(ptop[order][j])
+        prec[k] = precision[j]
+        rec[k] = tp[j] / support if support else 0.0
+    return thr, prec, rec
+
+
+@dataclass
+class Scores:
+    """Headline figures of one classifier on one split."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Scores:
+    """Accuracy, macro and weighted F1 and per-class figures (sklearn, zero_division=0)."""
+    labels = np.arange(n_classes)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return Scores(
+        accuracy=float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        macro_f1=float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        weighted_f1=float(
+            f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        precision=p.tolist(),
+        recall=r.tolist(),
+        f1=f.tolist(),
+        support=s.astype(int).tolist(),
+    )
+
+
+def feature_matrix(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Shape features of each ROI's main object (the ecologists' baseline input).
+
+    Uses :func:`plankline.imaging.segment.object_mask` and
+    :func:`plankline.imaging.measure.measure_rois`; NaNs become 0.
+    """
+    from plankline.imaging.measure import FEATURE_COLUMNS, measure_rois
+    from plankline.imaging.segment import object_mask
+
+    masks = [object_mask(c) for c in crops]
+    table = measure_rois(list(crops), masks)
+    x = np.column_stack([np.asarray(table[c], np.float64) for c in FEATURE_COLUMNS])
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def baseline_predict(
+    train_crops: Sequence[np.ndarray],
+    train_labels: np.ndarray,
+    test_crops: Sequence[np.ndarray],
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """Random-forest class probabilities on shape features (trained on the training split).
+
+    500 trees, balanced class weights: the classic ZooProcess/EcoTaxa
+    baseline (seed 001: "previous feature-based classifier, random forest").
+    Returns ``(n_test, n_classes_seen)`` probabilities in label order 0..K-1.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    rf = RandomForestClassifier(
+        n_estimators=500, class_weight="balanced", random_state=seed, n_jobs=2
+    )
+    rf.fit(feature_matrix(train_crops), train_labels)
+    p = rf.predict_proba(feature_matrix(test_crops))
+    n_classes = int(max(train_labels.max(), 0)) + 1
+    out = np.zeros((len(test_crops), n_classes))
+    out[:, rf.classes_] = p
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Everything a report shows."""
+
+    class_names: list[str]
+    cnn: Scores
+    baseline: Scores | None
+    thresholds: list[float]
+    threshold_precision: list[float]
+    threshold_recall: list[float]
+    target_precision: float
+    tta: int
+    n_train: int
+    n_test: int
+    probs: np.ndarray = field(repr=False)
+    y_true: np.ndarray = field(repr=False)
+
+    def thresholds_dict(self) -> dict[str, float | None]:
+        """Thresholds by class name (None where the target precision is unreachable)."""
+        return {
+            n: (None if not np.isfinite(t) else float(t))
+            for n, t in zip(self.class_names, self.thresholds, strict=True)
+        }
+
+
+def evaluate_predictions(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    baseline_probs: np.ndarray | None = None,
+    target_precision: float = 0.95,
+    tta: int = 1,
+    n_train: int = 0,
+) -> EvalResult:
+    """Score CNN probabilities (and optionally the baseline's) against the truth."""
+    probs = np.asarray(probs, np.float64)
+    y_true = np.asarray(y_true, np.int64)
+    if probs.ndim != 2 or probs.shape != (len(y_true), len(class_names)):
+        raise ValueError(
+            f"probs must be (n={len(y_true)}, n_classes={len(class_names)}), got {probs.shape}"
+        )
+    if not 0 < target_precision <= 1:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
+    k = len(class_names)
+    cnn = score(y_true, probs.argmax(1), k)
+    base = None
+    if baseline_probs is not None:
+        base = score(y_true, np.asarray(baseline_probs).argmax(1), k)
+    thr, tp, tr = precision_thresholds(probs, y_true, target_precision)
+    return EvalResult(
+        class_names=list(class_names),
+        cnn=cnn,
+        baseline=base,
+        thresholds=thr.tolist(),
+        threshold_precision=tp.tolist(),
+        threshold_recall=tr.tolist(),
+        target_precision=target_precision,
+        tta=tta,
+        n_train=n_train,
+        n_test=len(y_true),
+        probs=probs,
+        y_true=y_true,
+    )
+
+
+def evaluate(
+    predict: Predict,
+    test_crops: Sequence[np.ndarray],
+    test_labels: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    train_crops: Sequence[np.ndarray] | None = None,
+    train_labels: np.ndarray | None = None,
+    tta: int = 1,
+    target_precision: float = 0.95,
+    seed: int = 0,
+) -> EvalResult:
+    """Predict the test split (with ``tta`` transforms) and score it beside the baseline.
+
+    The baseline is trained on ``train_crops``/``train_labels`` (the CNN's own
+    training split) when they are given.
+    """
+    probs = predict_tta(predict, test_crops, tta)
+    base = None
+    if train_crops is not None and train_labels is not None:
+        base = baseline_predict(train_crops, train_labels, test_crops, seed=seed)
+        if base.shape[1] < len(class_names):
+            base = np.pad(base, ((0, 0), (0, len(class_names) - base.shape[1])))
+    return evaluate_predictions(
+        probs,
+        test_labels,
+        class_names,
+        baseline_probs=base,
+        target_precision=target_precision,
+        tta=tta,
+        n_train=0 if train_labels is None else len(train_labels),
+    )
+
+
+# --------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------
+
+
+def _write_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def write_thresholds(model_dir: Path, result: EvalResult) -> Path:
+    """Save ``thresholds.json`` into a model folder (read by ``Classifier.thresholds``)."""
+    path = Path(model_dir) / "thresholds.json"
+    data = {
+        "target_precision": result.target_precision,
+        "n_test": result.n_test,
+        "thresholds": result.thresholds_dict(),
+        "recall_kept": dict(zip(result.class_names, result.threshold_recall, strict=True)),
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def write_report(
+    out_dir: Path, result: EvalResult, *, title: str = "Classifier evaluation"
+) -> Path:
+    """Write CSVs, PNG figures and ``report.md`` into ``out_dir``; return the report path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = result.class_names
+    k = len(names)
+    y = result.y_true
+    pred = result.probs.argmax(1)
+    ptop = result.probs.max(1)
+    c = result.cnn
+
+    _write_rows(
+        out / "per_class.csv",
+        [
+            "class",
+            "precision",
+            "recall",
+            "f1",
+            "support",
+            "threshold",
+            "threshold_precision",
+            "threshold_recall",
+        ],
+        [
+            [
+                n,
+                f"{c.precision[i]:.4f}",
+                f"{c.recall[i]:.4f}",
+                f"{c.f1[i]:.4f}",
+                c.support[i],
+                "" if not np.isfinite(result.thresholds[i]) else f"{result.thresholds[i]:.4f}",
+                f"{result.threshold_precision[i]:.4f}",
+                f"{result.threshold_recall[i]:.4f}",
+            ]
+            for i, n in enumerate(names)
+        ],
+    )
+    cm = confusion_matrix(y, pred, labels=np.arange(k))
+    _write_rows(
+        out / "confusion.csv",
+        ["true \\ predicted", *names],
+        [[n, *cm[i].tolist()] for i, n in enumerate(names)],
+    )
+    _write_rows(
+        out / "thresholds.csv",
+        ["class", "threshold", "precision", "recall_kept"],
+        [
+            [
+                n,
+                "" if not np.isfinite(result.thresholds[i]) else f"{result.thresholds[i]:.4f}",
+                f"{result.threshold_precision[i]:.4f}",
+                f"{result.threshold_recall[i]:.4f}",
+            ]
+            for i, n in enumerate(names)
+        ],
+    )
+
+    # confusion matrix, row-normalised (recall on the diagonal), counts written in cells
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k), dpi=110)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
+    ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion (macro F1 {c.macro_f1:.3f})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=110)
+    ax.scatter(c.support, c.f1, label="CNN")
+    for i, n in enumerate(names):
+        ax.annotate(
+            n, (c.support[i], c.f1[i]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+        )
+    if result.baseline is not None:
+        ax.scatter(c.support, result.baseline.f1, marker="x", label="RF baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel("test images in class")
+    ax.set_ylabel("F1")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("Per-class F1 vs class size", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "f1_vs_size.png")
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=110, sharex=True)
+    bins = np.linspace(0, 1, 21)
+    for ax, sel, lab in ((axes[0], pred == y, "correct"), (axes[1], pred != y, "incorrect")):
+        ax.hist(ptop[sel], bins=bins, color="tab:green" if lab == "correct" else "tab:red")
+        ax.set_title(f"Winning probability, {lab} ({int(sel.sum())})", fontsize=9)
+        ax.set_xlabel("top probability")
+    axes[0].set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(out / "confidence_hist.png")
+    plt.close(fig)
+
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {k_: v for k_, v in asdict(result).items() if k_ not in ("probs", "y_true")}
+            | {"thresholds": result.thresholds_dict()},
+            indent=2,
+        )
+        + "\n"
+    )
+
+    lines = [
+        f"# {title}",
+        "",
+        f"Test images: {result.n_test} (training split: {result.n_train}); "
+        f"test-time augmentation: {result.tta} transform(s).",
+        "",
+        "| classifier | accuracy | macro F1 | weighted F1 |",
+        "|---|---|---|---|",
+        f"| CNN | {c.accuracy:.3f} | {c.macro_f1:.3f} | {c.weighted_f1:.3f} |",
+    ]
+    if result.baseline is not None:
+        b = result.baseline
+        lines += [
+            f"| RF on shape features | {b.accuracy:.3f} | {b.macro_f1:.3f} | {b.weighted_f1:.3f} |",
+            f"| difference (CNN - RF) | {c.accuracy - b.accuracy:+.3f} | "
+            f"{c.macro_f1 - b.macro_f1:+.3f} | {c.weighted_f1 - b.weighted_f1:+.3f} |",
+        ]
+    lines += [
+        "",
+        f"## Per class (threshold for precision >= {result.target_precision:.2f})",
+        "",
+        "| class | support | precision | recall | F1 | threshold | recall kept |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, n in enumerate(names):
+        t = result.thresholds[i]
+        lines.append(
+            f"| {n} | {c.support[i]} | {c.precision[i]:.3f} | {c.recall[i]:.3f} | {c.f1[i]:.3f} "
+            f"| {'unreachable' if not np.isfinite(t) else f'{t:.3f}'} "
+            f"| {result.threshold_recall[i]:.3f} |"
+        )
+    lines += [
+        "",
+        "Figures: confusion.png, f1_vs_size.png, confidence_hist.png. "
+        "Tables: per_class.csv, confusion.csv, thresholds.csv, metrics.json.",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,284 @@
+"""Exporting a trained checkpoint: ONNX model folder and a Triton model repository.
+
+The ONNX graph takes ``image (n, 1, C, C)`` and ``shrink (n, 1)`` float32
+(see :mod:`plankline.model.data`) and returns ``probs (n, n_classes)``
+(softmax included), with a dynamic batch axis, opset >= 17 and only
+standard operators (Conv, MaxPool, LeakyRelu, ReduceMax/Mean, Gemm,
+Softmax), so ONNX Runtime, TensorRT and Triton's ``onnxruntime_onnx``
+backend run it as is. Export fails loudly when ONNX Runtime and torch
+disagree by more than ``1e-4`` on a batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from plankline.model.scnn import WithSoftmax
+from plankline.model.train import load_checkpoint, model_from_checkpoint
+
+INPUTS = ("image", "shrink")
+OUTPUT = "probs"
+PARITY_TOL = 1e-4
+
+
+def to_onnx_bytes(model: torch.nn.Module, canvas: int, *, opset: int = 17) -> bytes:
+    """Serialise ``model`` (logits) with a softmax head to ONNX bytes with a dynamic batch."""
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    wrapped = WithSoftmax(model).eval()
+    x = torch.zeros(2, 1, canvas, canvas)
+    s = torch.zeros(2, 1)
+    buf = io.BytesIO()
+    # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+    # onnxscript and emits a larger graph for this plain CNN; its output is identical here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            wrapped,
+            (x, s),
+            buf,
+            input_names=list(INPUTS),
+            output_names=[OUTPUT],
+            dynamic_axes={"image": {0: "batch"}, "shrink": {0: "batch"}, OUTPUT: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def parity(
+    model: torch.nn.Module, onnx_bytes: bytes, canvas: int, *, n: int = 16, seed: int = 0
+) -> float:
+    """Max abs difference of probabilities between torch and ONNX Runtime on a random batch.
+
+    The batch mixes sparse blobs on a zero background (like real inputs) and
+    non-zero shrink values, and its size differs from the export batch, so
+    the dynamic batch axis is exercised too.
+    """
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, canvas, canvas), np.float32)
+    for i in range(n):
+        h, w = rng.integers(4, canvas, 2)
+        y0, x0 = (canvas - h) // 2, (canvas - w) // 2
+        x[i, 0, y0 : y0 + h, x0 : x0 + w] = rng.random((h, w), np.float32)
+    s = rng.uniform(0, 3, (n, 1)).astype(np.float32)
+    with torch.no_grad():
+        ref = WithSoftmax(model).eval()(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"image": x, "shrink": s})[0]
+    return float(np.abs(got - ref).max())
+
+
+def export_model(
+    checkpoint: Path,
+    model_dir: Path,
+    *,
+    opset: int = 17,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``model.onnx``, ``labels.txt`` and ``meta.json`` for ``checkpoint`` into ``model_dir``.
+
+    Returns the metadata written. Raises ``RuntimeError`` when the ONNX
+    Runtime/torch parity check exceeds ``1e-4``.
+    """
+    ck = load_checkpoint(Path(checkpoint))
+    model = model_from_checkpoint(ck)
+    cfg = ck["config"]
+    canvas = int(cfg["canvas"])
+    data = to_onnx_bytes(model, canvas, opset=opset)
+    diff = parity(model, data, canvas)
+    if not diff <= PARITY_TOL:
+        raise RuntimeError(
+            f"ONNX export of {checkpoint} disagrees with torch: "
+            f"max abs diff {diff:.2e} > {PARITY_TOL}"
+        )
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.onnx").write_bytes(data)
+    (out / "labels.txt").write_text("\n".join(ck["class_names"]) + "\n")
+    meta: dict[str, Any] = {
+        "format": "plankline-classifier/1",
+        "arch": cfg["arch"],
+        "canvas": canvas,
+        "width": cfg["width"],
+        "layers": cfg.get("layers"),
+        "inputs": {"image": ["batch", 1, canvas, canvas], "shrink": ["batch", 1]},
+        "output": OUTPUT,
+        "preprocessing": "plankline.model.data.to_canvas(crops, canvas, return_shrink=True)",
+        "opset": opset,
+        "epoch": ck["epoch"],
+        "class_names": ck["class_names"],
+        "train_config": {k: v for k, v in cfg.items() if k not in ("augment",)},
+        "last_epoch_stats": ck.get("stats"),
+        "onnx_torch_max_abs_diff": diff,
+    }
+    meta.update(extra_meta or {})
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# --------------------------------------------------------------------------
+# Triton model repository
+# --------------------------------------------------------------------------
+
+GPU_CONFIG = """\
+name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch}
+input [
+  {{ name: "image", data_type: TYPE_FP32, dims: [ 1, {canvas}, {canvas} ] }},
+  {{ name: "shrink", data_type: TYPE_FP32, dims: [ 1 ] }}
+]
+output [
+  {{ name: "probs", data_type: TYPE_FP32, dims: [ {n_classes} ], label_filename: "labels.txt" }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {preferred} ]
+  max_queue_delay_microseconds: {delay_us}
+}}
+instance_group [ {{ count: {instances}, kind: KIND_GPU }} ]
+optimization {{
+  execution_accelerators {{
+    gpu_execution_accelerator: [ {{
+      name: "tensorrt"
+      parameters {{ key: "precision_mode" value: "FP16" }}
+      parameters {{ key: "max_workspace_size_bytes" value: "1073741824" }}
+    }} ]
+  }}
+}}
+"""
+
+CPU_PYTHON_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: {max_batch}
+input [
+  {{ name: "image", data_type: TYPE_FP32, dims: [ 1, {canvas}, {canvas} ] }},
+  {{ name: "shrink", data_type: TYPE_FP32, dims: [ 1 ] }}
+]
+output [
+  {{ name: "probs", data_type: TYPE_FP32, dims: [ {n_classes} ], label_filename: "labels.txt" }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {preferred} ]
+  max_queue_delay_microseconds: {delay_us}
+}}
+instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+parameters {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
+"""
+
+TRITON_MODEL_PY = '''\
+"""Triton python_backend model: runs the exported model.onnx with ONNX Runtime on CPU.
+
+Generated by ``plankline export``. Inputs are already preprocessed by the
+client (``plankline.model.data.to_canvas``), exactly as for the GPU
+``onnxruntime_onnx`` configuration, so one client serves both.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+
+def run_onnx(session, image, shrink):
+    """Probabilities for one (possibly concatenated) batch."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    shrink = np.ascontiguousarray(shrink, dtype=np.float32).reshape(len(image), 1)
+    return session.run(["probs"], {"image": image, "shrink": shrink})[0]
+
+
+def open_session(model_dir, threads=0):
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        os.path.join(model_dir, "model.onnx"), so, providers=["CPUExecutionProvider"]
+    )
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        cfg = json.loads(args["model_config"])
+        params = cfg.get("parameters", {})
+        threads = int(params.get("intra_op_threads", {}).get("string_value", "0"))
+        model_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.session = open_session(model_dir, threads)
+
+    def execute(self, requests):
+        import triton_python_backend_utils as pb_utils
+
+        images = [pb_utils.get_input_tensor_by_name(r, "image").as_numpy() for r in requests]
+        shrinks = [pb_utils.get_input_tensor_by_name(r, "shrink").as_numpy() for r in requests]
+        probs = run_onnx(self.session, np.concatenate(images), np.concatenate(shrinks))
+        out, start = [], 0
+        for im in images:
+            part = probs[start : start + len(im)]
+            start += len(im)
+            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("probs", part)]))
+        return out
+
+    def finalize(self):
+        self.session = None
+'''
+
+
+def write_triton_repository(
+    model_dir: Path,
+    repo: Path,
+    *,
+    model_name: str = "plankline_classifier",
+    max_batch_size: int = 256,
+    preferred_batch_sizes: tuple[int, ...] = (64, 128, 256),
+    queue_delay_us: int = 2000,
+    gpu_instances: int = 1,
+) -> Path:
+    """Write ``<repo>/<model_name>/`` serving ``model_dir``'s ONNX model on GPU and CPU.
+
+    Layout::
+
+        <model_name>/config.pbtxt              onnxruntime_onnx, KIND_GPU, TensorRT FP16
+        <model_name>/configs/cpu_python.pbtxt  python backend, KIND_CPU
+                                               (tritonserver --model-config-name=cpu_python)
+        <model_name>/labels.txt
+        <model_name>/1/model.onnx
+        <model_name>/1/model.py                thin python_backend shell around onnxruntime
+
+    Returns the model folder.
+    """
+    src = Path(model_dir)
+    meta = json.loads((src / "meta.json").read_text())
+    names = [ln for ln in (src / "labels.txt").read_text().splitlines() if ln.strip()]
+    if any(p > max_batch_size for p in preferred_batch_sizes):
+        raise ValueError(
+            f"preferred batch sizes {preferred_batch_sizes} exceed max_batch_size {max_batch_size}"
+        )
+    root = Path(repo) / model_name
+    (root / "1").mkdir(parents=True, exist_ok=True)
+    (root / "configs").mkdir(exist_ok=True)
+    shutil.copyfile(src / "model.onnx", root / "1" / "model.onnx")
+    shutil.copyfile(src / "labels.txt", root / "labels.txt")
+    fields = {
+        "name": model_name,
+        "max_batch": max_batch_size,
+        "canvas": int(meta["canvas"]),
+        "n_classes": len(names),
+        "preferred": ", ".join(str(p) for p in preferred_batch_sizes),
+        "delay_us": queue_delay_us,
+        "instances": gpu_instances,
+    }
+    (root / "config.pbtxt").write_text(GPU_CONFIG.format(**fields))
+    (root / "configs" / "cpu_python.pbtxt").write_text(CPU_PYTHON_CONFIG.format(**fields))
+    (root / "1" / "model.py").write_text(TRITON_MODEL_PY)
+    return root

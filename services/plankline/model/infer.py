@@ -1,0 +1,255 @@
+"""Classifying ROIs with an exported model (ONNX Runtime) and the classification CSV.
+
+A model folder (``plankline export`` output, or the shipped
+``plankline/models/default``) holds ``model.onnx``, ``labels.txt``,
+``meta.json`` (canvas, inputs, training figures) and optionally
+``thresholds.json`` (per-class probability thresholds for a target precision,
+written by ``plankline evaluate``).
+
+The classification table, one per chunk (seed layout
+``classification/<chunk>.csv``)::
+
+    image,<class1>,...,<classN>,top_class,top_probability,thresholded_class
+
+``thresholded_class`` is ``top_class`` where ``top_probability`` reaches the
+class's threshold and ``unclassified`` otherwise (the "cleaner product").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from plankline.model.data import to_canvas
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+"""The shipped default model (synthetic classes), used when no model folder is given."""
+
+UNCLASSIFIED = "unclassified"
+"""``thresholded_class`` of ROIs whose top probability is below their class's threshold."""
+
+TAIL_COLUMNS = ("top_class", "top_probability", "thresholded_class")
+
+
+def default_providers() -> list[str]:
+    """CUDA when ONNX Runtime has it, else CPU."""
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+
+
+class Classifier:
+    """An exported model loaded in ONNX Runtime; :meth:`predict` takes raw ROIs.
+
+    Attributes
+    ----------
+    class_names : list of str
+    canvas : int
+    thresholds : dict of str to float, or None
+        Per-class probability thresholds (None for a class whose target
+        precision was unreachable, i.e. never assigned); None without a
+        ``thresholds.json``.
+    meta : dict
+        Contents of ``meta.json``.
+    """
+
+    def __init__(
+        self,
+        session: object,
+        class_names: list[str],
+        canvas: int,
+        thresholds: dict[str, float | None] | None,
+        meta: dict,
+    ) -> None:
+        self.session = session
+        self.class_names = class_names
+        self.canvas = canvas
+        self.thresholds = thresholds
+        self.meta = meta
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | None = None,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> Classifier:
+        """Load a model folder (None = the shipped default model).
+
+        Parameters
+        ----------
+        model_dir : Path, optional
+        providers : sequence of str, optional
+            ONNX Runtime execution providers; default CUDA if present, else CPU.
+        threads : int, optional
+            Intra-op threads (default: ONNX Runtime's choice, all cores).
+        """
+        import onnxruntime as ort
+
+        d = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        onnx_path, labels_path, meta_path = d / "model.onnx", d / "labels.txt", d / "meta.json"
+        for p in (onnx_path, labels_path, meta_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"model folder {d} lacks {p.name}")
+        names = [ln for ln in labels_path.read_text().splitlines() if ln.strip()]
+        meta = json.loads(meta_path.read_text())
+        thresholds = None
+        tp = d / "thresholds.json"
+        if tp.is_file():
+            thresholds = json.loads(tp.read_text())["thresholds"]
+            missing = set(names) - set(thresholds)
+            if missing:
+                raise ValueError(f"{tp} has no threshold for classes {sorted(missing)}")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(
+            str(onnx_path), so, providers=list(providers or default_providers())
+        )
+        n_out = sess.get_outputs()[0].shape[1]
+        if isinstance(n_out, int) and n_out != len(names):
+            raise ValueError(
+                f"{onnx_path} has {n_out} outputs but {labels_path} names {len(names)}"
+            )
+        return cls(sess, names, int(meta["canvas"]), thresholds, meta)
+
+    def predict(self, crops: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` float32 for raw ROIs (any size, gray/colour).
+
+        Raises ``ValueError`` naming the index of an empty or malformed crop;
+        callers that want to skip those (``plankline classify``) filter first.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(crops), len(self.class_names)), np.float32)
+        for i in range(0, len(crops), batch_size):
+            batch = crops[i : i + batch_size]
+            try:
+                x, s = to_canvas(batch, self.canvas, return_shrink=True)
+            except ValueError as e:
+                bad = next(j for j, c in enumerate(batch) if not _usable(c))
+                raise ValueError(f"ROI {i + bad}: {e}") from e
+            out[i : i + len(batch)] = self.session.run(None, {"image": x, "shrink": s})[0]  # type: ignore[attr-defined]
+        return out
+
+    def thresholded(self, probs: np.ndarray) -> list[str]:
+        """``thresholded_class`` per row of ``probs`` (see module docstring)."""
+        return thresholded_classes(probs, self.class_names, self.thresholds)
+
+
+def _usable(crop: np.ndarray) -> bool:
+    a = np.asarray(crop)
+    return a.size > 0 and (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4)))
+
+
+def thresholded_classes(
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    thresholds: Mapping[str, float | None] | Sequence[float | None] | None,
+) -> list[str]:
+    """Top class where its probability reaches that class's threshold, else ``unclassified``.
+
+    Without thresholds every ROI keeps its top class.
+    """
+    top = probs.argmax(1) if len(probs) else np.zeros(0, int)
+    ptop = probs.max(1) if len(probs) else np.zeros(0)
+    if thresholds is None:
+        return [class_names[k] for k in top]
+    if isinstance(thresholds, Mapping):
+        t = [thresholds.get(n) for n in class_names]
+    else:
+        t = list(thresholds)
+    thr = np.array([np.inf if v is None else float(v) for v in t])
+    return [class_names[k] if p >= thr[k] else UNCLASSIFIED for k, p in zip(top, ptop, strict=True)]
+
+
+def write_classification_csv(
+    path: Path,
+    image_ids: Sequence[str],
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    thresholds: Mapping[str, float | None] | Sequence[float | None] | None = None,
+) -> Path:
+    """Write the classification table atomically (temp file in the same folder + ``os.replace``).
+
+    A reader never sees a half-written table, and a retried chunk overwrites.
+
+    Parameters
+    ----------
+    path : Path
+        Destination ``.csv``; parent folders are created.
+    image_ids : sequence of str
+        ROI ids (file name without extension), one per row of ``probs``.
+    probs : ndarray
+        ``(n, n_classes)`` probabilities.
+    class_names : sequence of str
+    thresholds : mapping or sequence, optional
+        Per-class thresholds for ``thresholded_class``.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape != (len(image_ids), len(class_names)):
+        raise ValueError(
+            f"{path}: probs must be (n_images={len(image_ids)}, n_classes={len(class_names)}), "
+            f"got {probs.shape}"
+        )
+    reserved = {"image", *TAIL_COLUMNS} & set(class_names)
+    if reserved:
+        raise ValueError(f"{path}: class names {sorted(reserved)} collide with CSV columns")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    thr = thresholded_classes(probs, class_names, thresholds)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", *class_names, *TAIL_COLUMNS])
+            for i, rid in enumerate(image_ids):
+                row = probs[i]
+                k = int(row.argmax())
+                w.writerow(
+                    [rid, *(f"{v:.6f}" for v in row), class_names[k], f"{row[k]:.6f}", thr[i]]
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Read a table written by :func:`write_classification_csv`.
+
+    Returns
+    -------
+    image_ids : list of str
+    probs : ndarray
+        ``(n, n_classes)`` float32.
+    class_names : list of str
+    """
+    with Path(path).open(newline="") as f:
+        r = csv.reader(f)
+        try:
+            header = next(r)
+        except StopIteration:
+            raise ValueError(f"{path}: empty classification table") from None
+        if not header or header[0] != "image":
+            raise ValueError(f"{path}: first column must be 'image', got {header[:1]}")
+        tail = [c for c in TAIL_COLUMNS if c in header]
+        names = header[1 : len(header) - len(tail)]
+        ids: list[str] = []
+        rows: list[list[float]] = []
+        for ln, rec in enumerate(r, start=2):
+            if len(rec) != len(header):
+                raise ValueError(f"{path}:{ln}: {len(rec)} fields, header has {len(header)}")
+            ids.append(rec[0])
+            rows.append([float(v) for v in rec[1 : 1 + len(names)]])
+    probs = np.asarray(rows, np.float32).reshape(len(ids), len(names))
+    return ids, probs, names

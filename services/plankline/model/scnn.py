@@ -1,0 +1,209 @@
+"""Classifier networks: an exportable sparse-CNN (sCNN) and a small ResNet.
+
+Both take the same two inputs (see :mod:`plankline.model.data`):
+
+``image``  ``(n, 1, canvas, canvas)`` float32, ROI inverted, background 0,
+           placed unscaled at the centre;
+``shrink`` ``(n, 1)`` float32, ``log2`` of how much a too-big ROI was shrunk
+           to fit (0 for most ROIs), so absolute size survives shrinking;
+
+and return ``(n, n_classes)`` logits (softmax is applied by the caller /
+appended at export, so training uses the numerically stable
+``cross_entropy`` on logits).
+
+The sCNN follows Graham's SparseConvNet as Plankline used it (DESIGN.md):
+
+* stacks of small convolutions, layer ``i`` having ``width * (i + 1)``
+  filters (Graham: ``32 * (i + 1)``); the default ``width=16`` halves the
+  early, expensive layers so the network reaches >= 1,000 ROIs/s on two CPU
+  cores with ONNX Runtime;
+* very leaky ReLU (negative slope 1/3, Graham's choice);
+* gradual pooling. ONNX has no fractional max-pooling, and Graham's FMP
+  shrinks the field by sqrt(2) per layer, i.e. by 2 every two layers. We
+  use the deterministic equivalent: a 2x2/stride-2 max-pool after every
+  second convolution (one pool after the first layer to get out of the
+  expensive full-resolution field quickly), which reaches the same field
+  size after the same number of layers;
+* a global max+average pool at the end (valid for any canvas size and
+  cheap), concatenated with the ``shrink`` input, and a linear classifier.
+
+Graham's nets had no batch normalisation; we add it after every convolution
+because it makes training from scratch on small libraries converge in
+minutes instead of hours, and ONNX Runtime folds it into the convolution at
+inference (zero cost). Dropout before the classifier regularises the small
+libraries plankton ecologists start from.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHS = ("scnn", "resnet")
+"""Architectures selectable with ``--arch``."""
+
+
+SIZE_FEATURES = 8
+"""Width of the learned embedding of the ``shrink`` input (see :func:`_size_embed`)."""
+
+
+def _size_embed() -> nn.Module:
+    """A tiny piecewise-linear embedding of ``log2(shrink)``.
+
+    A single raw scalar among hundreds of pooled features is easily ignored
+    (measured: huge Noctilucales, shrunk 4x, were called Ciliophora); a few
+    learned hinge units give the size cue the same weight as an image feature.
+    """
+    return nn.Sequential(nn.Linear(1, SIZE_FEATURES), nn.LeakyReLU(1 / 3))
+
+
+def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+
+
+class SparseCNN(nn.Module):
+    """Graham-style sCNN with deterministic pooling (see module docstring).
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output classes.
+    width : int
+        Filters per layer step: layer ``i`` has ``width * (i + 1)`` filters.
+    layers : int
+        Number of convolution layers (the field is pooled after layer 0 and
+        then after every second layer).
+    leak : float
+        Negative slope of the leaky ReLU.
+    dropout : float
+        Dropout before the linear classifier.
+    """
+
+    def __init__(
+        self,
+        n_classes: int,
+        *,
+        width: int = 16,
+        layers: int = 8,
+        leak: float = 1 / 3,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        mods: list[nn.Module] = []
+        cin = 1
+        for i in range(layers):
+            cout = width * (i + 1)
+            mods += _conv_bn(cin, cout, 3)
+            mods.append(nn.LeakyReLU(leak, inplace=True))
+            if i % 2 == 0 and i < layers - 1:
+                mods.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+            cin = cout
+        self.features = nn.Sequential(*mods)
+        self.size_embed = _size_embed()
+        self.n_features = 2 * cin + SIZE_FEATURES
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
+
+    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        f = self.features(image)
+        pooled = torch.cat([f.amax(dim=(2, 3)), f.mean(dim=(2, 3)), self.size_embed(shrink)], dim=1)
+        return self.head(pooled)
+
+
+class _Block(nn.Module):
+    """ResNet basic block (two 3x3 convs + identity or 1x1 projection)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(cin, cout, 3, stride),
+            nn.ReLU(inplace=True),
+            *_conv_bn(cout, cout, 3),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(*_conv_bn(cin, cout, 1, stride))
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.skip(x))
+
+
+class SmallResNet(nn.Module):
+    """A standard small ResNet (ResNet-10 shape) behind the same interface, for comparison.
+
+    Stem 3x3 stride 2, four stages of one basic block each with
+    ``width * (1, 2, 4, 8)`` channels, global average pool, linear head.
+    """
+
+    def __init__(self, n_classes: int, *, width: int = 16, dropout: float = 0.2) -> None:
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        w = width
+        self.stem = nn.Sequential(*_conv_bn(1, w, 3, 2), nn.ReLU(inplace=True))
+        self.stages = nn.Sequential(
+            _Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2), _Block(4 * w, 8 * w, 2)
+        )
+        self.size_embed = _size_embed()
+        self.n_features = 8 * w + SIZE_FEATURES
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
+
+    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        f = self.stages(self.stem(image))
+        return self.head(torch.cat([f.mean(dim=(2, 3)), self.size_embed(shrink)], dim=1))
+
+
+def build_model(arch: str, n_classes: int, **kwargs: int | float) -> nn.Module:
+    """Instantiate ``arch`` (one of :data:`ARCHS`) for ``n_classes`` classes."""
+    if arch == "scnn":
+        return SparseCNN(n_classes, **kwargs)  # type: ignore[arg-type]
+    if arch == "resnet":
+        return SmallResNet(n_classes, **kwargs)  # type: ignore[arg-type]
+    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+
+
+class WithSoftmax(nn.Module):
+    """Wrap a logits model so its output is class probabilities (for export)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image, shrink), dim=1)
+
+
+def multiply_adds(model: nn.Module, canvas: int) -> int:
+    """Multiply-adds per image of the convolutions and linear layers (the log's MMAC/sample)."""
+    total = 0
+    hooks = []
+
+    def conv_hook(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += int(out.shape[1] * out.shape[2] * out.shape[3] * k)
+
+    def lin_hook(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(lin_hook))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, canvas, canvas), torch.zeros(1, 1))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return total

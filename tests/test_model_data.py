@@ -1,0 +1,99 @@
+"""Classifier preprocessing and training-library reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from plankline.model.data import (
+    Augment,
+    load_library,
+    normalize_crop,
+    place_on_canvas,
+    split_indices,
+    to_canvas,
+)
+
+
+def _blob(h: int, w: int, bg: int = 200, fg: int = 50) -> np.ndarray:
+    img = np.full((h, w), bg, np.uint8)
+    img[h // 4 : h - h // 4, w // 4 : w - w // 4] = fg
+    return img
+
+
+def test_background_becomes_zero_and_organism_keeps_its_darkness() -> None:
+    x = to_canvas([_blob(20, 30, bg=180, fg=30)], 64)
+    assert x.shape == (1, 1, 64, 64) and x.dtype == np.float32
+    assert np.count_nonzero(x) == 10 * 16  # the dark rectangle only
+    assert x.max() == pytest.approx(150 / 255)
+
+
+def test_small_rois_are_placed_unscaled_at_the_centre() -> None:
+    small, large = _blob(8, 8), _blob(40, 40)
+    x, s = to_canvas([small, large], 64, return_shrink=True)
+    assert np.count_nonzero(x[0]) == 4 * 4 and np.count_nonzero(x[1]) == 20 * 20
+    ys, xs = np.nonzero(x[1, 0])
+    assert (ys.min() + ys.max()) / 2 == pytest.approx(31.5, abs=1)
+    assert (xs.min() + xs.max()) / 2 == pytest.approx(31.5, abs=1)
+    assert np.all(s == 0)
+
+
+def test_rois_bigger_than_the_canvas_are_shrunk_and_report_log2_shrink() -> None:
+    x, s = to_canvas([_blob(256, 128)], 64, return_shrink=True)
+    assert s[0, 0] == pytest.approx(2.0)
+    ys, xs = np.nonzero(x[0, 0] > 0.1)
+    assert ys.max() - ys.min() + 1 == pytest.approx(32, abs=1)
+    assert xs.max() - xs.min() + 1 == pytest.approx(16, abs=1)
+
+
+def test_colour_and_gray_versions_of_a_roi_give_the_same_input() -> None:
+    g = _blob(30, 30)
+    c = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
+    np.testing.assert_allclose(to_canvas([g], 32), to_canvas([c], 32), atol=1e-6)
+
+
+def test_empty_roi_is_refused_with_its_shape() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        normalize_crop(np.zeros((0, 5), np.uint8))
+
+
+def test_augmentation_is_deterministic_and_keeps_rotated_corners() -> None:
+    crop = normalize_crop(_blob(10, 60))
+    aug = Augment(noise=0.0, scale=0.0, shear=0.0, translate=0.0)
+    a = aug(crop, np.random.default_rng(3))
+    b = aug(crop, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    # a pure rotation/flip keeps the organism's area (nothing cut at the corners)
+    assert a.sum() == pytest.approx(crop.sum(), rel=0.05)
+
+
+def test_split_is_stratified_and_keeps_each_class_on_both_sides() -> None:
+    labels = np.repeat([0, 1, 2], [10, 3, 2])
+    tr, va = split_indices(labels, 20, seed=1)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == 15
+    assert set(labels[va]) == {0, 1, 2} and set(labels[tr]) == {0, 1, 2}
+    assert len(split_indices(labels, 0)[1]) == 0
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)
+
+
+def test_library_drops_small_and_empty_classes_and_skips_bad_files(tmp_path: Path) -> None:
+    for i in range(3):
+        _write(tmp_path / "big copepod" / f"a{i}.png", _blob(20, 20 + i))
+        _write(tmp_path / "diatom" / f"b{i}.png", _blob(10 + i, 30))
+    _write(tmp_path / "rare" / "r0.png", _blob(12, 12))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "diatom" / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning) as rec:
+        lib = load_library(tmp_path, class_min=2)
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "broken.png" in msgs and "'rare'" in msgs and "'empty'" in msgs
+    assert lib.class_names == ["big copepod", "diatom"]
+    assert lib.counts().tolist() == [3, 3]
+    x, _ = place_on_canvas(lib.crops, 32)
+    assert x.shape == (6, 1, 32, 32)

@@ -1,0 +1,149 @@
+"""ONNX export parity, the model folder, Triton repository files and the classification CSV."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plankline.imaging.synth import make_roi_library
+from plankline.model.data import list_images, read_image, to_canvas
+from plankline.model.export import export_model, write_triton_repository
+from plankline.model.infer import (
+    UNCLASSIFIED,
+    Classifier,
+    read_classification_csv,
+    write_classification_csv,
+)
+from plankline.model.train import (
+    TrainConfig,
+    checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("exp")
+    lib = root / "lib"
+    make_roi_library(lib, n_per_class=6, seed=3)
+    w = root / "weights"
+    train(
+        TrainConfig(
+            library=str(lib),
+            out=str(w),
+            stop=1,
+            bs=8,
+            canvas=32,
+            width=4,
+            layers=4,
+            min_epoch_images=16,
+            vsp=0,
+        )
+    )
+    model_dir = root / "model"
+    export_model(checkpoint_path(w, 1), model_dir)
+    return lib, w, model_dir
+
+
+def test_onnx_matches_torch_within_1e4_for_any_batch_size(
+    exported: tuple[Path, Path, Path],
+) -> None:
+    import torch
+
+    lib, w, model_dir = exported
+    clf = Classifier.load(model_dir, providers=["CPUExecutionProvider"])
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path(w, 1)))
+    crops = [read_image(p) for p in list_images(lib)]
+    for n in (1, 7, len(crops)):
+        got = clf.predict(crops[:n], batch_size=4)
+        x, s = to_canvas(crops[:n], clf.canvas, return_shrink=True)
+        with torch.no_grad():
+            ref = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+        assert got.shape == (n, 5)
+        assert np.abs(got - ref).max() <= 1e-4
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+def test_model_folder_holds_onnx_labels_and_meta(exported: tuple[Path, Path, Path]) -> None:
+    _, _, model_dir = exported
+    clf = Classifier.load(model_dir)
+    assert clf.class_names == ["copepod", "diatom_chain", "larval_fish", "marine_snow", "protist"]
+    assert clf.canvas == 32 and clf.thresholds is None
+    assert clf.meta["onnx_torch_max_abs_diff"] <= 1e-4 and clf.meta["opset"] >= 17
+
+
+def test_predict_names_the_index_of_an_empty_roi(exported: tuple[Path, Path, Path]) -> None:
+    clf = Classifier.load(exported[2])
+    with pytest.raises(ValueError, match="ROI 1"):
+        clf.predict([np.full((5, 5), 200, np.uint8), np.zeros((0, 3), np.uint8)])
+
+
+def test_triton_repository_has_gpu_and_cpu_configs(
+    exported: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, _, model_dir = exported
+    root = write_triton_repository(
+        model_dir, tmp_path, model_name="scnn", max_batch_size=128, preferred_batch_sizes=(32, 128)
+    )
+    gpu = (root / "config.pbtxt").read_text()
+    cpu = (root / "configs" / "cpu_python.pbtxt").read_text()
+    assert re.search(r'platform:\s*"onnxruntime_onnx"', gpu)
+    assert re.search(r"max_batch_size:\s*128", gpu)
+    assert re.search(r"preferred_batch_size:\s*\[\s*32, 128\s*\]", gpu)
+    assert re.search(r"max_queue_delay_microseconds:\s*\d+", gpu)
+    assert re.search(r"kind:\s*KIND_GPU", gpu)
+    assert re.search(r'name:\s*"tensorrt".*precision_mode"\s*value:\s*"FP16"', gpu, re.S)
+    assert re.search(r"dims:\s*\[\s*1, 32, 32\s*\]", gpu) and re.search(r"dims:\s*\[\s*5\s*\]", gpu)
+    assert re.search(r'backend:\s*"python"', cpu) and re.search(r"kind:\s*KIND_CPU", cpu)
+    assert gpu.count("{") == gpu.count("}") and cpu.count("[") == cpu.count("]")
+    assert (root / "1" / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
+    assert (root / "labels.txt").read_text().split()[0] == "copepod"
+
+
+def test_triton_python_model_runs_the_same_onnx(
+    exported: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    lib, _, model_dir = exported
+    root = write_triton_repository(model_dir, tmp_path)
+    spec = importlib.util.spec_from_file_location("triton_model", root / "1" / "model.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    assert {"initialize", "execute", "finalize"} <= set(vars(mod.TritonPythonModel))
+    crops = [read_image(p) for p in list_images(lib)[:9]]
+    x, s = to_canvas(crops, 32, return_shrink=True)
+    got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, s[:, 0])
+    np.testing.assert_allclose(got, Classifier.load(model_dir).predict(crops), atol=1e-6)
+
+
+def test_classification_csv_has_the_seed_header_and_rows_summing_to_one(tmp_path: Path) -> None:
+    names = ["copepod", "diatom chain", "protist"]
+    probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.3, 0.4], [0.05, 0.9, 0.05]], np.float32)
+    path = write_classification_csv(
+        tmp_path / "c" / "chunk.csv",
+        ["a", "b", "c"],
+        probs,
+        names,
+        thresholds={"copepod": 0.6, "diatom chain": 0.95, "protist": None},
+    )
+    lines = path.read_text().splitlines()
+    assert (
+        lines[0] == "image,copepod,diatom chain,protist,top_class,top_probability,thresholded_class"
+    )
+    assert lines[1].endswith(",copepod,0.700000,copepod")
+    assert lines[2].endswith(f",protist,0.400000,{UNCLASSIFIED}")  # protist never reaches precision
+    assert lines[3].endswith(f",diatom chain,0.900000,{UNCLASSIFIED}")
+    ids, back, back_names = read_classification_csv(path)
+    assert ids == ["a", "b", "c"] and back_names == names
+    np.testing.assert_allclose(back, probs, atol=1e-6)
+    np.testing.assert_allclose(back.sum(1), 1.0, atol=1e-5)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_classification_csv_refuses_mismatched_shapes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="n_images=2"):
+        write_classification_csv(tmp_path / "x.csv", ["a", "b"], np.ones((3, 2)), ["p", "q"])
