@@ -249,3 +249,29 @@ def test_datetimes_none_leave_date_and_time_empty(tmp_path):
     h = rows[0]
     assert rows[2][h.index("object_date")] == "" and rows[3][h.index("object_time")] == "030405"
     assert validate_ecotaxa_zip(p) == []
+
+
+def test_chunk_without_objects_gives_a_valid_header_only_export(tmp_path):
+    p = tmp_path / "empty.zip"
+    write_ecotaxa_zip(
+        p,
+        object_ids=[],
+        images=[],
+        measurements={"area": np.array([])},
+        sample_id="s",
+        acq_id="a",
+        lat=10.0,
+        predicted=[],
+    )
+    assert validate_ecotaxa_zip(p) == []
+    _, rows = _tsv(p)
+    assert len(rows) == 2 and "object_area" in rows[0]
+
+
+def test_times_is_an_alias_of_datetimes(tmp_path):
+    t = datetime(2021, 5, 6, 7, 8, 9)
+    p = _write(tmp_path / "t.zip", datetimes=None, times=[t] * 4)
+    _, rows = _tsv(p)
+    assert rows[2][rows[0].index("object_time")] == "070809"
+    with pytest.raises(ValueError, match="not both"):
+        _write(tmp_path / "u.zip", times=[t] * 4)

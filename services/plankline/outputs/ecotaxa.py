@@ -146,6 +146,7 @@ def write_ecotaxa_zip(
     lat: float | Sequence[float] | None = None,
     lon: float | Sequence[float] | None = None,
     datetimes: datetime | Sequence[datetime | None] | None = None,
+    times: datetime | Sequence[datetime | None] | None = None,
     depth: float | Sequence[float] | None = None,
     acq_meta: Mapping[str, str | float] | None = None,
     sample_meta: Mapping[str, str | float] | None = None,
@@ -178,6 +179,8 @@ def write_ecotaxa_zip(
     datetimes : datetime or sequence of (datetime or None), optional
         Capture time per object (see :func:`plankline.outputs.naming.frame_time`)
         -> ``object_date`` ``YYYYMMDD`` and ``object_time`` ``HHMMSS``.
+    times : same as ``datetimes``
+        Alias of ``datetimes`` (give one of them).
     acq_meta, sample_meta, process_meta : mapping, optional
         Extra ``acq_*``/``sample_*``/``process_*`` columns (constant per file).
     process_id : str, optional
@@ -196,9 +199,12 @@ def write_ecotaxa_zip(
     ValueError
         On any input EcoTaxa would refuse; the message names the field.
     """
+    if times is not None:
+        if datetimes is not None:
+            raise ValueError("give datetimes= or its alias times=, not both")
+        datetimes = times
+    # A chunk without ROIs still gets a (header-only) export, so every chunk has its files.
     n = len(object_ids)
-    if n == 0:
-        raise ValueError("object_ids is empty: EcoTaxa needs at least one object")
     if len(images) != n:
         raise ValueError(f"images has {len(images)} items for {n} object_ids")
     ids = [_clean_text("object_id", o) for o in object_ids]
@@ -207,7 +213,7 @@ def write_ecotaxa_zip(
     if len(set(ids)) != n:
         dup = sorted({o for o in ids if ids.count(o) > 1})[:5]
         raise ValueError(f"object_id values must be unique, repeated: {dup}")
-    if not re.fullmatch(r"[A-Za-z0-9._+-]+", "".join(ids)):
+    if n and not re.fullmatch(r"[A-Za-z0-9._+-]+", "".join(ids)):
         raise ValueError("object_id must only hold [A-Za-z0-9._+-] (it names the image file)")
     for field, v in (("sample_id", sample_id), ("acq_id", acq_id)):
         if not isinstance(v, str) or not v.strip():
