@@ -46,6 +46,9 @@ class FlatField:
         larger than a few cells are still excluded by the object mask.
     smooth : float
         Gaussian sigma, in cells, smoothing the 2-D background.
+    rows : bool
+        Also correct a per-line gain estimated from each frame itself (line-scan lamp
+        drift/flicker along the tape; ignored in ``vignetting`` mode).
 
     Examples
     --------
@@ -61,9 +64,10 @@ class FlatField:
         memory: float = 0.9,
         level: float = 255.0,
         object_margin: float = 0.12,
-        sample_step: int = 4,
+        sample_step: int = 8,
         grid: int = 32,
         smooth: float = 1.5,
+        rows: bool = True,
     ) -> None:
         if mode not in ("column", "vignetting", "both"):
             raise ValueError(f"FlatField mode must be column, vignetting or both, got {mode!r}")
@@ -80,6 +84,7 @@ class FlatField:
         self.sample_step = int(sample_step)
         self.grid = int(grid)
         self.smooth = float(smooth)
+        self.rows = bool(rows)
         self.shape: tuple[int, int] | None = None
         self.column: np.ndarray | None = None  # (W,) float32 background per column
         self.vignette: np.ndarray | None = None  # (H/grid, W/grid) float32, mean ~1
@@ -213,7 +218,29 @@ class FlatField:
             self._buf = np.empty(frame.shape, np.float32)
         gain = self._gain
         np.multiply(frame, gain[None, :] if gain.ndim == 1 else gain, out=self._buf)  # type: ignore[union-attr]
+        if self.rows and self.mode != "vignetting":
+            self._buf *= self._row_gain(self._buf)[:, None]
         return self._buf
+
+    def _row_gain(self, corr: np.ndarray) -> np.ndarray:
+        """Per-line gain from this frame alone: lamp drift and flicker along the tape.
+
+        Mean of the background pixels of each line (every 8th column), smoothed over a few
+        lines by normalised convolution so lines crossed by a large object borrow from
+        their neighbours.
+        """
+        sub = np.ascontiguousarray(corr[:, ::8])
+        _, is_bg = cv2.threshold(
+            sub, self.level * (1 - self.object_margin) - 1e-3, 1.0, cv2.THRESH_BINARY
+        )
+        sums = cv2.reduce(cv2.multiply(sub, is_bg), 1, cv2.REDUCE_SUM)
+        counts = cv2.reduce(is_bg, 1, cv2.REDUCE_SUM)
+        sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=6, borderType=cv2.BORDER_REPLICATE)
+        counts = cv2.GaussianBlur(
+            counts, (1, 0), sigmaX=0, sigmaY=6, borderType=cv2.BORDER_REPLICATE
+        )
+        mean = np.where(counts[:, 0] > 2, sums[:, 0] / np.maximum(counts[:, 0], 1e-6), self.level)
+        return (self.level / np.maximum(mean, 1e-3)).astype(np.float32)
 
     def _update(self, frame: np.ndarray) -> None:
         """Blend in this frame's background (uses the corrected values left in the buffer).

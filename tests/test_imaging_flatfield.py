@@ -1,0 +1,92 @@
+"""Flat-field: even background on the real ISIIS frame and on synthetic line-scan artefacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from plankline.imaging.flatfield import FlatField
+from plankline.imaging.synth import synth_frames
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_FRAME = DATA / "isiis-frames" / "mbari-isiis-raw-2048.jpg"
+
+
+def _tile_background(img: np.ndarray, tile: int = 128) -> np.ndarray:
+    """Median per tile: the background level where objects are sparse."""
+    h, w = img.shape
+    t = img[: h // tile * tile, : w // tile * tile].reshape(h // tile, tile, w // tile, tile)
+    return np.median(t.transpose(0, 2, 1, 3).reshape(h // tile, w // tile, -1), axis=2)
+
+
+@pytest.mark.skipif(not REAL_FRAME.exists(), reason=f"real ISIIS frame not found at {REAL_FRAME}")
+@pytest.mark.parametrize("mode", ["vignetting", "both"])
+def test_real_vignetted_frame_background_becomes_even(mode: str) -> None:
+    raw = cv2.imread(str(REAL_FRAME), cv2.IMREAD_GRAYSCALE)
+    # level 200 keeps the corrected background off the 255 ceiling, so the spread is honest
+    out = FlatField(mode=mode, level=200).correct(raw)
+    before = _tile_background(raw).std()
+    after = _tile_background(out).std()
+    assert before > 40
+    assert after < before / 10, f"tile std {before:.1f} -> {after:.1f}"
+    assert np.median(out) == pytest.approx(200, abs=3)
+    # objects stay dark: the darkest percentile is still far below the background
+    assert np.percentile(out, 0.1) < 150
+
+
+def test_column_stripes_vignetting_and_drift_are_removed_on_synthetic_line_scan() -> None:
+    frames, _ = synth_frames(
+        4,
+        height=512,
+        width=1024,
+        seed=3,
+        density=15,
+        column_gain=0.1,
+        size_range=(8.0, 60.0),
+        vignetting=0.35,
+        drift=0.08,
+        drift_period_frames=3,
+    )
+    frames = list(frames)
+    ff = FlatField(mode="column")
+    ff.prime(frames[:2])
+    for raw in frames:
+        out = ff.correct(raw)
+        # per-column background (median over rows) before and after
+        raw_cols = np.median(raw, axis=0)
+        out_cols = np.median(out, axis=0)
+        assert raw_cols.std() / raw_cols.mean() > 0.05
+        assert out_cols.std() < 1.5 and np.median(out_cols) > 250
+        # per-row background: the lamp drift is gone as well
+        assert np.median(out, axis=1).std() < 1.5
+
+
+def test_prime_makes_first_frame_of_a_chunk_as_good_as_a_later_one() -> None:
+    frames, _ = synth_frames(
+        6, height=512, width=1024, seed=4, density=20, column_gain=0.12, size_range=(8.0, 60.0)
+    )
+    frames = list(frames)
+    warm = FlatField(mode="column", level=220)
+    warm.prime(frames[:3])
+    first = warm.correct(frames[3])
+    steady = FlatField(mode="column", level=220)
+    steady.prime(frames[:3])
+    for f in frames[3:5]:
+        steady.correct(f)
+    tenth = steady.correct(frames[5])
+    err_first = np.abs(np.median(first, axis=0) - 220).mean()
+    err_later = np.abs(np.median(tenth, axis=0) - 220).mean()
+    assert err_first < 1.0 and err_later < 1.0
+
+
+def test_flatfield_rejects_bad_frames_with_clear_messages() -> None:
+    ff = FlatField()
+    with pytest.raises(ValueError, match="2-D uint8 or uint16"):
+        ff.correct(np.zeros((4, 4, 3), np.uint8))
+    ff.correct(np.full((32, 32), 100, np.uint8))
+    with pytest.raises(ValueError, match="differs"):
+        ff.correct(np.full((16, 32), 100, np.uint8))
+    with pytest.raises(ValueError, match="mode"):
+        FlatField(mode="rows")  # type: ignore[arg-type]

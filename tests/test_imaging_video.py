@@ -1,0 +1,125 @@
+"""Video I/O: exact round trips, exact seeks, clear errors naming file and frame."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from plankline.imaging.video import VideoError, iter_frames, probe_video, write_video
+
+
+def _frames(n: int = 12, h: int = 48, w: int = 64) -> list[np.ndarray]:
+    """Smooth texture plus a dark square that moves with the frame index, so even lossy
+    codecs leave each frame closest to its own reference."""
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(60, 200, (h, w), dtype=np.uint8), (0, 0), 2)
+    frames = []
+    for i in range(n):
+        f = base.copy()
+        x, y = (3 * i) % (w - 8), (5 * i) % (h - 8)
+        f[y : y + 8, x : x + 8] = 10
+        frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize(("codec", "tolerance"), [("rawvideo", 0), ("ffv1", 0), ("mjpeg", 2)])
+def test_write_then_read_roundtrip_per_codec(tmp_path, codec: str, tolerance: float) -> None:
+    frames = _frames()
+    path = tmp_path / f"v_{codec}.avi"
+    write_video(path, iter(frames), fps=13.7, codec=codec)
+    info = probe_video(path)
+    assert (info.n_frames, info.width, info.height, info.dtype) == (12, 64, 48, "uint8")
+    assert info.fps == pytest.approx(13.7, rel=1e-3)
+    got = list(iter_frames(path))
+    assert [i for i, _ in got] == list(range(12))
+    for (_, frame), ref in zip(got, frames, strict=True):
+        assert frame.dtype == np.uint8 and frame.shape == (48, 64)
+        assert np.abs(frame.astype(int) - ref).mean() <= tolerance
+
+
+@pytest.mark.parametrize("codec", ["rawvideo", "ffv1", "mjpeg", "h264"])
+def test_iter_frames_start_stop_seeks_to_exact_frames(tmp_path, codec: str) -> None:
+    frames = _frames(20)
+    path = tmp_path / ("v.mp4" if codec == "h264" else "v.avi")
+    write_video(path, frames, fps=10, codec=codec)
+    got = list(iter_frames(path, start=13, stop=17))
+    assert [i for i, _ in got] == [13, 14, 15, 16]
+    for i, frame in got:
+        errors = [np.abs(frame.astype(int) - ref).mean() for ref in frames]
+        assert int(np.argmin(errors)) == i
+
+
+def test_sixteen_bit_ffv1_roundtrip_is_lossless(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 65535, (32, 40), dtype=np.uint16) for _ in range(4)]
+    write_video(tmp_path / "v16.avi", frames, fps=5, codec="ffv1")
+    assert probe_video(tmp_path / "v16.avi").dtype == "uint16"
+    got = [f for _, f in iter_frames(tmp_path / "v16.avi")]
+    assert all(
+        g.dtype == np.uint16 and np.array_equal(g, r) for g, r in zip(got, frames, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "dtype"), [(".png", np.uint8), (".tif", np.uint16), (".png", np.uint16)]
+)
+def test_folder_of_frames_is_read_in_name_order(tmp_path, suffix: str, dtype: type) -> None:
+    rng = np.random.default_rng(2)
+    top = 255 if dtype == np.uint8 else 65535
+    frames = [rng.integers(0, top, (30, 20), dtype=dtype) for _ in range(5)]
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"frame_{i:04d}{suffix}"), f)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    info = probe_video(tmp_path)
+    assert (info.n_frames, info.fps, info.width, info.height) == (5, None, 20, 30)
+    assert info.dtype == np.dtype(dtype).name
+    got = list(iter_frames(tmp_path, start=1, stop=4))
+    assert [i for i, _ in got] == [1, 2, 3]
+    assert all(np.array_equal(f, frames[i]) for i, f in got)
+
+
+def test_colour_frames_become_gray(tmp_path) -> None:
+    bgr = np.zeros((10, 12, 3), np.uint8)
+    bgr[..., 1] = 200  # pure green
+    cv2.imwrite(str(tmp_path / "c.png"), bgr)
+    ((_, gray),) = list(iter_frames(tmp_path / "c.png"))
+    assert gray.shape == (10, 12)
+    assert gray.mean() == pytest.approx(0.587 * 200, abs=1.5)
+
+
+def test_truncated_avi_yields_good_frames_then_names_the_bad_one(tmp_path) -> None:
+    frames = _frames(10)
+    path = tmp_path / "x.avi"
+    write_video(path, frames, fps=10)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    frame_bytes = 48 * 64
+    cut.write_bytes(data[: len(data) - (len(data) - 10 * frame_bytes) // 2 - 4 * frame_bytes - 100])
+    seen = []
+    with pytest.raises(VideoError) as err:
+        for i, frame in iter_frames(cut):
+            seen.append(i)
+            assert np.array_equal(frame, frames[i])
+    assert seen == list(range(len(seen))) and 3 <= len(seen) <= 9
+    assert err.value.frame == len(seen)
+    assert err.value.path == str(cut)
+    assert f"cut.avi: frame {len(seen)}:" in str(err.value)
+
+
+def test_empty_and_missing_files_raise_video_error(tmp_path) -> None:
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty"):
+        probe_video(empty)
+    with pytest.raises(VideoError):
+        list(iter_frames(empty))
+    with pytest.raises(VideoError, match="no such"):
+        probe_video(tmp_path / "missing.avi")
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video" * 100)
+    with pytest.raises(VideoError) as err:
+        probe_video(junk)
+    assert err.value.frame is None and "junk.avi" in str(err.value)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(VideoError, match="no image frames"):
+        probe_video(tmp_path / "nothing")
