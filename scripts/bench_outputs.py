@@ -13,6 +13,7 @@ Usage: python scripts/bench_outputs.py [--n 2000] [--rows 20000 --classes 100]
 from __future__ import annotations
 
 import argparse
+import shutil
 import tarfile
 import tempfile
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from plankline.outputs.naming import roi_id
-from plankline.outputs.pull import select_images
+from plankline.outputs.pull import pull_images, select_images
 from plankline.outputs.rois import encode_image, iter_roi_tar, write_roi_tar
 from plankline.outputs.tables import read_csv, write_csv
 
@@ -133,6 +134,57 @@ def main() -> None:
             f"CSV {a.rows} x {a.classes}: write {t_w:.2f} s, read {t_r:.2f} s, "
             f"select -b {t_s * 1e3:.1f} ms"
         )
+        bench_pull(Path(d), imgs, a.classes)
+
+
+def bench_pull(d: Path, imgs: list[np.ndarray], n_classes: int, n_chunks: int = 4) -> None:
+    """pull-images (-p 0.2, 10 of n classes) vs the seed's way: untar everything, copy matches."""
+    rng = np.random.default_rng(2)
+    csvs, tars = d / "csvs", d / "tars"
+    csvs.mkdir()
+    tars.mkdir()
+    names = [f"taxon_{j:03d}" if j >= 10 else f"fish_{j}" for j in range(n_classes)]
+    for c in range(n_chunks):
+        chunk = f"20180706170{805 + 30 * c}.476"
+        ids = [roi_id(chunk, i // 50, i * 40, i % 2000, i) for i in range(len(imgs))]
+        write_roi_tar(tars / f"{chunk}.tar", ids, imgs)
+        probs = rng.dirichlet(np.full(n_classes, 0.05), len(imgs))
+        write_csv(csvs / f"{chunk}.csv", {"image": ids, **dict(zip(names, probs.T, strict=True))})
+
+    def ours() -> int:
+        out = d / f"out{time.perf_counter_ns()}"
+        return pull_images(
+            taxa=["fish"], threshold=0.2, input_drive=csvs, raw_tars=tars, output=out
+        ).n_written
+
+    def seed_way() -> int:
+        out, n = d / f"seed{time.perf_counter_ns()}", 0
+        for csv_path in sorted(csvs.iterdir()):
+            t = read_csv(csv_path, dtypes={"image": str})
+            tmp = out / "_untar"
+            with tarfile.open(tars / f"{csv_path.stem}.tar") as tf:
+                tf.extractall(tmp, filter="data")
+            for cls in names[:10]:
+                (out / cls).mkdir(parents=True, exist_ok=True)
+                for r in np.flatnonzero(t[cls] > 0.2):
+                    src = tmp / f"{t['image'][r]}.png"
+                    (out / cls / src.name).write_bytes(src.read_bytes())
+                    n += 1
+            shutil.rmtree(tmp)
+        return n
+
+    t_ours = best_of(ours, 2)
+    t_seed = best_of(seed_way, 2)
+    n = ours()
+    assert n == seed_way()
+    total = n_chunks * len(imgs)
+    print(
+        f"pull-images {n_chunks} chunks x {len(imgs)} ROIs, {n_classes} classes, -p 0.2 -t fish "
+        f"({n} files): {t_ours:.2f} s = {t_ours / total * 1e6:.0f} us per ROI in the tars"
+    )
+    print(
+        f"baseline untar all + copy (seed way): {t_seed:.2f} s -> speed-up x{t_seed / t_ours:.2f}"
+    )
 
 
 if __name__ == "__main__":
