@@ -275,3 +275,14 @@ def test_times_is_an_alias_of_datetimes(tmp_path):
     assert rows[2][rows[0].index("object_time")] == "070809"
     with pytest.raises(ValueError, match="not both"):
         _write(tmp_path / "u.zip", times=[t] * 4)
+
+
+def test_check_ecotaxa_command_exit_codes(good, tmp_path):
+    from plankline.cli import app
+    from typer.testing import CliRunner
+
+    ok = CliRunner().invoke(app, ["check-ecotaxa", str(good)])
+    assert ok.exit_code == 0 and "OK" in ok.output
+    bad = _rewrite(good, tmp_path / "bad.zip", _set_cell("object_lat", "95"))
+    res = CliRunner().invoke(app, ["check-ecotaxa", str(good), str(bad)])
+    assert res.exit_code == 1 and "object_lat" in res.output

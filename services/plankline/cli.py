@@ -228,5 +228,26 @@ def pull_images_cmd(
     typer.echo(f"Wrote {report.n_written} images into {output}")
 
 
+@app.command(
+    "check-ecotaxa",
+    epilog="Example: plankline check-ecotaxa cruise42/ecotaxa/*.zip",
+)
+def check_ecotaxa(
+    zips: Annotated[list[Path], typer.Argument(help="EcoTaxa export zip(s) to check.")],
+) -> None:
+    """Check EcoTaxa zips against the importer's rules before uploading; exit 1 on problems."""
+    from plankline.outputs.ecotaxa import validate_ecotaxa_zip
+
+    bad = 0
+    for path in zips:
+        problems = validate_ecotaxa_zip(path)
+        bad += bool(problems)
+        typer.echo(f"{path}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        for problem in problems[:50]:
+            typer.echo(f"  {problem}")
+    if bad:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
