@@ -83,15 +83,13 @@ def test_crash_mid_write_keeps_previous_complete_file(tmp_path):
     assert [x.name for x in tmp_path.iterdir()] == ["m.csv"]
 
 
-def test_atomic_write_text_mode_and_missing_directory(tmp_path):
+def test_atomic_write_text_mode_and_missing_directories_are_created(tmp_path):
     with atomic_write(tmp_path / "a.txt", "w", encoding="utf-8") as f:
         f.write("ok")
     assert (tmp_path / "a.txt").read_text() == "ok"
-    with (
-        pytest.raises(FileNotFoundError, match="does not exist"),
-        atomic_write(tmp_path / "nope" / "a.txt"),
-    ):
-        pass
+    with atomic_write(tmp_path / "new" / "sub" / "b.bin") as f:
+        f.write(b"x")
+    assert (tmp_path / "new" / "sub" / "b.bin").read_bytes() == b"x"
 
 
 def test_usecols_and_forced_float_read_a_subset_fast_path(tmp_path):

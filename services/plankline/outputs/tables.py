@@ -41,7 +41,7 @@ def atomic_write(
     Parameters
     ----------
     path : path-like
-        Final file name. Its directory must exist.
+        Final file name. Missing parent folders are created.
     mode : str
         ``"wb"`` (default) or ``"w"`` for text; any write mode ``open`` accepts.
     **open_kwargs
@@ -61,8 +61,8 @@ def atomic_write(
         raise ValueError(f"atomic_write needs a write mode, got {mode!r}")
     final = Path(path)
     directory = final.parent if str(final.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {final}: directory {directory} does not exist")
+    # Output folders are created on demand: a writer's job is to land the file.
+    directory.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
