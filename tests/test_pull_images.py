@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from plankline.cli import app
-from plankline.outputs.naming import roi_id
+from plankline.outputs.naming import chunk_name, roi_id
 from plankline.outputs.pull import (
     PullError,
     chunk_key,
@@ -258,3 +258,29 @@ def test_non_numeric_class_column_is_a_clear_error(drive):
         _pull(
             drive, taxa=["fish"], best=True, input_drive=None, input_csv=drive / "csvs" / f"{B}.csv"
         )
+
+
+def test_pull_reads_the_classifier_csv_and_batch_layout(tmp_path):
+    """Contract with model.infer.write_classification_csv and the project layout."""
+    infer = pytest.importorskip("plankline.model.infer")
+    rng = np.random.default_rng(3)
+    classes = ["copepod", "fish_larva", "fish_egg", "detritus"]
+    expected: dict[str, list[str]] = {"fish_larva": [], "fish_egg": []}
+    for k in range(2):
+        chunk = chunk_name("20180706170805.476", k, k * 411, 13.7)
+        ids = [roi_id(chunk, i, i * 2048, i, i) for i in range(30)]
+        crops = [rng.integers(0, 256, (9, 9), dtype=np.uint8) for _ in ids]
+        write_roi_tar(tmp_path / "segmentation" / f"{chunk}.tar", ids, crops)
+        probs = rng.dirichlet(np.ones(len(classes)), len(ids))
+        infer.write_classification_csv(
+            tmp_path / "classification" / f"{chunk}.csv", ids, probs, classes
+        )
+        for i, top in enumerate(probs.argmax(1)):
+            if classes[top] in expected:
+                expected[classes[top]].append(f"{ids[i]}.png")
+    report = pull_images(
+        taxa=["fish"], best=True, input_drive=tmp_path / "classification",
+        raw_tars=tmp_path / "segmentation", output=tmp_path / "out",
+    )  # fmt: skip
+    assert report.sub_taxa == ["fish_larva", "fish_egg"]
+    assert _tree(tmp_path / "out") == {c: sorted(v) for c, v in sorted(expected.items())}
