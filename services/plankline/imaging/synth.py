@@ -159,7 +159,7 @@ def _curve(
 def _draw_copepod(pen: _Pen, rng: np.random.Generator, size: float) -> None:
     body_len = size * rng.uniform(0.55, 0.65)
     width = body_len * rng.uniform(0.32, 0.45)
-    line_w = max(1.0, size * 0.018)
+    line_w = max(1.5, size * 0.018)
     # Antennae first (fainter), from the head forwards/outwards, curving back.
     head = np.array([body_len * 0.38, 0.0])
     for side in (-1, 1):
@@ -171,7 +171,7 @@ def _draw_copepod(pen: _Pen, rng: np.random.Generator, size: float) -> None:
             size * rng.uniform(0.45, 0.75),
             side * rng.uniform(0.4, 1.2),
         )
-        pen.polyline(pts, line_w, rng.uniform(0.45, 0.6))
+        pen.polyline(pts, line_w, rng.uniform(0.55, 0.7))
     # Swimming legs: short strokes under the prosome.
     for k in range(rng.integers(3, 6)):
         x = body_len * (0.15 - 0.12 * k)
@@ -201,7 +201,7 @@ def _draw_protist(pen: _Pen, rng: np.random.Generator, size: float) -> None:
     r = size * rng.uniform(0.26, 0.34)
     n_spines = int(rng.integers(8, 22))
     spine_len = size * rng.uniform(0.12, 0.2)
-    line_w = max(1.0, size * 0.015)
+    line_w = max(1.5, size * 0.015)
     phase = rng.uniform(0, 2 * math.pi)
     for k in range(n_spines):
         a = phase + 2 * math.pi * k / n_spines + rng.normal(0, 0.05)
@@ -546,7 +546,7 @@ def _plan(
                 line = f * height + int(rng.integers(0, height)) - my0
                 col = int(rng.integers(2, width - pw - 1))
                 box = (line + my0, col + mx0, line + my1, col + mx1)
-                if box[0] < 0:
+                if box[0] < 0 or box[2] > n_frames * height:  # whole inside the video
                     continue
                 if all(
                     box[0] >= b[2] + gap
