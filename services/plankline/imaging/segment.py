@@ -240,8 +240,15 @@ def _mser_binary(frame: np.ndarray, params: SegmentParams) -> np.ndarray:
 
 
 def _label(binary: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        binary, connectivity=connectivity, ltype=cv2.CV_32S
+    """Label + bbox/area stats in one pass.
+
+    Grana's block-based algorithm (BBDT) is chosen explicitly: with stats on sparse
+    plankton frames it is ~2.5x faster single-threaded than OpenCV's default (Spaghetti)
+    in OpenCV 4.12 (measured in scripts/bench_segment.py); for 4-connectivity OpenCV
+    falls back to SAUF by itself.
+    """
+    _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        binary, connectivity, cv2.CV_32S, cv2.CCL_GRANA
     )
     return labels, stats
 
