@@ -249,5 +249,81 @@ def check_ecotaxa(
         raise typer.Exit(1)
 
 
+# --- stream commands (stack) --------------------------------------------------
+
+stack_app = typer.Typer(
+    help="Local streaming stack: real Tansu (Kafka), SeaweedFS (S3) and Triton on 127.0.0.1.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+_STATE_DIR_OPTION = typer.Option("--state-dir", help="Logs, data, pidfiles and env of the stack.")
+
+
+@stack_app.command(
+    "up",
+    epilog="Example: plankline stack up --triton models/ --model-config-name cpu_python; "
+    "source .stack/env",
+)
+def stack_up_command(
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+    tansu_storage: Annotated[
+        str, typer.Option(help="memory, or s3 (survives restarts).")
+    ] = "memory",
+    triton: Annotated[Path | None, typer.Option(help="Triton model repository to serve.")] = None,
+    model_config_name: Annotated[str | None, typer.Option(help="e.g. cpu_python.")] = None,
+    partitions: Annotated[int, typer.Option(help="Partitions per plankline topic.")] = 4,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Start the servers on free ports, create bucket and topics, write STATE_DIR/env."""
+    from plankline.stream.stack import ServerError, stack_up
+
+    try:
+        handles = stack_up(state_dir, tansu_storage=tansu_storage, partitions=partitions,
+                           triton_model_repository=triton, model_config_name=model_config_name)
+    except (ServerError, ValueError, FileNotFoundError) as error:
+        _fail(str(error), debug)
+    for name, handle in handles.items():
+        rich.print(f"[green]up[/] {name:10} pid {handle.pid:<8} {handle.endpoint:22} "
+                   f"ready in {handle.extra.get('ready_s', '?')} s  log {handle.log_path}")
+    rich.print(f"point services at it: [bold]source {state_dir / 'env'}[/]")
+
+
+@stack_app.command("down", epilog="Example: plankline stack down")
+def stack_down_command(
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+) -> None:
+    """Stop exactly the server PIDs recorded in STATE_DIR (SIGTERM, then SIGKILL)."""
+    from plankline.stream.stack import stop_recorded
+
+    results = stop_recorded(state_dir)
+    if not results:
+        rich.print(f"no stack recorded in {state_dir}")
+    for name, was_running in results.items():
+        rich.print(f"{name:10} {'stopped' if was_running else 'was not running'}")
+
+
+@stack_app.command("status", epilog="Example: plankline stack status")
+def stack_status_command(
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+) -> None:
+    """Show the recorded servers, whether each still runs, and their endpoints; exit 1 if down."""
+    from plankline.stream.stack import read_state
+
+    handles = read_state(state_dir)
+    if not handles:
+        rich.print(f"no stack recorded in {state_dir}")
+        raise typer.Exit(1)
+    down = 0
+    for name, handle in handles.items():
+        alive = handle.alive()
+        down += not alive
+        ports = " ".join(f"{k}={v}" for k, v in handle.ports.items())
+        state = "[green]running[/]" if alive else "[red]not running[/]"
+        rich.print(f"{name:10} {state} pid {handle.pid:<8} {handle.endpoint:22} {ports}")
+    if down:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
