@@ -51,7 +51,6 @@ HOST = "127.0.0.1"
 #: What the Triton venv holds; changing it rebuilds the cached venv.
 TRITON_VENV_PACKAGES = ("numpy==1.26.4", "onnxruntime==1.23.2")
 TRITON_VENV_NODEPS = ("nvidia-pytriton==0.7.0",)
-_TRITON_STUB_PY = "3.11"
 
 #: Seconds to wait after SIGTERM before SIGKILL, per server (SeaweedFS needs ~14 s).
 STOP_GRACE_S = {"tansu": 10.0, "seaweedfs": 15.0, "triton": 15.0}
@@ -508,11 +507,12 @@ def triton_backend_dir(venv: Path, dest: Path) -> Path:
     root = _pytriton_root(venv)
     python_dir = Path(dest) / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
+    stub_version = root.parents[2].name.removeprefix("python")  # lib/python3.X: the venv's
     links = {
         "libtriton_python.so": root / "backends/python/libtriton_python.so",
         "triton_python_backend_utils.py": root / "backends/python/triton_python_backend_utils.py",
         "triton_python_backend_stub": root
-        / f"python_backend_stubs/{_TRITON_STUB_PY}"
+        / f"python_backend_stubs/{stub_version}"
         / "triton_python_backend_stub",
     }
     for link_name, target in links.items():
