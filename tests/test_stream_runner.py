@@ -289,3 +289,40 @@ def test_killed_runner_resumes_and_outputs_are_complete_and_not_duplicated(
     out = _read_topic(kafka_server.endpoint, f"{topic}.out", 2, lambda r: len(r) >= n)
     assert {r.key for r in out} == {k for k, _, _ in items}  # at-least-once downstream
     assert "stopped:" in log.read_text()
+
+
+def test_a_stop_request_finishes_and_commits_the_current_record_then_exits(
+    kafka_server: ServerHandle, s3_store: S3Store
+) -> None:
+    topic, group = _name("in"), _name("svc")
+    ensure_topics(kafka_server.endpoint, {topic: 1, f"{topic}.out": 1})
+    _produce(kafka_server.endpoint, topic, _payloads(10, 1))
+    runner: Runner
+
+    class StopsDuringFifth(UppercaseHandler):
+        def handle(self, message: Any) -> list[Any]:
+            if message.offset == 4:
+                runner.request_stop()  # what SIGTERM does, mid-record
+            return super().handle(message)
+
+    runner = Runner(
+        StopsDuringFifth(s3_store, f"{topic}.out"), _settings(kafka_server, s3_store, topic, group)
+    )
+    stats = runner.run(idle_timeout_s=30)
+    assert stats.processed == 5
+    assert _committed_total(kafka_server.endpoint, group, topic, 1) == 5
+    assert len(s3_store.list("out/")) == 5
+
+
+def test_settings_come_from_plankline_env_and_mask_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PLANKLINE_INPUT_TOPICS", '["plankline.rois"]')
+    monkeypatch.setenv("PLANKLINE_S3_SECRET_KEY", "very-secret")
+    monkeypatch.setenv("PLANKLINE_MAX_ATTEMPTS", "7")
+    settings = RunnerSettings()
+    assert settings.input_topics == ["plankline.rois"] and settings.max_attempts == 7
+    assert settings.s3_secret_key.get_secret_value() == "very-secret"
+    assert "very-secret" not in str(settings.masked())
+    with pytest.raises(ValueError, match="input_topics is empty"):
+        Runner(UppercaseHandler(None, "x"), RunnerSettings(input_topics=[]))  # type: ignore[arg-type]
