@@ -178,6 +178,8 @@ def iter_frames(
         Unreadable input; corrupt or missing data mid-video is raised *after* every good
         frame before it has been yielded, naming the first bad frame. A video that ends
         before the frame count in its header says is reported as truncated the same way.
+        Limitation: damage that the decoder conceals (e.g. a bad FFV1 slice CRC, or garbage
+        inside an uncompressed frame) yields a damaged frame without an error.
     """
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
@@ -321,6 +323,9 @@ def _add_stream(
         stream.pix_fmt = "gray16le" if sixteen else "gray"
         if codec == "ffv1":
             stream.codec_context.gop_size = 1  # every frame a keyframe: exact, cheap seeks
+            # Version 3 with per-slice CRCs (FFmpeg logs mismatches; decoding still conceals
+            # them, see iter_frames), and slices that decode in parallel where allowed.
+            stream.options = {"level": "3", "slicecrc": "1"}
     elif codec == "mjpeg":
         stream.pix_fmt = "yuvj444p"
         stream.options = {"qscale": "2"}
