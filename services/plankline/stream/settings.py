@@ -47,7 +47,9 @@ class RunnerSettings(S3Settings):
     max_attempts: int = Field(3, ge=1, description="Tries of one message before dead-lettering.")
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(10.0, ge=0)
-    session_timeout_ms: int = Field(10_000, ge=1000)
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, description="Group session; Tansu's first join takes about half of it."
+    )
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000, description="Longest handle() allowed.")
     max_poll_records: int = Field(16, ge=1)
