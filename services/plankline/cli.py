@@ -103,6 +103,292 @@ def synth(
 
 # --- classifier commands (train, evaluate, export, classify) -----------------
 
+
+def _rich_epoch(line: str) -> None:
+    rich.print(line)
+
+
+@app.command(
+    epilog=(
+        "Example: plankline train library/ --out weights/ --start 0 --stop 20 --bs 32 "
+        "--vsp 20. Resume: --start 20 --stop 40. Log: weights/train_log.csv."
+    )
+)
+def train(
+    library: Annotated[Path, typer.Argument(help="Folder per class of ROI images.")],
+    out: Annotated[
+        Path, typer.Option(help="Weights folder (epoch_NNNN.pt, train_log.csv).")
+    ] = Path("weights"),
+    start: Annotated[
+        int, typer.Option(help="Resume from this epoch's weights (0: from scratch).")
+    ] = 0,
+    stop: Annotated[
+        int, typer.Option(help="Last epoch to train (start == stop trains nothing).")
+    ] = 20,
+    bs: Annotated[int, typer.Option(help="Batch size.")] = 32,
+    ilr: Annotated[float, typer.Option(help="Initial learning rate.")] = 2e-3,
+    lrd: Annotated[
+        float, typer.Option(help="Learning-rate decay: lr = ilr*exp(-lrd*epoch).")
+    ] = 0.1,
+    vsp: Annotated[float, typer.Option(help="Validation percentage of each class.")] = 20.0,
+    device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
+    arch: Annotated[str, typer.Option(help="scnn (sparse-CNN) or resnet.")] = "scnn",
+    canvas: Annotated[int, typer.Option(help="Input field side in px.")] = 64,
+    width: Annotated[int, typer.Option(help="Filters step: layer i has width*(i+1).")] = 8,
+    class_min: Annotated[int, typer.Option(help="Drop classes with fewer images.")] = 2,
+    balance: Annotated[str, typer.Option(help="sampling, weighting or none.")] = "sampling",
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
+    seed: Annotated[int, typer.Option(help="Seed for split, sampling, augmentation.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    min_epoch_images: Annotated[int, typer.Option(help="Repeat small libraries per epoch.")] = 512,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
+    import warnings
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from plankline.model.train import TrainConfig
+    from plankline.model.train import train as run_training
+
+    cfg = TrainConfig(
+        library=str(library),
+        out=str(out),
+        start=start,
+        stop=stop,
+        bs=bs,
+        ilr=ilr,
+        lrd=lrd,
+        vsp=vsp,
+        device=device,
+        arch=arch,
+        canvas=canvas,
+        width=width,
+        class_min=class_min,
+        balance=balance,
+        optimizer=optimizer,
+        seed=seed,
+        workers=workers,
+        min_epoch_images=min_epoch_images,
+    )
+    rich.print(f"[bold]train[/] {cfg}")
+    try:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} img"),
+                TimeRemainingColumn(),
+            ) as bar,
+        ):
+            warnings.simplefilter("always")
+            task = bar.add_task("train", total=None, epoch=start + 1)
+            state = {"epoch": start + 1}
+
+            def on_batch(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, epoch=state["epoch"])
+
+            def on_epoch(st: object) -> None:
+                bar.console.print(st.line())  # type: ignore[attr-defined]
+                state["epoch"] = st.epoch + 1  # type: ignore[attr-defined]
+
+            hist = run_training(cfg, on_epoch=on_epoch, on_batch=on_batch)
+        for w in caught:
+            rich.print(f"[yellow]warning:[/] {w.message}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), debug)
+    rich.print(f"trained {len(hist)} epoch(s); weights in {out}")
+
+
+@app.command(
+    epilog=(
+        "Example: plankline evaluate weights/ --epoch 20 --out report/ --tta 8 "
+        "--model-dir model/  (writes model/thresholds.json)"
+    )
+)
+def evaluate(
+    weights: Annotated[Path, typer.Argument(help="Weights folder from plankline train.")],
+    epoch: Annotated[int | None, typer.Option(help="Epoch to evaluate (default: last).")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder.")] = Path("report"),
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(help="Exported model folder: evaluate it (ONNX) and save thresholds into it."),
+    ] = None,
+    tta: Annotated[int, typer.Option(help="Test-time augmentation: 1-8 rotations/flips.")] = 1,
+    target_precision: Annotated[float, typer.Option(help="Per-class threshold target.")] = 0.95,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Score the validation split: F1, confusion, thresholds, beside a random-forest baseline."""
+    from plankline.model.evaluate import evaluate_checkpoint
+
+    try:
+        _result, report = evaluate_checkpoint(
+            weights, epoch, out, model_dir=model_dir, tta=tta, target_precision=target_precision
+        )
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), debug)
+    rich.print(report.read_text())
+    rich.print(f"report: {report}")
+
+
+@app.command(
+    "export",
+    epilog=(
+        "Example: plankline export weights/ --epoch 20 --out model/ --triton triton_repo/ "
+        "--name plankline_classifier"
+    ),
+)
+def export_cmd(
+    weights: Annotated[Path, typer.Argument(help="Weights folder from plankline train.")],
+    epoch: Annotated[int | None, typer.Option(help="Epoch (default: last).")] = None,
+    out: Annotated[Path, typer.Option(help="Model folder to write.")] = Path("model"),
+    triton: Annotated[
+        Path | None, typer.Option(help="Also write a Triton model repository.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Triton model name.")] = "plankline_classifier",
+    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 256,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX (parity-checked) and optionally a Triton repository."""
+    from plankline.model.export import export_model, write_triton_repository
+    from plankline.model.train import checkpoint_path, latest_epoch
+
+    try:
+        ep = epoch if epoch is not None else latest_epoch(weights)
+        meta = export_model(checkpoint_path(weights, ep), out, opset=opset)
+        rich.print(
+            f"exported epoch {ep} to {out}/model.onnx "
+            f"(ONNX Runtime vs torch max abs diff {meta['onnx_torch_max_abs_diff']:.1e})"
+        )
+        if triton is not None:
+            root = write_triton_repository(
+                out, triton, model_name=name, max_batch_size=max_batch_size
+            )
+            rich.print(f"Triton model repository: {root}")
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), debug)
+
+
+def _classify_items(
+    clf: object, items: object, csv_path: Path, batch: int, progress: object
+) -> int:
+    """Classify (id, source, image) triples in batches; skip bad ROIs with a warning; one CSV."""
+    import numpy as np
+
+    from plankline.model.infer import write_classification_csv
+
+    ids: list[str] = []
+    probs: list[np.ndarray] = []
+    pend_ids: list[str] = []
+    pend: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pend:
+            probs.append(clf.predict(pend, batch_size=batch))  # type: ignore[attr-defined]
+            ids.extend(pend_ids)
+            progress(len(pend))  # type: ignore[operator]
+            pend.clear()
+            pend_ids.clear()
+
+    for rid, source, img in items:  # type: ignore[attr-defined]
+        if img is None:
+            rich.print(f"[yellow]warning:[/] unreadable image {source}: skipped", file=sys.stderr)
+            continue
+        if img.size == 0 or min(img.shape[:2]) == 0:
+            rich.print(f"[yellow]warning:[/] zero-size ROI {source}: skipped", file=sys.stderr)
+            continue
+        pend_ids.append(rid)
+        pend.append(img)
+        if len(pend) >= batch:
+            flush()
+    flush()
+    n = len(clf.class_names)  # type: ignore[attr-defined]
+    p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)
+    write_classification_csv(csv_path, ids, p, clf.class_names, clf.thresholds)  # type: ignore[attr-defined]
+    return len(ids)
+
+
+@app.command(
+    epilog=(
+        "Examples: plankline classify -i project/segmentation/ -o project/classification/  "
+        "(one CSV per chunk tar);  plankline classify -i rois/ -o rois.csv  (a folder of images)"
+    )
+)
+def classify(
+    input_: Annotated[
+        Path,
+        typer.Option("-i", "--input", help="Folder of ROI tars, a tar, or a folder of images."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CSV folder (tars) or CSV file.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder (default: shipped model).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="ROIs per inference batch.")] = 256,
+    cpu: Annotated[bool, typer.Option(help="Force the CPU provider.")] = False,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from plankline.model.data import list_images, read_image
+    from plankline.model.infer import Classifier
+    from plankline.outputs.rois import iter_roi_tar
+
+    try:
+        clf = Classifier.load(model, providers=["CPUExecutionProvider"] if cpu else None)
+        if input_.is_dir():
+            tars = sorted(p for p in input_.iterdir() if p.name.endswith((".tar", ".tar.gz")))
+        elif input_.name.endswith((".tar", ".tar.gz")):
+            tars = [input_]
+        else:
+            raise FileNotFoundError(f"input {input_} is neither a folder nor a ROI tar")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        ) as bar:
+            if tars:
+                task = bar.add_task("chunks", total=len(tars))
+                output.mkdir(parents=True, exist_ok=True)
+                total = 0
+                for t in tars:
+                    stem = t.name.removesuffix(".gz").removesuffix(".tar")
+                    total += _classify_items(
+                        clf,
+                        (
+                            (rid, f"{t}:{rid}", img)
+                            for rid, img in iter_roi_tar(t, mode="unchanged")
+                        ),
+                        output / f"{stem}.csv",
+                        batch_size,
+                        lambda n: None,
+                    )
+                    bar.advance(task)
+                rich.print(f"classified {total} ROIs from {len(tars)} tar(s) into {output}/")
+            else:
+                files = list_images(input_)
+                task = bar.add_task("ROIs", total=len(files))
+                n = _classify_items(
+                    clf,
+                    ((f.stem, f, read_image(f)) for f in files),
+                    output,
+                    batch_size,
+                    lambda k: bar.advance(task, k),
+                )
+                rich.print(f"classified {n} of {len(files)} images into {output}")
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e), debug)
+
+
 # --- outputs commands (pull-images) ------------------------------------------
 
 

@@ -300,6 +300,7 @@ def write_report(
 ) -> Path:
     """Write CSVs, PNG figures and ``report.md`` into ``out_dir``; return the report path."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -393,6 +394,8 @@ def write_report(
     if result.baseline is not None:
         ax.scatter(c.support, result.baseline.f1, marker="x", label="RF baseline")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("test images in class")
     ax.set_ylabel("F1")
     ax.set_ylim(-0.05, 1.05)
@@ -462,3 +465,88 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def evaluate_checkpoint(
+    weights: Path,
+    epoch: int | None,
+    out_dir: Path,
+    *,
+    model_dir: Path | None = None,
+    tta: int = 1,
+    target_precision: float = 0.95,
+) -> tuple[EvalResult, Path]:
+    """Evaluate a training run on its own validation split and write the report.
+
+    The split (file lists) is read from the checkpoint, so the numbers are
+    on images the network never trained on, and the baseline is trained on
+    exactly the CNN's training images. With ``model_dir`` the exported ONNX
+    model is evaluated (what will be deployed) and ``thresholds.json`` is
+    saved into it; otherwise the torch checkpoint is.
+    """
+    import torch
+
+    from plankline.model.data import read_image, to_canvas
+    from plankline.model.infer import Classifier
+    from plankline.model.train import (
+        checkpoint_path,
+        latest_epoch,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
+
+    ep = epoch if epoch is not None else latest_epoch(Path(weights))
+    if ep < 1:
+        raise FileNotFoundError(f"no checkpoint (epoch_NNNN.pt) in {weights}")
+    ck = load_checkpoint(checkpoint_path(Path(weights), ep))
+    names: list[str] = ck["class_names"]
+    if not ck["val_paths"]:
+        raise ValueError(f"{weights} was trained with vsp=0: no validation split to evaluate")
+
+    def load(paths: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
+        crops, labels = [], []
+        for p in paths:
+            img = read_image(Path(p))
+            if img is None:
+                raise FileNotFoundError(f"validation image {p} is missing or unreadable")
+            crops.append(img)
+            labels.append(names.index(Path(p).parent.name))
+        return crops, np.asarray(labels, np.int64)
+
+    vc, vy = load(ck["val_paths"])
+    tc, ty = load(ck["train_paths"])
+    if model_dir is not None:
+        clf = Classifier.load(Path(model_dir))
+        if clf.class_names != names:
+            raise ValueError(f"model {model_dir} classes {clf.class_names} differ from {names}")
+        predict: Predict = clf.predict
+        label = f"ONNX model {model_dir}"
+    else:
+        model = model_from_checkpoint(ck)
+        canvas = int(ck["config"]["canvas"])
+
+        def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
+            x, s = to_canvas(crops, canvas, return_shrink=True)
+            with torch.no_grad():
+                return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+
+        label = f"checkpoint {checkpoint_path(Path(weights), ep)}"
+    result = evaluate(
+        predict,
+        vc,
+        vy,
+        names,
+        train_crops=tc,
+        train_labels=ty,
+        tta=tta,
+        target_precision=target_precision,
+        seed=int(ck["config"]["seed"]),
+    )
+    report = write_report(
+        Path(out_dir),
+        result,
+        title=f"Classifier evaluation: {ck['config']['arch']} epoch {ep} ({label})",
+    )
+    if model_dir is not None:
+        write_thresholds(Path(model_dir), result)
+    return result, report
