@@ -295,9 +295,11 @@ def _classify_items(
     for rid, source, img in items:  # type: ignore[attr-defined]
         if img is None:
             rich.print(f"[yellow]warning:[/] unreadable image {source}: skipped", file=sys.stderr)
+            progress(1)  # type: ignore[operator]
             continue
         if img.size == 0 or min(img.shape[:2]) == 0:
             rich.print(f"[yellow]warning:[/] zero-size ROI {source}: skipped", file=sys.stderr)
+            progress(1)  # type: ignore[operator]
             continue
         pend_ids.append(rid)
         pend.append(img)

@@ -1,0 +1,103 @@
+"""``plankline classify`` on folders and ROI tars, with bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from plankline.cli import app
+from plankline.imaging.synth import make_roi_library
+from plankline.model.data import list_images, read_image
+from plankline.model.export import export_model
+from plankline.model.infer import Classifier, read_classification_csv
+from plankline.model.train import TrainConfig, checkpoint_path, train
+from plankline.outputs.rois import write_roi_tar
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    make_roi_library(root / "lib", n_per_class=4, seed=4)
+    train(
+        TrainConfig(
+            library=str(root / "lib"),
+            out=str(root / "w"),
+            stop=1,
+            bs=8,
+            canvas=32,
+            width=4,
+            layers=4,
+            min_epoch_images=16,
+            vsp=0,
+        )
+    )
+    export_model(checkpoint_path(root / "w", 1), root / "model")
+    return root / "model"
+
+
+def test_classify_folder_skips_unreadable_and_empty_files_naming_them(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    rois = tmp_path / "rois" / "sub"
+    rois.mkdir(parents=True)
+    img = np.full((30, 40), 210, np.uint8)
+    img[10:20, 10:30] = 40
+    cv2.imwrite(str(rois / "good1.png"), img)
+    cv2.imwrite(str(rois / "good2.jpg"), np.full((3000, 20), 200, np.uint8))  # huge: shrunk
+    (rois / "broken.png").write_bytes(b"\x89PNG garbage")
+    (rois / "empty.png").write_bytes(b"")
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(
+        app, ["classify", "-i", str(tmp_path / "rois"), "-o", str(out), "--model", str(model_dir)]
+    )
+    assert res.exit_code == 0, res.output
+    text = res.output.replace("\n", "")  # rich wraps long lines
+    assert "broken.png: skipped" in text and "empty.png: skipped" in text
+    ids, probs, names = read_classification_csv(out)
+    assert sorted(ids) == ["good1", "good2"]
+    assert names == Classifier.load(model_dir).class_names
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_classify_tars_writes_one_csv_per_chunk_matching_predict(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    lib = model_dir.parent / "lib"
+    files = list_images(lib)
+    seg = tmp_path / "segmentation"
+    seg.mkdir()
+    chunks = {"20260101120000.000": files[:5], "20260101120100.000": files[5:9]}
+    for name, fs in chunks.items():
+        write_roi_tar(seg / f"{name}.tar", [f.stem for f in fs], [read_image(f) for f in fs])
+    out = tmp_path / "classification"
+    res = CliRunner().invoke(
+        app, ["classify", "-i", str(seg), "-o", str(out), "--model", str(model_dir), "--cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    clf = Classifier.load(model_dir)
+    for name, fs in chunks.items():
+        ids, probs, _ = read_classification_csv(out / f"{name}.csv")
+        assert ids == [f.stem for f in fs]
+        ref = clf.predict([read_image(f) for f in fs])
+        np.testing.assert_allclose(probs, ref, atol=2e-6)
+
+
+def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            "-i",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "x.csv"),
+            "--model",
+            str(tmp_path / "nope"),
+        ],
+    )
+    assert res.exit_code == 2
+    assert "lacks model.onnx" in " ".join(res.output.split())

@@ -1,0 +1,63 @@
+"""Classifier quality: the sCNN against the random-forest feature baseline, same split.
+
+Figures are printed (run with ``-s``) and recorded as junit properties.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from plankline.imaging.synth import make_roi_library
+from plankline.model.evaluate import evaluate_checkpoint
+from plankline.model.train import TrainConfig, train
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FLOWCAM = DATA / "flowcam-planktonclas"
+
+
+@pytest.fixture(autouse=True)
+def _two_threads() -> None:
+    torch.set_num_threads(2)
+
+
+def _report(record_property: object, name: str, result: object) -> None:
+    c, b = result.cnn, result.baseline  # type: ignore[attr-defined]
+    line = (
+        f"{name}: sCNN macro-F1 {c.macro_f1:.3f} acc {c.accuracy:.3f} | "
+        f"RF baseline macro-F1 {b.macro_f1:.3f} acc {b.accuracy:.3f} | "
+        f"n_test {result.n_test}"  # type: ignore[attr-defined]
+    )
+    print(line)
+    record_property(name, line)  # type: ignore[operator]
+
+
+@pytest.mark.skipif(not FLOWCAM.is_dir(), reason=f"real FlowCam ROIs not found at {FLOWCAM}")
+def test_scnn_beats_the_feature_baseline_on_real_flowcam_rois(
+    tmp_path: Path, record_property: object
+) -> None:
+    # default settings, fixed seeded split (20 % of each class held out)
+    cfg = TrainConfig(library=str(FLOWCAM), out=str(tmp_path / "w"), seed=0)
+    hist = train(cfg)
+    assert len(hist) == cfg.stop
+    result, report = evaluate_checkpoint(tmp_path / "w", None, tmp_path / "report")
+    _report(record_property, "flowcam", result)
+    assert result.n_test == 22 and sorted(set(result.y_true)) == list(range(6))
+    assert result.cnn.macro_f1 > result.baseline.macro_f1
+    assert result.cnn.macro_f1 >= 0.75
+    for f in ("confusion.png", "f1_vs_size.png", "confidence_hist.png", "per_class.csv"):
+        assert (tmp_path / "report" / f).stat().st_size > 0
+    assert "RF on shape features" in report.read_text()
+
+
+def test_scnn_learns_the_synthetic_classes(tmp_path: Path, record_property: object) -> None:
+    make_roi_library(tmp_path / "lib", n_per_class=40, seed=7)
+    cfg = TrainConfig(library=str(tmp_path / "lib"), out=str(tmp_path / "w"), stop=14, seed=0)
+    train(cfg)
+    result, _ = evaluate_checkpoint(tmp_path / "w", None, tmp_path / "report", tta=2)
+    _report(record_property, "synthetic", result)
+    assert result.n_test == 40
+    assert result.cnn.macro_f1 >= 0.85
+    assert result.cnn.macro_f1 >= result.baseline.macro_f1 - 0.05
