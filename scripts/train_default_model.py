@@ -18,7 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
 from plankline.imaging.synth import make_roi_library
 from plankline.model.evaluate import evaluate_checkpoint
 from plankline.model.export import export_model

@@ -7,8 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from plankline.cli import app
 from plankline.imaging.synth import make_roi_library
 from plankline.model.data import list_images, read_image
@@ -16,6 +14,7 @@ from plankline.model.export import export_model
 from plankline.model.infer import Classifier, read_classification_csv
 from plankline.model.train import TrainConfig, checkpoint_path, train
 from plankline.outputs.rois import write_roi_tar
+from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")

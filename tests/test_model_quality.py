@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from plankline.imaging.synth import make_roi_library
 from plankline.model.evaluate import evaluate_checkpoint
 from plankline.model.train import TrainConfig, train
