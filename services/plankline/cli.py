@@ -45,10 +45,14 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 )
 def run(
     project: Annotated[Path, typer.Argument(help="Project folder holding raw/.")],
-    config: Annotated[Path | None, typer.Option("-c", "--config", help=".ini file, section [plankline].")] = None,
+    config: Annotated[
+        Path | None, typer.Option("-c", "--config", help=".ini file, section [plankline].")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped model).")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model folder (default: shipped model).")
+    ] = None,
     classify: Annotated[bool | None, typer.Option("--classify/--no-classify")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Retry chunks that failed before.")] = False,
@@ -57,11 +61,18 @@ def run(
     """Segment, measure and classify every video in PROJECT/raw/; resumes where it stopped."""
     from plankline.batch.console import run_with_progress
 
-    options = {"project": project, "config": config, "workers": workers,
-               "chunk_frames": chunk_frames, "model": model, "classify": classify}
+    options = {
+        "project": project,
+        "config": config,
+        "workers": workers,
+        "chunk_frames": chunk_frames,
+        "model": model,
+        "classify": classify,
+    }
     try:
-        settings = BatchSettings(**{k: v for k, v in options.items() if v is not None},
-                                 **_parse_sets(set_ or []))
+        settings = BatchSettings(
+            **{k: v for k, v in options.items() if v is not None}, **_parse_sets(set_ or [])
+        )
         report = run_with_progress(settings, retry_failed=retry_failed)
     except (ValueError, FileNotFoundError) as error:
         _fail(str(error), debug)
@@ -567,13 +578,20 @@ def stack_up_command(
     from plankline.stream.stack import ServerError, stack_up
 
     try:
-        handles = stack_up(state_dir, tansu_storage=tansu_storage, partitions=partitions,
-                           triton_model_repository=triton, model_config_name=model_config_name)
+        handles = stack_up(
+            state_dir,
+            tansu_storage=tansu_storage,
+            partitions=partitions,
+            triton_model_repository=triton,
+            model_config_name=model_config_name,
+        )
     except (ServerError, ValueError, FileNotFoundError) as error:
         _fail(str(error), debug)
     for name, handle in handles.items():
-        rich.print(f"[green]up[/] {name:10} pid {handle.pid:<8} {handle.endpoint:22} "
-                   f"ready in {handle.extra.get('ready_s', '?')} s  log {handle.log_path}")
+        rich.print(
+            f"[green]up[/] {name:10} pid {handle.pid:<8} {handle.endpoint:22} "
+            f"ready in {handle.extra.get('ready_s', '?')} s  log {handle.log_path}"
+        )
     rich.print(f"point services at it: [bold]source {state_dir / 'env'}[/]")
 
 

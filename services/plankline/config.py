@@ -80,9 +80,21 @@ class BatchSettings(BaseSettings):
     lon: float | None = Field(None, ge=-180, le=180)
     depth_m: float | None = None
 
-    @field_validator("fps", "threshold", "min_area_px", "max_area_px", "pixel_size_um",
-                     "min_esd_um", "max_esd_um", "padding", "model", "lat", "lon", "depth_m",
-                     mode="before")
+    @field_validator(
+        "fps",
+        "threshold",
+        "min_area_px",
+        "max_area_px",
+        "pixel_size_um",
+        "min_esd_um",
+        "max_esd_um",
+        "padding",
+        "model",
+        "lat",
+        "lon",
+        "depth_m",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value

@@ -1,1 +1,1 @@
-"""The one-machine batch pipeline over a project folder (raw/ segmentation/ measurements/ classification/)."""
+"""The one-machine batch pipeline over a project folder, in the seed's layout."""

@@ -5,8 +5,10 @@ frames/s, ROIs/s and ETA, and a closing summary. Nothing here computes results.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -14,6 +16,11 @@ from rich.table import Table
 from plankline.batch.project import Project
 from plankline.batch.run import BatchReport, ChunkResult, configure_logging, run_batch
 from plankline.config import BatchSettings
+from plankline.imaging.score import score_detections
+from plankline.imaging.segment import SegmentParams
+from plankline.imaging.synth import GroundTruth, truth_path, write_synth_video
+from plankline.outputs.naming import format_timestamp
+from plankline.outputs.tables import read_csv
 
 console = Console(stderr=True)
 
@@ -21,16 +28,21 @@ console = Console(stderr=True)
 def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) -> BatchReport:
     """Run the batch with a live progress bar, then print the summary."""
     configure_logging(settings.project)
-    console.print("[bold]plankline[/] effective config:", settings.masked(), highlight=False)
+    shown = ", ".join(f"{k}={v}" for k, v in settings.masked().items() if v is not None)
+    console.print(f"[bold]plankline[/] {shown}", highlight=False)
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
         TextColumn("{task.completed:.0f}/{task.total:.0f} frames"),
         TextColumn("{task.fields[fps]:.1f} frames/s, {task.fields[rps]:.0f} ROIs/s"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, transient=False,
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
     state = {"began": time.perf_counter(), "frames": 0, "rois": 0}
-    task = progress.add_task("segment+measure+classify", total=None, fps=0.0, rps=0.0)
+    task = progress.add_task("segment+measure+classify", total=0, fps=0.0, rps=0.0)
 
     def on_plan(total: int, already: int) -> None:
         progress.update(task, total=total, completed=already)
@@ -40,14 +52,16 @@ def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) ->
         state["frames"] += frames
         state["rois"] += result.rois
         elapsed = max(time.perf_counter() - state["began"], 1e-9)
-        progress.update(task, advance=frames, fps=state["frames"] / elapsed,
-                        rps=state["rois"] / elapsed)
+        progress.update(
+            task, advance=frames, fps=state["frames"] / elapsed, rps=state["rois"] / elapsed
+        )
         if result.error:
             progress.console.print(f"[red]failed:[/] {result.error.splitlines()[0]}")
 
     with progress:
-        report = run_batch(settings, retry_failed=retry_failed, on_plan=on_plan,
-                           on_progress=on_progress)
+        report = run_batch(
+            settings, retry_failed=retry_failed, on_plan=on_plan, on_progress=on_progress
+        )
     print_summary(Project(settings.project), report)
     return report
 
@@ -72,10 +86,95 @@ def print_summary(project: Project, report: BatchReport) -> None:
         console.print(table)
     for message in report.failures:
         console.print(f"[bold red]failed:[/] {message}")
-    console.print(f"outputs in {project.root}/ (segmentation/ measurements/ classification/ "
-                  f"ecotaxa/ summary/), log in {project.log_file}")
+    console.print(
+        f"outputs in {project.root}/ (segmentation/ measurements/ classification/ "
+        f"ecotaxa/ summary/), log in {project.log_file}"
+    )
+
+
+DEMO_START = datetime(2026, 1, 1, 12, 0, 0)
+DEMO_FPS = 13.7
 
 
 def run_demo(folder: Path, *, videos: int, frames: int, workers: int | None) -> BatchReport:
-    """Make synthetic videos (once), run the batch on them and score against the truth."""
-    raise NotImplementedError  # wired once the synthetic generator lands
+    """Make synthetic ISIIS videos (once), run the batch on them and score against the truth."""
+    project = Project(folder)
+    project.raw.mkdir(parents=True, exist_ok=True)
+    for i in range(videos):
+        start = DEMO_START + timedelta(seconds=i * frames / DEMO_FPS)
+        path = project.raw / f"{format_timestamp(start)}.avi"
+        if not path.exists():
+            console.print(f"generating {path} ({frames} frames with ground truth)")
+            write_synth_video(path, frames, seed=i, fps=DEMO_FPS)
+    settings = BatchSettings(project=folder, **({"workers": workers} if workers else {}))
+    report = run_with_progress(settings)
+    print_demo_scores(project, SegmentParams().min_area_px)
+    return report
+
+
+def print_demo_scores(project: Project, min_area_px: int) -> None:
+    """Detection recall/precision, size errors and class accuracy against the synthetic truth."""
+    table = Table(title="Against the ground truth")
+    for column in (
+        "video",
+        "truth",
+        "ROIs",
+        "recall",
+        "precision",
+        "area err",
+        "ESD err",
+        "class acc",
+    ):
+        table.add_column(column, justify="right")
+    for video in project.videos():
+        truth_file = truth_path(video)
+        if not truth_file.is_file():
+            continue
+        truth = GroundTruth.read_csv(truth_file)
+        found = read_project_table(project, video.name)
+        if not found:
+            continue
+        score = score_detections(
+            np.stack([truth.line, truth.column, truth.height, truth.width], axis=1),
+            truth.area_px,
+            np.stack(
+                [found["line"], found["column"], found["bbox_height"], found["bbox_width"]], axis=1
+            ),
+            found["area"],
+            min_area_px=min_area_px,
+        )
+        accuracy = "-"
+        if "top_class" in found:
+            right = truth.kind[score.truth_index] == found["top_class"][score.detected_index]
+            accuracy = f"{right.mean():.3f}" if len(right) else "-"
+        table.add_row(
+            video.stem,
+            str(score.n_truth),
+            str(score.n_detected),
+            f"{score.recall:.3f}",
+            f"{score.precision:.3f}",
+            f"{score.area_error:.1%}",
+            f"{score.esd_error:.1%}",
+            accuracy,
+        )
+    console.print(table)
+
+
+def read_project_table(project: Project, video_name: str) -> dict[str, np.ndarray]:
+    """Measurements (and top class, when classified) of every ROI of one video."""
+    parts: list[dict[str, np.ndarray]] = []
+    for record in project.done_records():
+        if Path(record["video"]).name != video_name:
+            continue
+        paths = project.outputs(record["name"])
+        table = read_csv(paths["measurements"], dtypes={"image": str})
+        if len(table.get("image", ())) == 0:
+            continue
+        if paths["classification"].is_file():
+            classes = read_csv(paths["classification"], dtypes={"image": str})
+            table["top_class"] = classes["top_class"]
+        parts.append(table)
+    if not parts:
+        return {}
+    keys = set.intersection(*(set(p) for p in parts))
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}

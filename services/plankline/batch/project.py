@@ -63,19 +63,20 @@ class Project:
     def create(self) -> None:
         if not self.raw.is_dir():
             raise FileNotFoundError(f"{self.raw}: no raw/ folder (put the videos there)")
-        for folder in (self.segmentation, self.measurements, self.classification, self.ecotaxa,
-                       self.summary, self._done, self._failed):
+        for folder in (
+            self.segmentation,
+            self.measurements,
+            self.classification,
+            self.ecotaxa,
+            self.summary,
+            self._done,
+            self._failed,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
     def videos(self) -> list[Path]:
         """Videos in raw/, and sub-folders holding frame images, sorted by name."""
-        found = []
-        for path in sorted(self.raw.iterdir()):
-            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-                found.append(path)
-            elif path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir()):
-                found.append(path)
-        return found
+        return [path for path in sorted(self.raw.iterdir()) if _is_video(path)]
 
     def outputs(self, chunk: str) -> dict[str, Path]:
         return {
@@ -105,6 +106,12 @@ class Project:
     def failed_records(self) -> Iterator[dict[str, Any]]:
         for path in sorted(self._failed.glob("*.json")):
             yield json.loads(path.read_text())
+
+
+def _is_video(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() in VIDEO_SUFFIXES
+    return path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
 
 
 def chunk_record(chunk: Chunk) -> dict[str, Any]:

@@ -6,6 +6,7 @@ all cores. Progress, logging and resume wrap the steps; they are not woven in.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import traceback
@@ -44,8 +45,15 @@ def plan_chunks(video: Path, settings: BatchSettings) -> list[Chunk]:
     fps = settings.fps or info.fps
     stem = video.stem if video.is_file() else video.name
     return [
-        Chunk(video, index, start, min(start + settings.chunk_frames, info.n_frames),
-              chunk_name(stem, index, start, fps), fps, info.height)
+        Chunk(
+            video,
+            index,
+            start,
+            min(start + settings.chunk_frames, info.n_frames),
+            chunk_name(stem, index, start, fps),
+            fps,
+            info.height,
+        )
         for index, start in enumerate(range(0, info.n_frames, settings.chunk_frames))
     ]
 
@@ -54,8 +62,16 @@ def segment_params(settings: BatchSettings) -> SegmentParams:
     """SegmentParams from the settings; unset fields keep the library's defaults."""
     chosen = {
         name: getattr(settings, name)
-        for name in ("method", "threshold", "min_area_px", "max_area_px", "pixel_size_um",
-                     "min_esd_um", "max_esd_um", "padding")
+        for name in (
+            "method",
+            "threshold",
+            "min_area_px",
+            "max_area_px",
+            "pixel_size_um",
+            "min_esd_um",
+            "max_esd_um",
+            "padding",
+        )
         if getattr(settings, name) is not None
     }
     return SegmentParams(**chosen)
@@ -86,38 +102,49 @@ def flatfielded_frames(chunk: Chunk, settings: BatchSettings) -> Iterator[tuple[
     flat = FlatField(mode=settings.flatfield)
     if settings.prime_frames:
         prime_start = max(0, chunk.start - settings.prime_frames)
-        flat.prime(f for _, f in iter_frames(chunk.video, prime_start,
-                                             prime_start + settings.prime_frames))
-    for index, frame in iter_frames(chunk.video, chunk.start):
+        flat.prime(
+            f for _, f in iter_frames(chunk.video, prime_start, prime_start + settings.prime_frames)
+        )
+    # one frame of context before the chunk: objects reaching into its first frame from
+    # above are recognised as the previous chunk's, and crops keep their top padding.
+    for index, frame in iter_frames(chunk.video, max(0, chunk.start - 1)):
         yield index, flat.correct(frame)
 
 
 def segment_chunk(chunk: Chunk, settings: BatchSettings, partial: list[Rois]) -> None:
     """Collect the chunk's ROIs into ``partial`` (so a decode error keeps what came before)."""
     frames = flatfielded_frames(chunk, settings)
-    for rois in segment_stream(frames, segment_params(settings),
-                               first_owned=chunk.start, stop_owned=chunk.stop):
+    for rois in segment_stream(
+        frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
+    ):
         partial.append(rois)
 
 
 def describe_rois(chunk: Chunk, rois: Rois) -> dict[str, Any]:
     """Identity and position columns that tie every ROI to video, frame, line and time."""
-    ids = [roi_id(chunk.name, int(f), int(li), int(c), i)
-           for i, (f, li, c) in enumerate(zip(rois.frame, rois.line, rois.column, strict=True))]
+    ids = [
+        roi_id(chunk.name, int(f), int(li), int(c), i)
+        for i, (f, li, c) in enumerate(zip(rois.frame, rois.line, rois.column, strict=True))
+    ]
     stem = chunk.video.stem if chunk.video.is_file() else chunk.video.name
     columns: dict[str, Any] = {
         "image": np.array(ids, dtype=object),
         "video": np.full(len(rois), chunk.video.name, dtype=object),
         "chunk": np.full(len(rois), chunk.name, dtype=object),
-        "frame": rois.frame, "line": rois.line, "row": rois.row, "column": rois.column,
-        "bbox_height": rois.height, "bbox_width": rois.width,
+        "frame": rois.frame,
+        "line": rois.line,
+        "row": rois.row,
+        "column": rois.column,
+        "bbox_height": rois.height,
+        "bbox_width": rois.width,
     }
     if chunk.fps:
         columns["seconds"] = rois.line / (chunk.frame_height * chunk.fps)
         times = [frame_time(stem, int(f), chunk.fps) for f in rois.frame]
         if times and times[0] is not None:
-            columns["time"] = np.array([t.isoformat(timespec="milliseconds") for t in times],
-                                       dtype=object)
+            columns["time"] = np.array(
+                [t.isoformat(timespec="milliseconds") for t in times], dtype=object
+            )
     return columns
 
 
@@ -135,8 +162,9 @@ def classify_crops(crops: list[np.ndarray], settings: BatchSettings) -> tuple[An
     return classifier, classifier.predict(crops)
 
 
-def write_chunk(project: Project, chunk: Chunk, rois: Rois, settings: BatchSettings
-                ) -> dict[str, int]:
+def write_chunk(
+    project: Project, chunk: Chunk, rois: Rois, settings: BatchSettings
+) -> dict[str, int]:
     """Measure, classify and write the chunk's outputs; returns counts per class."""
     paths = project.outputs(chunk.name)
     table = describe_rois(chunk, rois)
@@ -150,17 +178,30 @@ def write_chunk(project: Project, chunk: Chunk, rois: Rois, settings: BatchSetti
         from plankline.model.infer import write_classification_csv
 
         classifier, probs = classify_crops(rois.crops, settings)
-        write_classification_csv(paths["classification"], ids, probs, classifier.class_names,
-                                 thresholds=classifier.thresholds)
+        write_classification_csv(
+            paths["classification"],
+            ids,
+            probs,
+            classifier.class_names,
+            thresholds=classifier.thresholds,
+        )
         predicted = [classifier.class_names[k] for k in probs.argmax(axis=1)] if len(ids) else []
         counts = dict(Counter(predicted))
     stem = chunk.video.stem if chunk.video.is_file() else chunk.video.name
     write_ecotaxa_zip(
-        paths["ecotaxa"], object_ids=ids, images=rois.crops,
-        measurements={k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")},
+        paths["ecotaxa"],
+        object_ids=ids,
+        images=rois.crops,
+        measurements={
+            k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
+        },
         times=[frame_time(stem, int(f), chunk.fps) for f in rois.frame] if chunk.fps else None,
-        lat=settings.lat, lon=settings.lon, depth=settings.depth_m,
-        sample_id=stem, acq_id=chunk.name, predicted=predicted,
+        lat=settings.lat,
+        lon=settings.lon,
+        depth=settings.depth_m,
+        sample_id=stem,
+        acq_id=chunk.name,
+        predicted=predicted,
         pixel_size_um=settings.pixel_size_um,
     )
     return counts
@@ -182,15 +223,19 @@ def process_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
     except Exception as error:  # a bug or bad data: record it, keep the batch going
         result.error = f"{chunk.video}: chunk {chunk.index}: {error!r}\n{traceback.format_exc()}"
     try:
-        rois = Rois.concatenate(partial)
+        rois = Rois.concat(partial)
         result.counts = write_chunk(project, chunk, rois, settings)
         result.rois = len(rois)
     except Exception as error:
         result.error = (result.error or "") + f"{chunk.video}: chunk {chunk.index}: {error!r}"
     result.frames = chunk.stop - chunk.start
     result.seconds = time.perf_counter() - began
-    record = chunk_record(chunk) | {"frames": result.frames, "rois": result.rois,
-                                    "counts": result.counts, "seconds": result.seconds}
+    record = chunk_record(chunk) | {
+        "frames": result.frames,
+        "rois": result.rois,
+        "counts": result.counts,
+        "seconds": result.seconds,
+    }
     if result.error:
         project.mark_failed(chunk.name, record | {"error": result.error})
     else:
@@ -211,9 +256,13 @@ class BatchReport:
     failures: list[str] = field(default_factory=list)
 
 
-def run_batch(settings: BatchSettings, *, retry_failed: bool = False,
-              on_progress: Callable[[ChunkResult, int], None] | None = None,
-              on_plan: Callable[[int, int], None] | None = None) -> BatchReport:
+def run_batch(
+    settings: BatchSettings,
+    *,
+    retry_failed: bool = False,
+    on_progress: Callable[[ChunkResult, int], None] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
+) -> BatchReport:
     """Process every chunk of every video in raw/ not yet done, on ``workers`` processes.
 
     ``on_plan(total_frames, frames_already_done)`` is called once; ``on_progress``
@@ -251,8 +300,13 @@ def run_batch(settings: BatchSettings, *, retry_failed: bool = False,
             report.failures.append(result.error.splitlines()[0])
             log.error("chunk %s failed: %s", result.chunk.name, result.error)
         else:
-            log.info("chunk %s: %d frames, %d ROIs in %.1f s", result.chunk.name,
-                     result.frames, result.rois, result.seconds)
+            log.info(
+                "chunk %s: %d frames, %d ROIs in %.1f s",
+                result.chunk.name,
+                result.frames,
+                result.rois,
+                result.seconds,
+            )
         if on_progress:
             on_progress(result, result.frames)
     report.seconds = time.perf_counter() - began
@@ -266,7 +320,10 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
         for chunk in todo:
             yield process_chunk(chunk, settings)
         return
-    with ProcessPoolExecutor(max_workers=settings.workers) as pool:
+    # spawn, not fork: the parent runs a progress-bar thread, and a fork taken while a
+    # thread holds a lock leaves the child waiting on it forever.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
         pending: set[Future[ChunkResult]] = set()
         queue = iter(todo)
         for chunk in queue:
