@@ -1,0 +1,112 @@
+"""Classifier throughput on this machine: ONNX Runtime vs torch eager, and training.
+
+Inference figures INCLUDE preprocessing (``to_canvas``: gray, background
+subtraction, placement on the canvas), i.e. ROIs in, probabilities out, as
+``plankline classify`` runs it. Both paths run in the same process on the
+same ROIs, alternating, so the printed ratio is robust to noisy neighbours.
+
+Usage::
+
+    python scripts/bench_infer.py [--threads 2] [--rois 4000] [--model DIR] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from plankline.imaging.synth import make_roi_library
+from plankline.model.data import list_images, read_image, to_canvas
+from plankline.model.infer import Classifier
+from plankline.model.train import TrainConfig, train
+
+
+def _rois(n: int) -> list[np.ndarray]:
+    with tempfile.TemporaryDirectory() as d:
+        make_roi_library(d, n_per_class=100, seed=11)
+        crops = [read_image(p) for p in list_images(Path(d))]
+    return [crops[i % len(crops)] for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rois", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: shipped)")
+    ap.add_argument("--skip-train", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    crops = _rois(args.rois)
+    sizes = np.array([max(c.shape[:2]) for c in crops])
+    print(
+        f"{len(crops)} synthetic ROIs, side median {np.median(sizes):.0f} px, "
+        f"max {sizes.max()} px; {args.threads} threads; batch {args.batch}"
+    )
+
+    clf = Classifier.load(args.model, providers=["CPUExecutionProvider"], threads=args.threads)
+    # torch eager twin: same architecture and canvas (timing does not depend on the weight
+    # values; ORT/torch numerical parity is checked by `plankline export` and the tests)
+    from plankline.model.scnn import SparseCNN, WithSoftmax
+
+    meta = clf.meta
+    torch.manual_seed(0)
+    net = SparseCNN(len(clf.class_names), width=meta["width"], layers=meta["layers"])
+    eager = WithSoftmax(net).eval()
+
+    def run_ort() -> np.ndarray:
+        return clf.predict(crops, batch_size=args.batch)
+
+    @torch.no_grad()
+    def run_torch() -> np.ndarray:
+        out = []
+        for i in range(0, len(crops), args.batch):
+            x, s = to_canvas(crops[i : i + args.batch], clf.canvas, return_shrink=True)
+            out.append(eager(torch.from_numpy(x), torch.from_numpy(s)).numpy())
+        return np.concatenate(out)
+
+    def run_pre() -> None:
+        for i in range(0, len(crops), args.batch):
+            to_canvas(crops[i : i + args.batch], clf.canvas, return_shrink=True)
+
+    run_ort(), run_torch()  # warm-up
+    best = {"ort": 0.0, "torch": 0.0, "pre": 0.0}
+    for _ in range(args.repeats):
+        for name, fn in (("pre", run_pre), ("ort", run_ort), ("torch", run_torch)):
+            t = time.perf_counter()
+            fn()
+            best[name] = max(best[name], len(crops) / (time.perf_counter() - t))
+    print(f"preprocessing only : {best['pre']:8.0f} ROIs/s")
+    print(f"ONNX Runtime       : {best['ort']:8.0f} ROIs/s (incl. preprocessing)")
+    print(f"torch eager        : {best['torch']:8.0f} ROIs/s (incl. preprocessing)")
+    print(
+        f"ratio ORT / torch  : {best['ort'] / best['torch']:.2f}x   target >= 1000 ROIs/s: "
+        f"{'met' if best['ort'] >= 1000 else 'NOT met'}"
+    )
+
+    if not args.skip_train:
+        with tempfile.TemporaryDirectory() as d:
+            make_roi_library(Path(d) / "lib", n_per_class=60, seed=12)
+            for workers in (0, 1):
+                cfg = TrainConfig(
+                    library=str(Path(d) / "lib"),
+                    out=str(Path(d) / f"w{workers}"),
+                    stop=3,
+                    workers=workers,
+                )
+                hist = train(cfg)
+                rate = np.median([h.images_per_s for h in hist])
+                print(
+                    f"training (scnn, canvas {cfg.canvas}, bs {cfg.bs}, workers {workers}): "
+                    f"{rate:.0f} images/s (median of {len(hist)} epochs)"
+                )
+
+
+if __name__ == "__main__":
+    main()
