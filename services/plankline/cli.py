@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 import rich
 import typer
 
+from plankline.batch.project import ProjectLockedError
 from plankline.config import BatchSettings
 
 app = typer.Typer(
@@ -26,7 +27,7 @@ def _fail(message: str, debug: bool) -> NoReturn:
     """One clear line for the user; the traceback only with --debug."""
     if debug:
         raise
-    rich.print(f"[bold red]error:[/] {message}", file=sys.stderr)
+    typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(2)
 
 
@@ -74,7 +75,7 @@ def run(
             **{k: v for k, v in options.items() if v is not None}, **_parse_sets(set_ or [])
         )
         report = run_with_progress(settings, retry_failed=retry_failed)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ProjectLockedError) as error:
         _fail(str(error), debug)
     if report.failures:
         raise typer.Exit(1)
@@ -93,7 +94,7 @@ def demo(
 
     try:
         run_demo(folder, videos=videos, frames=frames, workers=workers)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ProjectLockedError) as error:
         _fail(str(error), debug)
 
 

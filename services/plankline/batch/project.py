@@ -20,8 +20,11 @@ chunk by overwriting it, and nothing is ever duplicated.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,10 @@ class Chunk:
     frame_height: int
 
 
+class ProjectLockedError(RuntimeError):
+    """Another run holds the project."""
+
+
 class Project:
     """Paths and markers of one project folder."""
 
@@ -61,6 +68,7 @@ class Project:
         self._failed = self.root / ".plankline" / "failed"
 
     def create(self) -> None:
+        """Make the output folders and drop temp files a killed run left behind."""
         if not self.raw.is_dir():
             raise FileNotFoundError(f"{self.raw}: no raw/ folder (put the videos there)")
         for folder in (
@@ -73,6 +81,24 @@ class Project:
             self._failed,
         ):
             folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the project for one run; a second run on it fails at once, clearly."""
+        path = self.root / ".plankline" / "lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ProjectLockedError(
+                    f"{self.root}: another plankline run is using this project"
+                ) from None
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
 
     def videos(self) -> list[Path]:
         """Videos in raw/, and sub-folders holding frame images, sorted by name."""

@@ -90,6 +90,7 @@ class ChunkResult:
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    warning: str | None = None
 
 
 def flatfielded_frames(chunk: Chunk, settings: BatchSettings) -> Iterator[tuple[int, np.ndarray]]:
@@ -102,13 +103,21 @@ def flatfielded_frames(chunk: Chunk, settings: BatchSettings) -> Iterator[tuple[
     flat = FlatField(mode=settings.flatfield)
     if settings.prime_frames:
         prime_start = max(0, chunk.start - settings.prime_frames)
-        flat.prime(
-            f for _, f in iter_frames(chunk.video, prime_start, prime_start + settings.prime_frames)
-        )
+        flat.prime(_good_frames(chunk.video, prime_start, prime_start + settings.prime_frames))
     # one frame of context before the chunk: objects reaching into its first frame from
     # above are recognised as the previous chunk's, and crops keep their top padding.
     for index, frame in iter_frames(chunk.video, max(0, chunk.start - 1)):
         yield index, flat.correct(frame)
+
+
+def _good_frames(video: Path, start: int, stop: int) -> Iterator[np.ndarray]:
+    """Frames up to the first undecodable one: priming must not fail a chunk for a frame
+    it does not own (the chunk owning that frame reports it)."""
+    try:
+        for _, frame in iter_frames(video, start, stop):
+            yield frame
+    except VideoError:
+        return
 
 
 def segment_chunk(chunk: Chunk, settings: BatchSettings, partial: list[Rois]) -> None:
@@ -219,7 +228,12 @@ def process_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
     try:
         segment_chunk(chunk, settings, partial)
     except VideoError as error:
-        result.error = str(error)
+        if error.frame is not None and error.frame >= chunk.stop:
+            # read ahead only to finish objects leaving the chunk: the chunk owning the
+            # frame reports it; the objects crossing into it end where the data ends.
+            result.warning = str(error)
+        else:
+            result.error = str(error)
     except Exception as error:  # a bug or bad data: record it, keep the batch going
         result.error = f"{chunk.video}: chunk {chunk.index}: {error!r}\n{traceback.format_exc()}"
     try:
@@ -231,6 +245,7 @@ def process_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
     result.frames = chunk.stop - chunk.start
     result.seconds = time.perf_counter() - began
     record = chunk_record(chunk) | {
+        "warning": result.warning,
         "frames": result.frames,
         "rois": result.rois,
         "counts": result.counts,
@@ -269,7 +284,18 @@ def run_batch(
     after each chunk with the chunk result and the frames it covered.
     """
     project = Project(settings.project)
-    project.create()
+    with project.lock():
+        project.create()
+        return _run_locked(project, settings, retry_failed, on_progress, on_plan)
+
+
+def _run_locked(
+    project: Project,
+    settings: BatchSettings,
+    retry_failed: bool,
+    on_progress: Callable[[ChunkResult, int], None] | None,
+    on_plan: Callable[[int, int], None] | None,
+) -> BatchReport:
     report = BatchReport()
     todo: list[Chunk] = []
     total_frames = done_frames = 0

@@ -1,0 +1,197 @@
+"""End-to-end tests of the batch pipeline and its CLI on small generated videos."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plankline.batch.project import Project
+from plankline.batch.run import run_batch
+from plankline.config import BatchSettings
+from plankline.imaging.score import score_detections
+from plankline.imaging.segment import SegmentParams
+from plankline.imaging.synth import GroundTruth, truth_path, write_synth_video
+from plankline.model.infer import read_classification_csv
+from plankline.outputs.ecotaxa import validate_ecotaxa_zip
+from plankline.outputs.tables import read_csv
+from typer.testing import CliRunner
+
+SMALL = {"height": 256, "width": 384, "density": 12.0, "size_range": (8.0, 90.0)}
+VIDEO_A = "20260101120000.000.avi"
+VIDEO_B = "20260101120010.000.avi"
+
+
+def make_project(root: Path, videos: dict[str, int], seed: int = 0) -> Path:
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    for i, (name, frames) in enumerate(videos.items()):
+        write_synth_video(root / "raw" / name, frames, seed=seed + i, **SMALL)
+    return root
+
+
+def rois_of(project: Path) -> dict[str, np.ndarray]:
+    """All measurement rows of a project, sorted by (video, line, column)."""
+    parts = [
+        read_csv(p, dtypes={"image": str}) for p in sorted((project / "measurements").glob("*.csv"))
+    ]
+    parts = [p for p in parts if len(p.get("image", ()))]
+    table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.lexsort((table["column"], table["line"], table["video"]))
+    return {k: v[order] for k, v in table.items()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small videos processed in 3-frame chunks on two workers."""
+    root = make_project(tmp_path_factory.mktemp("finished"), {VIDEO_A: 8, VIDEO_B: 5})
+    report = run_batch(BatchSettings(project=root, chunk_frames=3, workers=2, fps=10.0))
+    assert report.failures == []
+    return root
+
+
+def test_every_roi_is_found_measured_archived_and_classified(finished: Path) -> None:
+    project = Project(finished)
+    table = rois_of(finished)
+    for video in project.videos():
+        truth = GroundTruth.read_csv(truth_path(video))
+        mine = table["video"] == video.name
+        score = score_detections(
+            np.stack([truth.line, truth.column, truth.height, truth.width], 1),
+            truth.area_px,
+            np.stack([table[k][mine] for k in ("line", "column", "bbox_height", "bbox_width")], 1),
+            table["area"][mine],
+            min_area_px=SegmentParams().min_area_px,
+        )
+        assert score.recall >= 0.95 and score.precision >= 0.95, (video, score)
+    for record in project.done_records():
+        paths = project.outputs(record["name"])
+        measured = read_csv(paths["measurements"], dtypes={"image": str})
+        ids, probs, _ = read_classification_csv(paths["classification"])
+        with tarfile.open(paths["rois"]) as tar:
+            members = [m.name.removesuffix(".png") for m in tar.getmembers()]
+        assert list(ids) == list(measured["image"]) == members
+        assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+        assert validate_ecotaxa_zip(paths["ecotaxa"]) == []
+
+
+def test_chunks_are_named_by_their_own_start_time(finished: Path) -> None:
+    names = sorted(p.stem for p in (finished / "segmentation").glob("*.tar"))
+    # 8 frames at 10 frames/s in chunks of 3: starts at 0.0, 0.3, 0.6 s; video B at 10 s.
+    assert names == [
+        "20260101120000.000",
+        "20260101120000.300",
+        "20260101120000.600",
+        "20260101120010.000",
+        "20260101120010.300",
+    ]
+
+
+def test_chunked_run_finds_the_same_objects_as_one_chunk_run(
+    finished: Path, tmp_path: Path
+) -> None:
+    """Same objects, whole and once; areas differ only by the flat-field's warm-up (<3%)."""
+    whole = make_project(tmp_path, {VIDEO_A: 8, VIDEO_B: 5})
+    run_batch(BatchSettings(project=whole, chunk_frames=100, workers=1, fps=10.0))
+    chunked, single = rois_of(finished), rois_of(whole)
+    for key in ("line", "column", "frame"):
+        np.testing.assert_array_equal(chunked[key], single[key], err_msg=key)
+    np.testing.assert_allclose(chunked["area"], single["area"], rtol=0.03)
+
+
+def test_summary_counts_every_roi_per_second(finished: Path) -> None:
+    counts = read_csv(finished / "summary" / "counts_per_second.csv", dtypes={"class": str})
+    assert counts["count"].sum() == len(rois_of(finished)["image"])
+    assert set(counts["second"]) == {0}  # 8 frames at 10 frames/s: all in the first second
+
+
+def test_rerun_skips_finished_chunks(finished: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (finished / "segmentation").iterdir()}
+    report = run_batch(BatchSettings(project=finished, chunk_frames=3, workers=1, fps=10.0))
+    assert report.chunks_done == 0 and report.chunks_skipped == 5
+    assert before == {p: p.stat().st_mtime_ns for p in (finished / "segmentation").iterdir()}
+
+
+def test_corrupt_and_empty_videos_are_recorded_and_the_batch_completes(tmp_path: Path) -> None:
+    root = make_project(tmp_path, {VIDEO_A: 6, VIDEO_B: 6})
+    good = (root / "raw" / VIDEO_B).read_bytes()
+    (root / "raw" / VIDEO_B).write_bytes(good[: int(len(good) * 0.6)])  # truncated mid-frame
+    (root / "raw" / "20260101120020.000.avi").write_bytes(b"")
+    result = CliRunner().invoke(
+        __import__("plankline.cli", fromlist=["app"]).app,
+        ["run", str(root), "--chunk-frames", "3", "--workers", "1", "--set", "fps=10"],
+    )
+    assert result.exit_code == 1, result.output
+    failed = list(Project(root).failed_records())
+    errors = " | ".join(r["error"] for r in failed)
+    assert "20260101120020.000.avi" in errors
+    assert VIDEO_B in errors and "frame 3" in errors, errors
+    table = rois_of(root)
+    assert set(table["video"]) == {VIDEO_A, VIDEO_B}  # ROIs before the bad frame are kept
+    assert (table["video"] == VIDEO_B).sum() > 0
+    assert len(list(Project(root).done_records())) == 3  # A: 2 chunks, B: first chunk
+
+
+def test_killed_run_resumes_to_the_same_outputs(tmp_path: Path) -> None:
+    clean = make_project(tmp_path / "clean", {VIDEO_A: 8, VIDEO_B: 5})
+    run_batch(BatchSettings(project=clean, chunk_frames=1, workers=1, fps=10.0))
+    root = make_project(tmp_path / "killed", {VIDEO_A: 8, VIDEO_B: 5})
+    command = [
+        sys.executable,
+        "-m",
+        "plankline.cli",
+        "run",
+        str(root),
+        "--chunk-frames",
+        "1",
+        "--workers",
+        "1",
+        "--set",
+        "fps=10",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    done = root / ".plankline" / "done"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(done.glob("*.json"))) < 3:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(list(done.glob("*.json")))
+    assert 3 <= finished_before < 13, "the kill should land mid-run"
+    resumed = run_batch(BatchSettings(project=root, chunk_frames=1, workers=1, fps=10.0))
+    assert resumed.chunks_skipped == finished_before
+    assert not [
+        p
+        for p in root.rglob("*")
+        if p.name.startswith(".") and p.is_file() and ".plankline" not in p.parts
+    ]  # no temp files left behind
+    resumed_rois, clean_rois = rois_of(root), rois_of(clean)
+    assert len(set(resumed_rois["image"])) == len(resumed_rois["image"])  # no duplicates
+    for key in ("image", "line", "column", "area", "perimeter"):
+        np.testing.assert_array_equal(resumed_rois[key], clean_rois[key])
+
+
+def test_settings_precedence_cli_over_env_over_ini(tmp_path: Path, monkeypatch) -> None:
+    ini = tmp_path / "cgrb.ini"
+    ini.write_text("[plankline]\nworkers = 3\nchunk_frames = 50\nthreshold = 180\n")
+    monkeypatch.setenv("PLANKLINE_CHUNK_FRAMES", "70")
+    settings = BatchSettings(config=ini, threshold=170)
+    assert (settings.workers, settings.chunk_frames, settings.threshold) == (3, 70, 170)
+    ini.write_text("[plankline]\nworkrs = 3\n")
+    with pytest.raises(ValueError, match="workrs"):
+        BatchSettings(config=ini)
+
+
+def test_run_without_raw_folder_is_one_clear_error(tmp_path: Path) -> None:
+    from plankline.cli import app
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no raw/ folder" in result.output
