@@ -49,14 +49,12 @@ class IniSettingsSource(PydanticBaseSettingsSource):
         return dict(self.values)
 
 
-class BatchSettings(BaseSettings):
-    """Everything the batch pipeline needs; one field per ``.ini`` key and CLI option."""
+class PipelineSettings(BaseSettings):
+    """How a chunk is processed: the same fields in the batch CLI and in every service,
+    so the two produce the same outputs for the same video."""
 
     model_config = SettingsConfigDict(env_prefix="PLANKLINE_", extra="forbid")
 
-    config: Path | None = Field(None, description="Optional .ini file with a [plankline] section.")
-    project: Path = Field(Path("."), description="Project folder holding raw/.")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     chunk_frames: int = Field(100, ge=1, description="Frames per chunk (unit of work and output).")
     fps: float | None = Field(None, gt=0, description="Frame rate when the container lacks one.")
     # flat-field
@@ -98,6 +96,14 @@ class BatchSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip() == "" else value
+
+
+class BatchSettings(PipelineSettings):
+    """Everything the batch pipeline needs; one field per ``.ini`` key and CLI option."""
+
+    config: Path | None = Field(None, description="Optional .ini file with a [plankline] section.")
+    project: Path = Field(Path("."), description="Project folder holding raw/.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 
     @classmethod
     def settings_customise_sources(

@@ -25,7 +25,6 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,6 @@ from plankline.outputs.tables import atomic_write
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
 FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Frames [start, stop) of one video: the unit of work and of output."""
-
-    video: Path
-    index: int
-    start: int
-    stop: int
-    name: str
-    fps: float | None
-    frame_height: int
 
 
 class ProjectLockedError(RuntimeError):
@@ -138,12 +124,6 @@ def _is_video(path: Path) -> bool:
     if path.is_file():
         return path.suffix.lower() in VIDEO_SUFFIXES
     return path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
-
-
-def chunk_record(chunk: Chunk) -> dict[str, Any]:
-    record = asdict(chunk)
-    record["video"] = str(chunk.video)
-    return record
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

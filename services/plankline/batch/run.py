@@ -1,6 +1,6 @@
-"""The batch run, read as a method section: decode -> flat-field -> segment ->
-measure -> classify -> write, one chunk of frames at a time, chunks spread over
-all cores. Progress, logging and resume wrap the steps; they are not woven in.
+"""The batch run: every chunk of every video in raw/ through ``pipeline.process_chunk``,
+chunks spread over all cores. Progress, logging and resume wrap the steps; they are
+not woven into them.
 """
 
 from __future__ import annotations
@@ -13,23 +13,17 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from plankline.batch.project import Chunk, Project, chunk_record
+from plankline.batch.project import Project
 from plankline.config import BatchSettings
-from plankline.imaging.flatfield import FlatField
-from plankline.imaging.measure import measure_rois
-from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.video import VideoError, iter_frames, probe_video
-from plankline.outputs.ecotaxa import write_ecotaxa_zip
-from plankline.outputs.naming import chunk_name, frame_time, roi_id
-from plankline.outputs.rois import write_roi_tar
 from plankline.outputs.tables import write_csv
+from plankline.pipeline import Chunk, PartialChunkError, plan_chunks, process_chunk
 
 log = logging.getLogger("plankline.batch")
 
@@ -37,47 +31,17 @@ log = logging.getLogger("plankline.batch")
 # --- planning -----------------------------------------------------------------
 
 
-def plan_chunks(video: Path, settings: BatchSettings) -> list[Chunk]:
+def plan_video(video: Path, settings: BatchSettings) -> list[Chunk]:
     """Split one video into chunks of ``chunk_frames`` frames (raises VideoError)."""
     info = probe_video(video)
     if not info.n_frames:
-        raise VideoError(str(video), None, f"{video}: no frames")
-    fps = settings.fps or info.fps
-    stem = video.stem if video.is_file() else video.name
-    return [
-        Chunk(
-            video,
-            index,
-            start,
-            min(start + settings.chunk_frames, info.n_frames),
-            chunk_name(stem, index, start, fps),
-            fps,
-            info.height,
-        )
-        for index, start in enumerate(range(0, info.n_frames, settings.chunk_frames))
-    ]
+        raise VideoError(str(video), None, "no frames")
+    return plan_chunks(
+        video.name, info.n_frames, info.height, settings.fps or info.fps, settings.chunk_frames
+    )
 
 
-def segment_params(settings: BatchSettings) -> SegmentParams:
-    """SegmentParams from the settings; unset fields keep the library's defaults."""
-    chosen = {
-        name: getattr(settings, name)
-        for name in (
-            "method",
-            "threshold",
-            "min_area_px",
-            "max_area_px",
-            "pixel_size_um",
-            "min_esd_um",
-            "max_esd_um",
-            "padding",
-        )
-        if getattr(settings, name) is not None
-    }
-    return SegmentParams(**chosen)
-
-
-# --- the steps ------------------------------------------------------------------
+# --- one chunk ------------------------------------------------------------------
 
 
 @dataclass
@@ -93,160 +57,26 @@ class ChunkResult:
     warning: str | None = None
 
 
-def flatfielded_frames(chunk: Chunk, settings: BatchSettings) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode and flat-field the chunk's frames, then any frames after it (read lazily).
-
-    The background estimate is primed from the frames just before the chunk (or
-    its own first frames for chunk 0), so its first frame is corrected as well
-    as its tenth.
-    """
-    flat = FlatField(mode=settings.flatfield)
-    if settings.prime_frames:
-        prime_start = max(0, chunk.start - settings.prime_frames)
-        flat.prime(_good_frames(chunk.video, prime_start, prime_start + settings.prime_frames))
-    # one frame of context before the chunk: objects reaching into its first frame from
-    # above are recognised as the previous chunk's, and crops keep their top padding.
-    for index, frame in iter_frames(chunk.video, max(0, chunk.start - 1)):
-        yield index, flat.correct(frame)
-
-
-def _good_frames(video: Path, start: int, stop: int) -> Iterator[np.ndarray]:
-    """Frames up to the first undecodable one: priming must not fail a chunk for a frame
-    it does not own (the chunk owning that frame reports it)."""
-    try:
-        for _, frame in iter_frames(video, start, stop):
-            yield frame
-    except VideoError:
-        return
-
-
-def segment_chunk(chunk: Chunk, settings: BatchSettings, partial: list[Rois]) -> None:
-    """Collect the chunk's ROIs into ``partial`` (so a decode error keeps what came before)."""
-    frames = flatfielded_frames(chunk, settings)
-    for rois in segment_stream(
-        frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
-    ):
-        partial.append(rois)
-
-
-def describe_rois(chunk: Chunk, rois: Rois) -> dict[str, Any]:
-    """Identity and position columns that tie every ROI to video, frame, line and time."""
-    ids = [
-        roi_id(chunk.name, int(f), int(li), int(c), i)
-        for i, (f, li, c) in enumerate(zip(rois.frame, rois.line, rois.column, strict=True))
-    ]
-    stem = chunk.video.stem if chunk.video.is_file() else chunk.video.name
-    columns: dict[str, Any] = {
-        "image": np.array(ids, dtype=object),
-        "video": np.full(len(rois), chunk.video.name, dtype=object),
-        "chunk": np.full(len(rois), chunk.name, dtype=object),
-        "frame": rois.frame,
-        "line": rois.line,
-        "row": rois.row,
-        "column": rois.column,
-        "bbox_height": rois.height,
-        "bbox_width": rois.width,
-    }
-    if chunk.fps:
-        columns["seconds"] = rois.line / (chunk.frame_height * chunk.fps)
-        times = [frame_time(stem, int(f), chunk.fps) for f in rois.frame]
-        if times and times[0] is not None:
-            columns["time"] = np.array(
-                [t.isoformat(timespec="milliseconds") for t in times], dtype=object
-            )
-    return columns
-
-
-_classifier_cache: dict[str, Any] = {}
-
-
-def classify_crops(crops: list[np.ndarray], settings: BatchSettings) -> tuple[Any, np.ndarray]:
-    """Probabilities per ROI; the model is loaded once per worker process."""
-    from plankline.model.infer import Classifier
-
-    key = str(settings.model)
-    if key not in _classifier_cache:
-        _classifier_cache[key] = Classifier.load(settings.model)
-    classifier = _classifier_cache[key]
-    return classifier, classifier.predict(crops)
-
-
-def write_chunk(
-    project: Project, chunk: Chunk, rois: Rois, settings: BatchSettings
-) -> dict[str, int]:
-    """Measure, classify and write the chunk's outputs; returns counts per class."""
-    paths = project.outputs(chunk.name)
-    table = describe_rois(chunk, rois)
-    table.update(measure_rois(rois.crops, rois.masks, pixel_size_um=settings.pixel_size_um))
-    ids = list(table["image"])
-    write_roi_tar(paths["rois"], ids, rois.crops, fmt=settings.image_format)
-    write_csv(paths["measurements"], table)
-    predicted = None
-    counts: dict[str, int] = {}
-    if settings.classify:
-        from plankline.model.infer import write_classification_csv
-
-        classifier, probs = classify_crops(rois.crops, settings)
-        write_classification_csv(
-            paths["classification"],
-            ids,
-            probs,
-            classifier.class_names,
-            thresholds=classifier.thresholds,
-        )
-        predicted = [classifier.class_names[k] for k in probs.argmax(axis=1)] if len(ids) else []
-        counts = dict(Counter(predicted))
-    stem = chunk.video.stem if chunk.video.is_file() else chunk.video.name
-    write_ecotaxa_zip(
-        paths["ecotaxa"],
-        object_ids=ids,
-        images=rois.crops,
-        measurements={
-            k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
-        },
-        times=[frame_time(stem, int(f), chunk.fps) for f in rois.frame] if chunk.fps else None,
-        lat=settings.lat,
-        lon=settings.lon,
-        depth=settings.depth_m,
-        sample_id=stem,
-        acq_id=chunk.name,
-        predicted=predicted,
-        pixel_size_um=settings.pixel_size_um,
-    )
-    return counts
-
-
-def process_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
-    """One chunk end to end; never raises: errors come back in the result."""
+def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
+    """One chunk end to end, in a worker; never raises: errors come back in the result."""
     import cv2
 
     cv2.setNumThreads(1)
     project = Project(settings.project)
+    video = project.raw / chunk.video
     began = time.perf_counter()
-    result = ChunkResult(chunk)
-    partial: list[Rois] = []
+    result = ChunkResult(chunk, frames=chunk.stop - chunk.start)
     try:
-        segment_chunk(chunk, settings, partial)
-    except VideoError as error:
-        if error.frame is not None and error.frame >= chunk.stop:
-            # read ahead only to finish objects leaving the chunk: the chunk owning the
-            # frame reports it; the objects crossing into it end where the data ends.
-            result.warning = str(error)
-        else:
-            result.error = str(error)
+        result.rois, result.counts, result.warning = process_chunk(
+            partial(iter_frames, video), chunk, settings, project.outputs(chunk.name)
+        )
+    except PartialChunkError as error:  # outputs hold the ROIs before the bad frame
+        result.error = str(error)
     except Exception as error:  # a bug or bad data: record it, keep the batch going
-        result.error = f"{chunk.video}: chunk {chunk.index}: {error!r}\n{traceback.format_exc()}"
-    try:
-        rois = Rois.concat(partial)
-        result.counts = write_chunk(project, chunk, rois, settings)
-        result.rois = len(rois)
-    except Exception as error:
-        result.error = (result.error or "") + f"{chunk.video}: chunk {chunk.index}: {error!r}"
-    result.frames = chunk.stop - chunk.start
+        result.error = f"{video}: chunk {chunk.index}: {error!r}\n{traceback.format_exc()}"
     result.seconds = time.perf_counter() - began
-    record = chunk_record(chunk) | {
+    record = asdict(chunk) | {
         "warning": result.warning,
-        "frames": result.frames,
         "rois": result.rois,
         "counts": result.counts,
         "seconds": result.seconds,
@@ -301,7 +131,7 @@ def _run_locked(
     total_frames = done_frames = 0
     for video in project.videos():
         try:
-            chunks = plan_chunks(video, settings)
+            chunks = plan_video(video, settings)
         except Exception as error:  # unreadable/empty video: record, go on
             message = str(error) if isinstance(error, VideoError) else f"{video}: {error!r}"
             project.mark_failed(video.name, {"video": str(video), "error": message})
@@ -344,7 +174,7 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
     """Results as chunks finish; one process per worker, a few chunks in flight each."""
     if settings.workers == 1 or len(todo) <= 1:
         for chunk in todo:
-            yield process_chunk(chunk, settings)
+            yield run_chunk(chunk, settings)
         return
     # spawn, not fork: the parent runs a progress-bar thread, and a fork taken while a
     # thread holds a lock leaves the child waiting on it forever.
@@ -353,7 +183,7 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
         pending: set[Future[ChunkResult]] = set()
         queue = iter(todo)
         for chunk in queue:
-            pending.add(pool.submit(process_chunk, chunk, settings))
+            pending.add(pool.submit(run_chunk, chunk, settings))
             if len(pending) >= 2 * settings.workers:
                 break
         while pending:
@@ -362,7 +192,7 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
                 yield future.result()
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(pool.submit(process_chunk, nxt, settings))
+                    pending.add(pool.submit(run_chunk, nxt, settings))
 
 
 def write_summary(project: Project) -> None:

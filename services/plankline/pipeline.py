@@ -1,0 +1,289 @@
+"""One chunk of video, read as a method section: decode -> flat-field -> segment ->
+measure -> classify -> write. The batch CLI and the streaming services both call
+these steps, so the same video gives the same outputs either way.
+
+A chunk is frames ``[start, stop)`` of one video. An object belongs to the chunk
+holding its top line; finishing an object that leaves the chunk reads frames
+past ``stop``, and one frame before ``start`` is read so objects reaching in
+from above are recognised as the previous chunk's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plankline.config import PipelineSettings
+from plankline.imaging.flatfield import FlatField
+from plankline.imaging.measure import measure_rois
+from plankline.imaging.segment import Rois, SegmentParams, segment_stream
+from plankline.imaging.video import VideoError
+from plankline.outputs.ecotaxa import write_ecotaxa_zip
+from plankline.outputs.naming import chunk_name, parse_timestamp, roi_id
+from plankline.outputs.rois import write_roi_tar
+from plankline.outputs.tables import write_csv
+
+FrameReader = Callable[[int, int | None], Iterator[tuple[int, np.ndarray]]]
+"""``read(start, stop)`` yields ``(frame_index, frame)`` of one video (stop None = to the end)."""
+
+OUTPUT_KINDS = ("rois", "measurements", "classification", "ecotaxa")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Frames [start, stop) of the video ``video`` (its file or folder name)."""
+
+    video: str
+    index: int
+    start: int
+    stop: int
+    name: str
+    fps: float | None
+    frame_height: int
+
+
+def plan_chunks(
+    video: str, n_frames: int, frame_height: int, fps: float | None, chunk_frames: int
+) -> list[Chunk]:
+    """Split a video of ``n_frames`` into chunks named by their own start time."""
+    stem = video_stem(video)
+    return [
+        Chunk(
+            video,
+            index,
+            start,
+            min(start + chunk_frames, n_frames),
+            chunk_name(stem, index, start, fps),
+            fps,
+            frame_height,
+        )
+        for index, start in enumerate(range(0, n_frames, chunk_frames))
+    ]
+
+
+def video_stem(video: str) -> str:
+    """``20180706170805.476.avi`` -> ``20180706170805.476``; a frame folder keeps its name."""
+    path = Path(video)
+    return path.stem if path.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov") else path.name
+
+
+def segment_params(settings: PipelineSettings) -> SegmentParams:
+    """SegmentParams from the settings; unset fields keep the library's defaults."""
+    names = (
+        "method",
+        "threshold",
+        "min_area_px",
+        "max_area_px",
+        "pixel_size_um",
+        "min_esd_um",
+        "max_esd_um",
+        "padding",
+    )
+    chosen = {n: getattr(settings, n) for n in names if getattr(settings, n) is not None}
+    return SegmentParams(**chosen)
+
+
+# --- decode, flat-field, segment -------------------------------------------------
+
+
+def flatfielded_frames(
+    read: FrameReader, chunk: Chunk, settings: PipelineSettings
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The chunk's frames flat-fielded, from one frame before it on, read lazily.
+
+    The background estimate is primed from the frames just before the chunk (or
+    its own first frames for chunk 0), so its first frame is corrected as well
+    as its tenth.
+    """
+    flat = FlatField(mode=settings.flatfield)
+    if settings.prime_frames:
+        prime_start = max(0, chunk.start - settings.prime_frames)
+        flat.prime(_good_frames(read, prime_start, prime_start + settings.prime_frames))
+    for index, frame in read(max(0, chunk.start - 1), None):
+        yield index, flat.correct(frame)
+
+
+def _good_frames(read: FrameReader, start: int, stop: int) -> Iterator[np.ndarray]:
+    """Frames up to the first undecodable one: priming must not fail a chunk for a frame
+    it does not own (the chunk owning that frame reports it)."""
+    try:
+        for _, frame in read(start, stop):
+            yield frame
+    except VideoError:
+        return
+
+
+def find_rois(
+    read: FrameReader, chunk: Chunk, settings: PipelineSettings
+) -> tuple[Rois, str | None]:
+    """The chunk's ROIs, and a warning when data ended inside an object leaving the chunk.
+
+    Raises ``PartialChunkError`` (holding the ROIs found before it) when a frame the
+    chunk owns cannot be decoded, so nothing already found is lost.
+    """
+    found: list[Rois] = []
+    frames = flatfielded_frames(read, chunk, settings)
+    try:
+        for rois in segment_stream(
+            frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
+        ):
+            found.append(rois)
+    except VideoError as error:
+        if error.frame is None or error.frame < chunk.stop:
+            raise PartialChunkError(str(error), Rois.concat(found)) from error
+        return Rois.concat(found), str(error)
+    return Rois.concat(found), None
+
+
+class PartialChunkError(ValueError):
+    """A frame of the chunk is unreadable; ``rois`` holds what was found before it."""
+
+    def __init__(self, message: str, rois: Rois) -> None:
+        super().__init__(message)
+        self.rois = rois
+
+
+# --- measure, classify -------------------------------------------------------------
+
+
+def measure_chunk(chunk: Chunk, rois: Rois, settings: PipelineSettings) -> dict[str, Any]:
+    """One row per ROI: identity, position, time, and the measurement features."""
+    table = describe_rois(chunk, rois)
+    table.update(measure_rois(rois.crops, rois.masks, pixel_size_um=settings.pixel_size_um))
+    return table
+
+
+def describe_rois(chunk: Chunk, rois: Rois) -> dict[str, Any]:
+    """Identity and position columns that tie every ROI to video, frame, line and time."""
+    n = len(rois)
+    columns: dict[str, Any] = {
+        "image": np.array(
+            [
+                roi_id(chunk.name, int(f), int(li), int(c), i)
+                for i, (f, li, c) in enumerate(zip(rois.frame, rois.line, rois.column, strict=True))
+            ],
+            dtype=object,
+        ),
+        "video": np.full(n, chunk.video, dtype=object),
+        "chunk": np.full(n, chunk.name, dtype=object),
+        "frame": rois.frame,
+        "line": rois.line,
+        "row": rois.row,
+        "column": rois.column,
+        "bbox_height": rois.height,
+        "bbox_width": rois.width,
+    }
+    if chunk.fps:
+        seconds = rois.line / (chunk.frame_height * chunk.fps)
+        columns["seconds"] = seconds
+        start = parse_timestamp(video_stem(chunk.video))
+        if start is not None:
+            columns["time"] = np.array(
+                [
+                    (start + timedelta(seconds=float(s))).isoformat(timespec="milliseconds")
+                    for s in seconds
+                ],
+                dtype=object,
+            )
+    return columns
+
+
+_classifiers: dict[str, Any] = {}
+
+
+def load_classifier(settings: PipelineSettings) -> Any:
+    """The settings' model, loaded once per process, one thread (one process per core)."""
+    from plankline.model.infer import Classifier
+
+    key = str(settings.model)
+    if key not in _classifiers:
+        _classifiers[key] = Classifier.load(settings.model, threads=1)
+    return _classifiers[key]
+
+
+# --- write -------------------------------------------------------------------------
+
+
+def write_outputs(
+    paths: Mapping[str, Path],
+    chunk: Chunk,
+    rois: Rois,
+    table: Mapping[str, Any],
+    settings: PipelineSettings,
+    probs: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+    thresholds: Mapping[str, float | None] | None = None,
+) -> None:
+    """The chunk's ROI tar, measurements CSV, classification CSV and EcoTaxa zip."""
+    ids = list(table["image"])
+    write_roi_tar(paths["rois"], ids, rois.crops, fmt=settings.image_format)
+    write_csv(paths["measurements"], table)
+    predicted = None
+    if probs is not None and class_names is not None:
+        from plankline.model.infer import write_classification_csv
+
+        write_classification_csv(
+            paths["classification"], ids, probs, class_names, thresholds=thresholds
+        )
+        predicted = [class_names[k] for k in probs.argmax(axis=1)] if len(ids) else []
+    start = parse_timestamp(video_stem(chunk.video))
+    write_ecotaxa_zip(
+        paths["ecotaxa"],
+        object_ids=ids,
+        images=rois.crops,
+        measurements={
+            k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
+        },
+        times=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
+        if start is not None and "seconds" in table
+        else None,
+        lat=settings.lat,
+        lon=settings.lon,
+        depth=settings.depth_m,
+        sample_id=video_stem(chunk.video),
+        acq_id=chunk.name,
+        predicted=predicted,
+        pixel_size_um=settings.pixel_size_um,
+    )
+
+
+def process_chunk(
+    read: FrameReader, chunk: Chunk, settings: PipelineSettings, paths: Mapping[str, Path]
+) -> tuple[int, dict[str, int], str | None]:
+    """The whole method on one chunk; returns (ROIs, counts per class, warning).
+
+    Raises ``PartialChunkError`` after writing the outputs of the ROIs found before
+    an unreadable frame the chunk owns.
+    """
+    partial: PartialChunkError | None = None
+    try:
+        rois, warning = find_rois(read, chunk, settings)
+    except PartialChunkError as error:
+        partial, rois, warning = error, error.rois, None
+    table = measure_chunk(chunk, rois, settings)
+    counts: dict[str, int] = {}
+    if settings.classify:
+        classifier = load_classifier(settings)
+        probs = classifier.predict(rois.crops)
+        write_outputs(
+            paths,
+            chunk,
+            rois,
+            table,
+            settings,
+            probs,
+            classifier.class_names,
+            classifier.thresholds,
+        )
+        names, tally = np.unique(probs.argmax(axis=1), return_counts=True)
+        counts = {classifier.class_names[k]: int(c) for k, c in zip(names, tally, strict=True)}
+    else:
+        write_outputs(paths, chunk, rois, table, settings)
+    if partial is not None:
+        raise partial
+    return len(rois), counts, warning
