@@ -268,15 +268,6 @@ def test_chunk_without_objects_gives_a_valid_header_only_export(tmp_path):
     assert len(rows) == 2 and "object_area" in rows[0]
 
 
-def test_times_is_an_alias_of_datetimes(tmp_path):
-    t = datetime(2021, 5, 6, 7, 8, 9)
-    p = _write(tmp_path / "t.zip", datetimes=None, times=[t] * 4)
-    _, rows = _tsv(p)
-    assert rows[2][rows[0].index("object_time")] == "070809"
-    with pytest.raises(ValueError, match="not both"):
-        _write(tmp_path / "u.zip", times=[t] * 4)
-
-
 def test_check_ecotaxa_command_exit_codes(good, tmp_path):
     from plankline.cli import app
     from typer.testing import CliRunner

@@ -239,7 +239,7 @@ def write_outputs(
         measurements={
             k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
         },
-        times=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
+        datetimes=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
         if start is not None and "seconds" in table
         else None,
         lat=settings.lat,
@@ -249,6 +249,7 @@ def write_outputs(
         acq_id=chunk.name,
         predicted=predicted,
         pixel_size_um=settings.pixel_size_um,
+        image_format=settings.image_format,
     )
 
 

@@ -146,7 +146,6 @@ def write_ecotaxa_zip(
     lat: float | Sequence[float] | None = None,
     lon: float | Sequence[float] | None = None,
     datetimes: datetime | Sequence[datetime | None] | None = None,
-    times: datetime | Sequence[datetime | None] | None = None,
     depth: float | Sequence[float] | None = None,
     acq_meta: Mapping[str, str | float] | None = None,
     sample_meta: Mapping[str, str | float] | None = None,
@@ -179,8 +178,6 @@ def write_ecotaxa_zip(
     datetimes : datetime or sequence of (datetime or None), optional
         Capture time per object (see :func:`plankline.outputs.naming.frame_time`)
         -> ``object_date`` ``YYYYMMDD`` and ``object_time`` ``HHMMSS``.
-    times : same as ``datetimes``
-        Alias of ``datetimes`` (give one of them).
     acq_meta, sample_meta, process_meta : mapping, optional
         Extra ``acq_*``/``sample_*``/``process_*`` columns (constant per file).
     process_id : str, optional
@@ -199,10 +196,6 @@ def write_ecotaxa_zip(
     ValueError
         On any input EcoTaxa would refuse; the message names the field.
     """
-    if times is not None:
-        if datetimes is not None:
-            raise ValueError("give datetimes= or its alias times=, not both")
-        datetimes = times
     # A chunk without ROIs still gets a (header-only) export, so every chunk has its files.
     n = len(object_ids)
     if len(images) != n:
