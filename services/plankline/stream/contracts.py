@@ -32,6 +32,7 @@ from plankline.stream.v1.plankline_pb2 import (
 
 __all__ = [
     "ARTIFACTS",
+    "RESULT_KINDS",
     "TOPICS",
     "TOPIC_CHUNKS",
     "TOPIC_CLASSIFICATIONS",
@@ -49,8 +50,12 @@ __all__ = [
     "chunk_ref",
     "decode",
     "encode",
+    "job_prefix",
+    "manifest_key",
     "message_key",
     "parse",
+    "result_key",
+    "source_key",
 ]
 
 TOPIC_CHUNKS: Final = "plankline.chunks"
@@ -70,8 +75,27 @@ TOPICS: Final[dict[str, type[Message]]] = {
 
 #: Object names allowed under a chunk's prefix (see the .proto header).
 ARTIFACTS: Final = frozenset(
-    {"video", "rois.tar", "positions.csv", "measurements.csv", "classifications.csv"}
+    {
+        "video",
+        "rois.tar",
+        "positions.csv",
+        "measurements.csv",
+        "classifications.csv",
+        # added for the services: exact typed copies the collector joins, and markers
+        "measurements.npz",
+        "probabilities.npy",
+        "failed.json",
+        "done.json",
+    }
 )
+
+#: Result kinds of a job, as the batch project's folders (``plankline results`` layout).
+RESULT_KINDS: Final = {
+    "rois": ("segmentation", ".tar"),
+    "measurements": ("measurements", ".csv"),
+    "classification": ("classification", ".csv"),
+    "ecotaxa": ("ecotaxa", ".zip"),
+}
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 M = TypeVar("M", bound=Message)
@@ -126,6 +150,29 @@ def chunk_key(job_id: str, video_id: str, chunk_index: int, artifact: str) -> st
     if artifact not in ARTIFACTS:
         raise ValueError(f"artifact must be one of {sorted(ARTIFACTS)}, got {artifact!r}")
     return chunk_prefix(job_id, video_id, chunk_index) + artifact
+
+
+def job_prefix(job_id: str) -> str:
+    """S3 prefix of everything one job wrote (ends with ``/``)."""
+    return f"jobs/{_check_id('job_id', job_id)}/"
+
+
+def manifest_key(job_id: str) -> str:
+    """The job manifest: settings and the planned chunks of every video (JSON)."""
+    return job_prefix(job_id) + "manifest.json"
+
+
+def source_key(job_id: str, video_id: str) -> str:
+    """A whole source video, uploaded once when it cannot be cut without re-encoding."""
+    return f"{job_prefix(job_id)}videos/{_check_id('video_id', video_id)}/source"
+
+
+def result_key(job_id: str, kind: str, chunk_name: str) -> str:
+    """Final per-chunk output, in the batch layout: ``results/<folder>/<chunk><ext>``."""
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"kind must be one of {sorted(RESULT_KINDS)}, got {kind!r}")
+    folder, ext = RESULT_KINDS[kind]
+    return f"{job_prefix(job_id)}results/{folder}/{_check_id('chunk_name', chunk_name)}{ext}"
 
 
 def encode(message: Message) -> bytes:

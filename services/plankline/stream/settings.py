@@ -7,7 +7,7 @@ stack prints; in Kubernetes every field comes from the environment, e.g.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,3 +58,25 @@ class RunnerSettings(S3Settings):
     produce_timeout_s: float = Field(30.0, gt=0, description="Wait for a downstream ack.")
     http_host: str = Field("127.0.0.1", description="Probe/metrics address (0.0.0.0 in a pod).")
     http_port: int = Field(8080, ge=0, le=65535, description="0 picks a free port.")
+
+
+class ServiceSettings(RunnerSettings):
+    """A pipeline service: the runner's settings plus how it reaches Triton.
+
+    How a chunk is processed (``PipelineSettings``: chunk size, flat-field,
+    segmentation, model...) is NOT read here: ``plankline submit`` records it in
+    the job manifest in S3 and every service of that job reads it from there, so
+    all replicas, and the batch CLI given the same settings, process a chunk alike.
+    """
+
+    inference: Literal["onnxruntime", "triton"] = Field(
+        "onnxruntime", description="Classifier backend: in-process ONNX Runtime or Triton gRPC."
+    )
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC host:port.")
+    triton_model: str = Field("plankline_classifier", description="Model name in Triton.")
+    triton_batch: int = Field(64, ge=1, description="ROIs per Triton request.")
+    triton_concurrency: int = Field(
+        4, ge=1, description="Requests in flight, so Triton's dynamic batcher fills."
+    )
+    triton_timeout_s: float = Field(60.0, gt=0)
+    work_dir: str | None = Field(None, description="Scratch folder (default: system temp).")

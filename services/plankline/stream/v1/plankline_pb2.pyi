@@ -18,34 +18,48 @@ class ChunkRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., video_id: _Optional[str] = ..., chunk_index: _Optional[int] = ..., chunk_name: _Optional[str] = ...) -> None: ...
 
 class VideoChunk(_message.Message):
-    __slots__ = ("chunk", "first_frame", "n_frames", "fps", "video_key", "bucket")
+    __slots__ = ("chunk", "first_frame", "n_frames", "fps", "video_key", "bucket", "video_name", "frame_height", "segment_first_frame", "segment_n_frames", "video_n_frames", "segment_format")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
     N_FRAMES_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_KEY_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_NAME_FIELD_NUMBER: _ClassVar[int]
+    FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_N_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_N_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     chunk: ChunkRef
     first_frame: int
     n_frames: int
     fps: float
     video_key: str
     bucket: str
-    def __init__(self, chunk: _Optional[_Union[ChunkRef, _Mapping]] = ..., first_frame: _Optional[int] = ..., n_frames: _Optional[int] = ..., fps: _Optional[float] = ..., video_key: _Optional[str] = ..., bucket: _Optional[str] = ...) -> None: ...
+    video_name: str
+    frame_height: int
+    segment_first_frame: int
+    segment_n_frames: int
+    video_n_frames: int
+    segment_format: str
+    def __init__(self, chunk: _Optional[_Union[ChunkRef, _Mapping]] = ..., first_frame: _Optional[int] = ..., n_frames: _Optional[int] = ..., fps: _Optional[float] = ..., video_key: _Optional[str] = ..., bucket: _Optional[str] = ..., video_name: _Optional[str] = ..., frame_height: _Optional[int] = ..., segment_first_frame: _Optional[int] = ..., segment_n_frames: _Optional[int] = ..., video_n_frames: _Optional[int] = ..., segment_format: _Optional[str] = ...) -> None: ...
 
 class RoiBatch(_message.Message):
-    __slots__ = ("chunk", "roi_archive_key", "positions_key", "n_rois", "bucket")
+    __slots__ = ("chunk", "roi_archive_key", "positions_key", "n_rois", "bucket", "error")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     ROI_ARCHIVE_KEY_FIELD_NUMBER: _ClassVar[int]
     POSITIONS_KEY_FIELD_NUMBER: _ClassVar[int]
     N_ROIS_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     chunk: ChunkRef
     roi_archive_key: str
     positions_key: str
     n_rois: int
     bucket: str
-    def __init__(self, chunk: _Optional[_Union[ChunkRef, _Mapping]] = ..., roi_archive_key: _Optional[str] = ..., positions_key: _Optional[str] = ..., n_rois: _Optional[int] = ..., bucket: _Optional[str] = ...) -> None: ...
+    error: str
+    def __init__(self, chunk: _Optional[_Union[ChunkRef, _Mapping]] = ..., roi_archive_key: _Optional[str] = ..., positions_key: _Optional[str] = ..., n_rois: _Optional[int] = ..., bucket: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class MeasurementResult(_message.Message):
     __slots__ = ("chunk", "measurements_key", "roi_archive_key", "n_rois", "bucket")

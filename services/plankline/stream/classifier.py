@@ -1,0 +1,175 @@
+"""Classifier service: RoiBatch -> class probabilities -> ClassificationResult.
+
+Two backends, chosen by ``PLANKLINE_INFERENCE``:
+
+- ``onnxruntime`` (default): the job's model in-process, through
+  ``pipeline.load_classifier``, i.e. exactly the batch CLI's call;
+- ``triton``: the same preprocessing (``model.data.to_canvas``) on this side, the
+  network on Triton over gRPC (``PLANKLINE_TRITON_URL``/``_MODEL``), the chunk's
+  ROIs split into ``triton_batch``-sized requests of which ``triton_concurrency``
+  are in flight at once so Triton's dynamic batcher can fill its batches.
+
+Writes the per-chunk CSV ``image,<class1>,...`` (plus top and thresholded class)
+and an exact copy of the probabilities (``probabilities.npy``) for the collector.
+
+Run: ``python -m plankline.stream.runner plankline.stream.classifier:from_env``.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plankline.config import PipelineSettings
+from plankline.pipeline import load_classifier
+from plankline.stream import contracts
+from plankline.stream._service import ServiceBase
+from plankline.stream.jobs import (
+    array_to_bytes,
+    chunk_from_manifest,
+    describe_ids,
+    job_settings,
+    rois_from_objects,
+)
+from plankline.stream.runner import Incoming, Outgoing
+
+
+class TritonModel:
+    """A model served by Triton: class names/thresholds from the local model folder,
+    probabilities from the server."""
+
+    def __init__(
+        self,
+        model_dir: Path | None,
+        url: str,
+        name: str,
+        batch: int,
+        concurrency: int,
+        timeout_s: float,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        from plankline.model.infer import DEFAULT_MODEL_DIR
+
+        folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        self.class_names = [
+            ln for ln in (folder / "labels.txt").read_text().splitlines() if ln.strip()
+        ]
+        meta = json.loads((folder / "meta.json").read_text())
+        self.canvas = int(meta["canvas"])
+        tp = folder / "thresholds.json"
+        self.thresholds = json.loads(tp.read_text())["thresholds"] if tp.is_file() else None
+        self.name, self.batch, self.timeout_s = name, batch, timeout_s
+        self.client = grpcclient.InferenceServerClient(url)
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="triton")
+
+    def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
+        import tritonclient.grpc as grpcclient
+
+        from plankline.model.data import to_canvas
+
+        x, s = to_canvas(crops, self.canvas, return_shrink=True)
+        image = grpcclient.InferInput("image", list(x.shape), "FP32")
+        image.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        shrink = grpcclient.InferInput("shrink", list(s.shape), "FP32")
+        shrink.set_data_from_numpy(np.ascontiguousarray(s, dtype=np.float32))
+        result = self.client.infer(
+            self.name,
+            [image, shrink],
+            outputs=[grpcclient.InferRequestedOutput("probs")],
+            client_timeout=self.timeout_s,
+        )
+        probs = result.as_numpy("probs")
+        if probs is None or probs.shape != (len(crops), len(self.class_names)):
+            raise RuntimeError(
+                f"Triton model {self.name} answered {None if probs is None else probs.shape}, "
+                f"expected ({len(crops)}, {len(self.class_names)})"
+            )
+        return probs
+
+    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        parts = [crops[i : i + self.batch] for i in range(0, len(crops), self.batch)]
+        if not parts:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return np.concatenate(list(self.pool.map(self._infer, parts))).astype(np.float32)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+        self.client.close()
+
+
+class ClassifierService(ServiceBase):
+    """Handler of ``plankline.rois`` (consumer group ``classifier``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._triton: dict[str, TritonModel] = {}
+
+    def model(self, settings: PipelineSettings) -> Any:
+        """The job's model behind the configured backend (loaded once per model)."""
+        if self.settings.inference == "onnxruntime":
+            return load_classifier(settings)
+        key = str(settings.model)
+        if key not in self._triton:
+            s = self.settings
+            self._triton[key] = TritonModel(
+                settings.model,
+                s.triton_url,
+                s.triton_model,
+                s.triton_batch,
+                s.triton_concurrency,
+                s.triton_timeout_s,
+            )
+        return self._triton[key]
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        from plankline.model.infer import write_classification_csv
+
+        msg = message.parse()
+        assert isinstance(msg, contracts.RoiBatch)
+        ref = msg.chunk
+        settings = job_settings(self.store, ref.job_id)
+        key = contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "classifications.csv")
+        result = contracts.ClassificationResult(
+            chunk=ref, n_rois=msg.n_rois, bucket=self.store.bucket
+        )
+        if settings.classify:
+            chunk = chunk_from_manifest(self.store, ref)
+            rois = rois_from_objects(
+                self.store.get_bytes(msg.roi_archive_key),
+                self.store.get_bytes(msg.positions_key),
+                masks=False,
+            )
+            model = self.model(settings)
+            probs = model.predict(rois.crops)
+            with self.scratch() as tmp:
+                path = Path(tmp) / "classifications.csv"
+                write_classification_csv(
+                    path,
+                    describe_ids(chunk, rois),
+                    probs,
+                    model.class_names,
+                    thresholds=model.thresholds,
+                )
+                self.store.put_file(key, path)
+            self.store.put_bytes(
+                contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "probabilities.npy"),
+                array_to_bytes(probs),
+            )
+            result.classifications_key = key
+            result.model_name = str(settings.model or "default")
+            result.model_version = self.settings.inference
+        return [Outgoing.of(contracts.TOPIC_CLASSIFICATIONS, result)]
+
+    def close(self) -> None:
+        for model in self._triton.values():
+            model.close()
+
+
+def from_env() -> ClassifierService:
+    """Factory for the shared runner (settings from ``PLANKLINE_*``)."""
+    return ClassifierService()

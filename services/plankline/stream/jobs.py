@@ -1,0 +1,299 @@
+"""What the services share about a job: its manifest, its chunks, and the bytes between steps.
+
+A *job* is one ``plankline submit``: some videos, one ``PipelineSettings``. The
+ingest writes ``jobs/<job>/manifest.json`` (the settings and every planned
+chunk) before it publishes a single message; every service reads the job's
+settings from there, so all replicas process a chunk exactly as
+``plankline run`` would with the same settings.
+
+Between the steps the chunk's data travels as S3 objects (keys from
+:mod:`plankline.stream.contracts`):
+
+- ``rois.tar``: the segmenter's crops (lossless PNG) and masks, in ROI order;
+- ``positions.csv``: one row per ROI, the integer fields of :class:`Rois`;
+- ``measurements.npz`` / ``probabilities.npy``: exact, typed copies of the
+  measurement table and the class probabilities (the CSVs beside them are for
+  people; the collector joins the exact copies so its files equal batch's).
+
+Segments: the chunk's video bytes cover frames ``[max(0, start - max(prime, 1)),
+min(n, max(stop + tail, prime_start + prime)))`` where ``tail =
+ceil(max_object_lines / frame_height) + 1``: the frames that prime the
+flat-field, the one frame of context before the chunk, the chunk, and enough
+frames after it to finish any object leaving it (the segmenter cuts objects at
+``max_object_lines``). :class:`SegmentReader` turns the segment back into a
+``FrameReader`` with GLOBAL frame indices and reports a truncated source as
+:class:`VideoError` naming the source video and the first missing frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plankline.config import PipelineSettings
+from plankline.imaging.segment import Rois
+from plankline.imaging.video import VideoError, iter_frames
+from plankline.outputs.rois import MASK_SUFFIX, iter_roi_tar, write_roi_tar
+from plankline.outputs.tables import write_csv
+from plankline.pipeline import Chunk, describe_rois, segment_params
+from plankline.stream import contracts
+from plankline.stream.store import S3Store
+
+POSITION_FIELDS = (
+    "frame",
+    "line",
+    "row",
+    "column",
+    "height",
+    "width",
+    "area_px",
+    "pad_top",
+    "pad_left",
+)
+
+SEGMENT_VIDEO = "video"
+SEGMENT_FRAMES_TAR = "frames-tar"
+SEGMENT_WHOLE_VIDEO = "whole-video"
+
+
+# ---------------------------------------------------------------------------- manifest
+
+
+def tail_frames(settings: PipelineSettings, frame_height: int) -> int:
+    """Frames after a chunk that can hold the rest of an object leaving it."""
+    return math.ceil(segment_params(settings).max_object_lines / frame_height) + 1
+
+
+def segment_range(chunk: Chunk, n_frames: int, settings: PipelineSettings) -> tuple[int, int]:
+    """Frames ``[first, stop)`` of the source that processing ``chunk`` reads (see module)."""
+    prime = settings.prime_frames
+    first = max(0, chunk.start - max(prime, 1))
+    prime_stop = max(0, chunk.start - prime) + prime
+    stop = min(n_frames, max(chunk.stop + tail_frames(settings, chunk.frame_height), prime_stop))
+    return first, stop
+
+
+def write_manifest(
+    store: S3Store, job: str, settings: PipelineSettings, videos: list[dict]
+) -> None:
+    """Record the job: its settings and, per video, its planned chunks."""
+    body = {
+        "job": job,
+        "settings": settings.model_dump(mode="json"),
+        "videos": videos,
+    }
+    store.put_bytes(
+        contracts.manifest_key(job),
+        json.dumps(body, indent=1).encode(),
+        content_type="application/json",
+    )
+
+
+_manifests: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def read_manifest(store: S3Store, job: str, *, cached: bool = True) -> dict[str, Any]:
+    """The job manifest (cached per process: a job's manifest never changes once written)."""
+    key = (store.bucket, job)
+    if not cached or key not in _manifests:
+        try:
+            _manifests[key] = json.loads(store.get_bytes(contracts.manifest_key(job)))
+        except KeyError as error:
+            raise KeyError(f"job {job!r} has no manifest: was it submitted?") from error
+    return _manifests[key]
+
+
+def job_settings(store: S3Store, job: str) -> PipelineSettings:
+    """The settings the job was submitted with (environment variables do not override them)."""
+    return PipelineSettings(**read_manifest(store, job)["settings"])
+
+
+def chunk_of(message: contracts.VideoChunk) -> Chunk:
+    """The pipeline's Chunk from a VideoChunk message."""
+    ref = message.chunk
+    return Chunk(
+        video=message.video_name,
+        index=ref.chunk_index,
+        start=int(message.first_frame),
+        stop=int(message.first_frame + message.n_frames),
+        name=ref.chunk_name,
+        fps=message.fps or None,
+        frame_height=message.frame_height,
+    )
+
+
+def chunk_from_manifest(store: S3Store, ref: contracts.ChunkRef) -> Chunk:
+    """The Chunk a downstream message refers to, from the job manifest."""
+    for video in read_manifest(store, ref.job_id)["videos"]:
+        if video["video_id"] != ref.video_id:
+            continue
+        for c in video["chunks"]:
+            if c["index"] == ref.chunk_index:
+                return Chunk(
+                    video=video["video"],
+                    index=c["index"],
+                    start=c["start"],
+                    stop=c["stop"],
+                    name=c["name"],
+                    fps=video["fps"],
+                    frame_height=video["frame_height"],
+                )
+    raise KeyError(f"job {ref.job_id}: no chunk {ref.video_id}/{ref.chunk_index} in the manifest")
+
+
+# ---------------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class SegmentReader:
+    """A ``FrameReader`` over a downloaded segment that yields GLOBAL frame indices.
+
+    ``path`` is a video file or a folder of frames holding source frames
+    ``[first, first + n_planned)`` (fewer when the source is truncated there).
+    Reading past what the segment holds raises :class:`VideoError` naming the
+    source video and frame, as the batch reader does on the whole video; reading
+    past the planned segment inside the video is a planning bug and says so.
+    """
+
+    path: Path
+    video: str
+    first: int
+    n_planned: int
+    video_frames: int
+
+    def __call__(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+        end = self.first + self.n_planned
+        want = self.video_frames if stop is None else min(stop, self.video_frames)
+        if start < self.first:
+            raise ValueError(
+                f"{self.video}: frame {start} requested but the segment starts at {self.first}"
+            )
+        nxt = start
+        try:
+            for local, frame in iter_frames(
+                self.path, start - self.first, min(want, end) - self.first
+            ):
+                nxt = self.first + local
+                yield nxt, frame
+                nxt += 1
+        except VideoError as error:
+            frame = None if error.frame is None else error.frame + self.first
+            raise VideoError(self.video, frame, error.reason) from error
+        if nxt < min(want, end):
+            raise VideoError(
+                self.video, nxt, f"truncated: video ends after {nxt} of {self.video_frames} frames"
+            )
+        if want > end:
+            raise RuntimeError(
+                f"{self.video}: frame {end} is past the uploaded segment [{self.first}, {end}); "
+                "the ingest's tail is too short for this chunk"
+            )
+
+
+# ---------------------------------------------------------------------------- ROIs in S3
+
+
+def describe_ids(chunk: Chunk, rois: Rois) -> list[str]:
+    """The ROI ids the batch CLI gives these ROIs (``pipeline.describe_rois``)."""
+    return [str(i) for i in describe_rois(chunk, rois)["image"]]
+
+
+def rois_to_objects(chunk: Chunk, rois: Rois, folder: Path) -> tuple[Path, Path, list[str]]:
+    """Write the segmenter's tar (crops + masks, lossless) and positions CSV; returns ids."""
+    ids = describe_ids(chunk, rois)
+    tar = folder / "rois.tar"
+    write_roi_tar(tar, ids, rois.crops, fmt="png", masks=rois.masks, mtime=0)
+    positions = folder / "positions.csv"
+    write_csv(
+        positions,
+        {"image": np.array(ids, dtype=object)}
+        | {name: getattr(rois, name) for name in POSITION_FIELDS},
+    )
+    return tar, positions, ids
+
+
+def rois_from_objects(tar_bytes: bytes, positions_bytes: bytes, *, masks: bool = True) -> Rois:
+    """Rebuild the segmenter's :class:`Rois` (same order, same pixels) from its S3 objects."""
+    rows = list(csv.reader(io.StringIO(positions_bytes.decode())))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    ids = [r[header.index("image")] for r in body]
+    table = {
+        name: np.array([int(r[header.index(name)]) for r in body], dtype=np.int64)
+        for name in POSITION_FIELDS
+    }
+    images: dict[str, np.ndarray] = {}
+    with warnings_as_errors():
+        for rid, img in iter_roi_tar(io.BytesIO(tar_bytes), mode="unchanged", include_masks=masks):
+            images[rid] = img
+    missing = [i for i in ids if i not in images or (masks and i + MASK_SUFFIX not in images)]
+    if missing:
+        raise ValueError(f"ROI archive lacks {len(missing)} of {len(ids)} ROIs, e.g. {missing[0]}")
+    return Rois(
+        **table,
+        crops=[images[i] for i in ids],
+        masks=[images[i + MASK_SUFFIX] > 0 for i in ids] if masks else [],
+    )
+
+
+class warnings_as_errors:
+    """A damaged archive must fail the step (and be retried), not silently lose ROIs."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("error", UserWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def table_to_bytes(table: dict[str, Any]) -> bytes:
+    """A measurement table as ``.npz``, dtypes kept (text columns as unicode)."""
+    buffer = io.BytesIO()
+    arrays = {
+        k: np.asarray(v, dtype=str) if np.asarray(v).dtype == object else np.asarray(v)
+        for k, v in table.items()
+    }
+    np.savez(buffer, __order__=np.array(list(table), dtype=str), **arrays)
+    return buffer.getvalue()
+
+
+def table_from_bytes(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`table_to_bytes` (text columns back to ``object``, column order kept)."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        order = [str(k) for k in z["__order__"]]
+        return {k: z[k].astype(object) if z[k].dtype.kind == "U" else z[k] for k in order}
+
+
+def array_to_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def array_from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def frames_tar(files: list[Path]) -> bytes:
+    """Frame files in one uncompressed tar, names kept (their sort order is the frame order)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for path in files:
+            info = tarfile.TarInfo(path.name)
+            info.size = path.stat().st_size
+            info.mtime = 0
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    return buffer.getvalue()

@@ -1,0 +1,153 @@
+"""Segmenter service: VideoChunk -> flat-field + segment (``pipeline.find_rois``) -> RoiBatch.
+
+Downloads the chunk's segment, runs the very function the batch CLI runs, and
+writes the ROI tar (crops + masks) and the positions table to S3 before
+returning the RoiBatch message. A chunk with an unreadable frame keeps the ROIs
+found before it (as batch does): they go on downstream, and the chunk is
+recorded as failed (``failed.json``) and published to the dead-letter topic
+with an error naming the video and frame.
+
+Run: ``python -m plankline.stream.runner plankline.stream.segmenter:from_env``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from plankline.imaging.video import VideoError
+from plankline.pipeline import PartialChunkError, find_rois
+from plankline.stream import contracts
+from plankline.stream._service import ServiceBase
+from plankline.stream.jobs import (
+    SEGMENT_FRAMES_TAR,
+    SEGMENT_WHOLE_VIDEO,
+    SegmentReader,
+    chunk_of,
+    job_settings,
+    rois_to_objects,
+)
+from plankline.stream.runner import Incoming, Outgoing
+
+log = logging.getLogger("plankline.stream.segmenter")
+
+
+class Segmenter(ServiceBase):
+    """Handler of ``plankline.chunks``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._whole: dict[str, Path] = {}  # source key -> cached download (whole-video mode)
+        self._cache_dir: object = None
+
+    def _segment(self, message: contracts.VideoChunk, folder: Path) -> Path:
+        if message.segment_format == SEGMENT_WHOLE_VIDEO:
+            cached = self._whole.get(message.video_key)
+            if cached is None or not cached.exists():
+                if self._cache_dir is None:
+                    self._cache_dir = self.scratch()
+                root = Path(self._cache_dir.name)  # type: ignore[attr-defined]
+                cached = self.store.get_file(
+                    message.video_key, root / f"{len(self._whole)}{Path(message.video_name).suffix}"
+                )
+                self._whole[message.video_key] = cached
+            return cached
+        if message.segment_format == SEGMENT_FRAMES_TAR:
+            import io
+            import tarfile
+
+            frames = folder / "frames"
+            frames.mkdir()
+            data = self.store.get_bytes(message.video_key)
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+                tar.extractall(frames, filter="data")
+            return frames
+        suffix = Path(message.video_name).suffix or ".avi"
+        return self.store.get_file(message.video_key, folder / f"segment{suffix}")
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        msg = message.parse()
+        assert isinstance(msg, contracts.VideoChunk)
+        ref = msg.chunk
+        settings = job_settings(self.store, ref.job_id)
+        chunk = chunk_of(msg)
+        began = time.perf_counter()
+        error: str | None = None
+        with self.scratch() as tmp:
+            folder = Path(tmp)
+            read = SegmentReader(
+                self._segment(msg, folder),
+                chunk.video,
+                0 if msg.segment_format == SEGMENT_WHOLE_VIDEO else int(msg.segment_first_frame),
+                int(msg.video_n_frames)
+                if msg.segment_format == SEGMENT_WHOLE_VIDEO
+                else int(msg.segment_n_frames),
+                int(msg.video_n_frames),
+            )
+            try:
+                rois, warning = find_rois(read, chunk, settings)
+            except PartialChunkError as partial:
+                rois, warning, error = partial.rois, None, str(partial)
+            except VideoError as bad:  # the segment itself does not open
+                from plankline.imaging.segment import Rois
+
+                rois, warning, error = Rois(), None, str(bad)
+            tar, positions, _ = rois_to_objects(chunk, rois, folder)
+            keys = {
+                name: contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, name)
+                for name in ("rois.tar", "positions.csv", "failed.json")
+            }
+            self.store.put_file(keys["rois.tar"], tar)
+            self.store.put_file(keys["positions.csv"], positions)
+        out = [
+            Outgoing.of(
+                contracts.TOPIC_ROIS,
+                contracts.RoiBatch(
+                    chunk=ref,
+                    roi_archive_key=keys["rois.tar"],
+                    positions_key=keys["positions.csv"],
+                    n_rois=len(rois),
+                    bucket=self.store.bucket,
+                    error=error or "",
+                ),
+            )
+        ]
+        if error is None:
+            self.store.delete(keys["failed.json"])  # a resubmitted chunk that now reads fine
+        else:
+            log.error("chunk %s failed: %s", chunk.name, error)
+            record = {"chunk": chunk.name, "video": chunk.video, "index": chunk.index}
+            record |= {"error": error, "rois_kept": len(rois), "service": "segmenter"}
+            self.store.put_bytes(keys["failed.json"], json.dumps(record).encode())
+            out.append(
+                Outgoing(
+                    self.settings.dead_letter_topic,
+                    contracts.Failure(
+                        input_topic=message.topic,
+                        input_partition=message.partition,
+                        input_offset=message.offset,
+                        input_key=message.key or b"",
+                        input_value=message.value,
+                        error=f"VideoError: {error}",
+                        service=self.settings.service_name,
+                        attempts=message.attempt,
+                        failed_at_unix_ms=int(time.time() * 1000),
+                    ).SerializeToString(),
+                    key=message.key,
+                )
+            )
+        if warning:
+            log.warning("chunk %s: %s", chunk.name, warning)
+        log.info("chunk %s: %d ROIs in %.2f s", chunk.name, len(rois), time.perf_counter() - began)
+        return out
+
+    def close(self) -> None:
+        if self._cache_dir is not None:
+            self._cache_dir.cleanup()  # type: ignore[attr-defined]
+
+
+def from_env() -> Segmenter:
+    """Factory for the shared runner (settings from ``PLANKLINE_*``)."""
+    return Segmenter()

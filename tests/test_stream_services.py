@@ -1,0 +1,224 @@
+"""The streaming services against real Tansu + SeaweedFS (+ Triton): same files as the batch CLI."""
+
+from __future__ import annotations
+
+import tarfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from plankline.batch.run import run_batch
+from plankline.config import BatchSettings, PipelineSettings
+from plankline.imaging.synth import write_synth_video
+from plankline.model.infer import read_classification_csv
+from plankline.stream import contracts, stack
+from plankline.stream.runner import Runner, ensure_topics
+from plankline.stream.settings import ServiceSettings
+from plankline.stream.stack import ServerHandle
+from plankline.stream.store import S3Store
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"height": 256, "width": 384, "density": 12.0, "size_range": (8.0, 90.0)}
+VIDEOS = {"20260101120000.000.avi": ("rawvideo", 10), "20260101120010.000.avi": ("ffv1", 7)}
+CHUNK_FRAMES = 4
+FPS = 10.0
+SERVICES = {
+    "segmenter": ("plankline.stream.segmenter", [contracts.TOPIC_CHUNKS]),
+    "measurer": ("plankline.stream.measurer", [contracts.TOPIC_ROIS]),
+    "classifier": ("plankline.stream.classifier", [contracts.TOPIC_ROIS]),
+    "collector": (
+        "plankline.stream.collector",
+        [contracts.TOPIC_MEASUREMENTS, contracts.TOPIC_CLASSIFICATIONS],
+    ),
+}
+CREDENTIALS: dict[str, tuple[str, str]] = {}  # S3 endpoint -> keys, for the services' settings
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def kafka(stack_dir: Path) -> Iterator[ServerHandle]:
+    """A fresh Tansu broker per test (memory engine): no other test's messages."""
+    try:
+        stack.tansu_binary()
+    except FileNotFoundError as error:
+        pytest.skip(f"Tansu binary missing: {error}")
+    server = stack.start_tansu(stack_dir, name=f"tansu-{uuid.uuid4().hex[:6]}")
+    ensure_topics(server.endpoint, {t: 2 for t in contracts.TOPICS})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small synthetic videos: uncompressed and FFV1."""
+    folder = tmp_path_factory.mktemp("raw") / "raw"
+    folder.mkdir()
+    for i, (name, (codec, frames)) in enumerate(VIDEOS.items()):
+        write_synth_video(folder / name, frames, seed=10 + i, codec=codec, fps=FPS, **SMALL)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batch_project(raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same videos through the batch pipeline, same settings."""
+    project = tmp_path_factory.mktemp("batch")
+    (project / "raw").mkdir()
+    for video in raw.iterdir():
+        if video.suffix == ".avi":
+            (project / "raw" / video.name).symlink_to(video)
+    report = run_batch(
+        BatchSettings(project=project, chunk_frames=CHUNK_FRAMES, workers=1, fps=FPS)
+    )
+    assert report.failures == []
+    return project
+
+
+def service_settings(name: str, kafka: ServerHandle, store: S3Store, **kw: Any) -> ServiceSettings:
+    values: dict[str, Any] = {
+        "service_name": name,
+        "group_id": name,
+        "input_topics": SERVICES[name][1],
+        "bootstrap_servers": kafka.endpoint,
+        "s3_endpoint": store.endpoint,
+        "s3_access_key": CREDENTIALS[store.endpoint][0],
+        "s3_secret_key": CREDENTIALS[store.endpoint][1],
+        "s3_bucket": store.bucket,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "backoff_initial_s": 0.05,
+        "max_attempts": 2,
+        "http_port": 0,
+        "poll_timeout_ms": 100,
+    }
+    values.update(kw)
+    return ServiceSettings(**values)
+
+
+@contextmanager
+def services(
+    kafka: ServerHandle, store: S3Store, names: tuple[str, ...] = tuple(SERVICES), **kw: Any
+) -> Iterator[dict[str, Runner]]:
+    """The services as runners in threads of this process (stopped on exit)."""
+    import importlib
+
+    runners: dict[str, Runner] = {}
+    threads = []
+    for name in names:
+        module = importlib.import_module(SERVICES[name][0])
+        settings = service_settings(name, kafka, store, **kw)
+        handler = {
+            "segmenter": "Segmenter",
+            "measurer": "Measurer",
+            "classifier": "ClassifierService",
+            "collector": "Collector",
+        }[name]
+        runner = Runner(getattr(module, handler)(settings), settings)
+        runners[name] = runner
+        thread = threading.Thread(target=runner.run, name=name, daemon=True)
+        thread.start()
+        threads.append(thread)
+    try:
+        yield runners
+    finally:
+        for runner in runners.values():
+            runner.request_stop()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def submit(raw: Path, job: str, store: S3Store, kafka: ServerHandle) -> None:
+    from plankline.stream.ingest import submit as ingest
+
+    videos = sorted(p for p in raw.iterdir() if p.suffix == ".avi")
+    settings = PipelineSettings(chunk_frames=CHUNK_FRAMES, fps=FPS)
+    report = ingest(videos, job, settings, store, kafka.endpoint)
+    assert report.failures == [] or all("20260101" in f for f in report.failures)
+
+
+def wait_finished(store: S3Store, job: str, timeout_s: float = 120.0) -> Any:
+    from plankline.stream.results import job_status
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = job_status(store, job)
+        if status.finished:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} not finished after {timeout_s} s: {job_status(store, job)}")
+
+
+def tar_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def zip_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def assert_same_outputs(stream_dir: Path, batch_dir: Path, prob_atol: float = 0.0) -> int:
+    """Stream results equal batch outputs; returns the number of ROIs compared."""
+    n_rois = 0
+    names = sorted(p.name for p in (batch_dir / "measurements").glob("*.csv"))
+    assert names and names == sorted(p.name for p in (stream_dir / "measurements").glob("*.csv"))
+    for name in names:
+        stem = name[: -len(".csv")]
+        a = tar_members(stream_dir / "segmentation" / f"{stem}.tar")
+        b = tar_members(batch_dir / "segmentation" / f"{stem}.tar")
+        assert a == b, f"{stem}: ROI tar members differ"
+        n_rois += len(b)
+        assert (stream_dir / "measurements" / name).read_bytes() == (
+            batch_dir / "measurements" / name
+        ).read_bytes(), f"{stem}: measurements differ"
+        ids_a, probs_a, classes_a = read_classification_csv(stream_dir / "classification" / name)
+        ids_b, probs_b, classes_b = read_classification_csv(batch_dir / "classification" / name)
+        assert ids_a == ids_b and classes_a == classes_b
+        np.testing.assert_allclose(probs_a, probs_b, rtol=0, atol=max(prob_atol, 1e-7))
+        if prob_atol == 0.0:
+            assert zip_members(stream_dir / "ecotaxa" / f"{stem}.zip") == zip_members(
+                batch_dir / "ecotaxa" / f"{stem}.zip"
+            ), f"{stem}: EcoTaxa export differs"
+    return n_rois
+
+
+def fresh_store(s3_server: ServerHandle, name: str) -> S3Store:
+    store = S3Store(
+        s3_server.endpoint,
+        s3_server.extra["access_key"],
+        s3_server.extra["secret_key"],
+        f"svc-{name}-{uuid.uuid4().hex[:6]}",
+        retries=3,
+    )
+    store.ensure_bucket()
+    CREDENTIALS[store.endpoint] = (s3_server.extra["access_key"], s3_server.extra["secret_key"])
+    return store
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_services_give_the_batch_cli_outputs_for_the_same_videos(
+    raw: Path, batch_project: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    from plankline.stream.results import download_results, job_status
+
+    store = fresh_store(s3_server, "same")
+    with services(kafka, store):
+        submit(raw, "same", store, kafka)
+        status = wait_finished(store, "same")
+    assert status.planned == 3 + 2 and status.failed == {}
+    download_results(store, "same", tmp_path / "out")
+    n = assert_same_outputs(tmp_path / "out", batch_project)
+    assert n > 20 and status.rois == n
+    assert job_status(store, "same").done == 5
