@@ -222,3 +222,53 @@ def test_services_give_the_batch_cli_outputs_for_the_same_videos(
     n = assert_same_outputs(tmp_path / "out", batch_project)
     assert n > 20 and status.rois == n
     assert job_status(store, "same").done == 5
+
+
+@pytest.fixture(scope="module")
+def triton_server(
+    stack_dir: Path, triton_venv: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """Real Triton serving the shipped default model through the exported python backend."""
+    from plankline.model.export import write_triton_repository
+    from plankline.model.infer import DEFAULT_MODEL_DIR
+
+    repo = tmp_path_factory.mktemp("triton-models")
+    write_triton_repository(DEFAULT_MODEL_DIR, repo)
+    server = stack.start_triton(
+        stack_dir, repo, venv=triton_venv, model_config_name="cpu_python", name="triton-svc"
+    )
+    yield server
+    server.stop()
+
+
+def test_classifier_through_triton_gives_the_onnx_runtime_probabilities(
+    raw: Path,
+    batch_project: Path,
+    kafka: ServerHandle,
+    s3_server: ServerHandle,
+    triton_server: ServerHandle,
+    tmp_path: Path,
+) -> None:
+    from plankline.stream.results import download_results
+
+    store = fresh_store(s3_server, "triton")
+    with services(
+        kafka,
+        store,
+        inference="triton",
+        triton_url=triton_server.endpoint,
+        triton_batch=8,
+        triton_concurrency=3,
+    ) as runners:
+        submit(raw, "triton", store, kafka)
+        wait_finished(store, "triton")
+    assert runners["classifier"].stats.processed == 5
+    _, metrics = stack.http_get(f"http://127.0.0.1:{triton_server.ports['metrics']}/metrics")
+    served = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("nv_inference_count{") and "plankline_classifier" in line
+    ]
+    assert served and served[0] > 20  # the ROIs really went through Triton
+    download_results(store, "triton", tmp_path / "out")
+    assert assert_same_outputs(tmp_path / "out", batch_project, prob_atol=1e-5) > 20
