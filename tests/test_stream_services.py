@@ -272,3 +272,119 @@ def test_classifier_through_triton_gives_the_onnx_runtime_probabilities(
     assert served and served[0] > 20  # the ROIs really went through Triton
     download_results(store, "triton", tmp_path / "out")
     assert assert_same_outputs(tmp_path / "out", batch_project, prob_atol=1e-5) > 20
+
+
+class ServiceProcess:
+    """One service as its own process through the shared runner (``kill -9``-able)."""
+
+    def __init__(
+        self,
+        name: str,
+        kafka: ServerHandle,
+        store: S3Store,
+        log_dir: Path,
+        *,
+        factory: str | None = None,
+        env: dict[str, str] | None = None,
+        **kw: Any,
+    ):
+        import json
+        import os
+
+        settings = service_settings(name, kafka, store, **kw)
+        self.env = dict(os.environ)
+        for field, value in settings.model_dump(mode="json").items():
+            if field == "s3_secret_key":
+                value = settings.s3_secret_key.get_secret_value()
+            if value is not None:
+                self.env[f"PLANKLINE_{field.upper()}"] = (
+                    json.dumps(value) if isinstance(value, list) else str(value)
+                )
+        self.env["PYTHONPATH"] = str(Path(__file__).resolve().parent)
+        self.env.update(env or {})
+        self.factory = factory or f"{SERVICES[name][0]}:from_env"
+        self.name, self.log_dir, self.process = name, log_dir, None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "plankline.stream.runner", self.factory],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill9(self) -> None:
+        import signal
+
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_of_each_service_mid_run_and_restart_gives_identical_outputs(
+    raw: Path, batch_project: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    from plankline.stream.results import download_results
+
+    store = fresh_store(s3_server, "kill")
+    procs = {
+        name: ServiceProcess(
+            name,
+            kafka,
+            store,
+            tmp_path,
+            factory=f"stream_service_wrappers:{name}",
+            env={"TEST_PAUSE_AFTER_FIRST_S": "3"},
+        )
+        for name in SERVICES
+    }
+    # each service pauses after writing its first outputs, before produce+commit: kill it there
+    killed = []
+    try:
+        submit(raw, "kill", store, kafka)
+        for name, proc in procs.items():
+
+            def pausing(name: str = name) -> bool:
+                return "pausing after" in (tmp_path / f"{name}.log").read_text()
+
+            wait_for(pausing, 90, f"{name} to write its first outputs")
+            proc.kill9()
+            killed.append(name)
+            proc.env["TEST_PAUSE_AFTER_FIRST_S"] = "0"
+            proc.start()
+        status = wait_finished(store, "kill", timeout_s=180)
+    finally:
+        for proc in procs.values():
+            proc.stop()
+    assert killed == list(SERVICES) and status.failed == {}
+    for name in SERVICES:  # the message in hand at the kill was handled again after restart
+        log = (tmp_path / f"{name}.log").read_text()
+        first = log.split("pausing after ", 1)[1].split("\n", 1)[0]
+        assert log.count(f"handled {first}\n") >= 2, f"{name} did not redo {first}"
+    download_results(store, "kill", tmp_path / "out")
+    assert assert_same_outputs(tmp_path / "out", batch_project) == status.rois

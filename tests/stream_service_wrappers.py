@@ -1,0 +1,79 @@
+"""The real service handlers, wrapped to pause after their first message for kill tests.
+
+``handle()`` of the real service runs in full (its S3 outputs are written); the
+wrapper then sleeps ``TEST_PAUSE_AFTER_FIRST_S`` before returning, i.e. before
+the runner produces downstream and commits. A ``kill -9`` in that pause lands
+at the worst moment: outputs written, offset not committed. Each handled
+message key is logged, so the test can see the chunk was redone after restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from plankline.stream.runner import Incoming, Outgoing
+
+log = logging.getLogger("plankline.test.wrapper")
+
+
+class PauseAfterFirst:
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.pause_s = float(os.environ.get("TEST_PAUSE_AFTER_FIRST_S", "0"))
+        self.handled = 0
+
+    def setup(self) -> None:
+        self.handler.setup()
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        out = self.handler.handle(message)
+        what = f"{message.topic} {(message.key or b'').decode()}"
+        log.info("handled %s", what)
+        if self.pause_s and not self.handled and self._wrote(message):
+            self.handled += 1
+            log.info("pausing after %s", what)
+            time.sleep(self.pause_s)
+        return out
+
+    def _wrote(self, message: Incoming) -> bool:
+        """True once the message made the service write (the collector waits for a pair)."""
+        from plankline.stream import contracts
+        from plankline.stream.collector import Collector
+
+        if not isinstance(self.handler, Collector):
+            return True
+        ref = message.parse().chunk  # type: ignore[attr-defined]
+        done = contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "done.json")
+        return bool(self.handler.store.exists(done))
+
+    def close(self) -> None:
+        close = getattr(self.handler, "close", None)
+        if callable(close):
+            close()
+
+
+def segmenter() -> PauseAfterFirst:
+    from plankline.stream.segmenter import from_env
+
+    return PauseAfterFirst(from_env())
+
+
+def measurer() -> PauseAfterFirst:
+    from plankline.stream.measurer import from_env
+
+    return PauseAfterFirst(from_env())
+
+
+def classifier() -> PauseAfterFirst:
+    from plankline.stream.classifier import from_env
+
+    return PauseAfterFirst(from_env())
+
+
+def collector() -> PauseAfterFirst:
+    from plankline.stream.collector import from_env
+
+    return PauseAfterFirst(from_env())
