@@ -388,3 +388,68 @@ def test_kill_9_of_each_service_mid_run_and_restart_gives_identical_outputs(
         assert log.count(f"handled {first}\n") >= 2, f"{name} did not redo {first}"
     download_results(store, "kill", tmp_path / "out")
     assert assert_same_outputs(tmp_path / "out", batch_project) == status.rois
+
+
+def read_dead_letters(bootstrap: str, want: int, timeout_s: float = 30.0) -> list[Any]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    topic = contracts.TOPIC_DEAD_LETTER
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(found) < want:
+        for records in consumer.poll(timeout_ms=200).values():
+            found += [contracts.parse(topic, r.value) for r in records]
+    consumer.close()
+    return found
+
+
+def test_a_truncated_video_dead_letters_its_bad_chunk_and_the_job_reports_it(
+    raw: Path,
+    batch_project: Path,
+    kafka: ServerHandle,
+    s3_server: ServerHandle,
+    tmp_path: Path,
+) -> None:
+    from plankline.stream.results import download_results, job_status
+
+    bad = "20260101120020.000.avi"
+    videos = tmp_path / "raw"
+    videos.mkdir()
+    for video in raw.glob("*.avi"):
+        (videos / video.name).symlink_to(video)
+    write_synth_video(tmp_path / bad, 8, seed=3, fps=FPS, **SMALL)
+    data = (tmp_path / bad).read_bytes()
+    (videos / bad).write_bytes(data[: int(len(data) * 0.6)])  # ends inside frame 4
+    lone = tmp_path / "lone"
+    (lone / "raw").mkdir(parents=True)
+    (lone / "raw" / bad).symlink_to(videos / bad)
+    batch = run_batch(BatchSettings(project=lone, chunk_frames=CHUNK_FRAMES, workers=1, fps=FPS))
+    assert len(batch.failures) == 1
+
+    store = fresh_store(s3_server, "corrupt")
+    with services(kafka, store) as runners:
+        submit(videos, "corrupt", store, kafka)
+        status = wait_finished(store, "corrupt")
+    assert status.planned == 7 and status.done == 7
+    (name, error), *others = status.failed.items()
+    assert not others and name == "20260101120020.400"
+    assert bad in error and "frame 4" in error, error
+    (letter,) = read_dead_letters(kafka.endpoint, 1)
+    assert bad in letter.error and "frame 4" in letter.error and letter.service == "segmenter"
+    assert letter.input_topic == contracts.TOPIC_CHUNKS
+    assert runners["segmenter"].stats.dead_lettered == 0  # a clean failure, not a crash loop
+    assert job_status(store, "corrupt").failed == status.failed
+    download_results(store, "corrupt", tmp_path / "out")
+    good, lone_out = tmp_path / "good", tmp_path / "lone_out"
+    for kind in ("segmentation", "measurements", "classification", "ecotaxa"):
+        (good / kind).mkdir(parents=True)
+        (lone_out / kind).mkdir(parents=True)
+        for path in (tmp_path / "out" / kind).iterdir():
+            dest = lone_out if path.name.startswith("20260101120020") else good
+            (dest / kind / path.name).symlink_to(path)
+    assert assert_same_outputs(good, batch_project) > 20
+    assert assert_same_outputs(lone_out, lone) > 0  # the ROIs before the bad frame, as batch
