@@ -113,7 +113,7 @@ def services(
 
     runners: dict[str, Runner] = {}
     threads = []
-    for name in names:
+    for replica, name in enumerate(names):
         module = importlib.import_module(SERVICES[name][0])
         settings = service_settings(name, kafka, store, **kw)
         handler = {
@@ -123,7 +123,7 @@ def services(
             "collector": "Collector",
         }[name]
         runner = Runner(getattr(module, handler)(settings), settings)
-        runners[name] = runner
+        runners[name if name not in runners else f"{name}-{replica}"] = runner
         thread = threading.Thread(target=runner.run, name=name, daemon=True)
         thread.start()
         threads.append(thread)
@@ -453,3 +453,27 @@ def test_a_truncated_video_dead_letters_its_bad_chunk_and_the_job_reports_it(
             (dest / kind / path.name).symlink_to(path)
     assert assert_same_outputs(good, batch_project) > 20
     assert assert_same_outputs(lone_out, lone) > 0  # the ROIs before the bad frame, as batch
+
+
+def test_two_segmenter_replicas_split_the_partitions_and_give_identical_outputs(
+    raw: Path, batch_project: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    from plankline.stream.results import download_results
+
+    store = fresh_store(s3_server, "replicas")
+    names = ("segmenter", "segmenter", "measurer", "classifier", "collector")
+    with services(kafka, store, names) as runners:
+        one, two = runners["segmenter"], runners["segmenter-1"]
+
+        def balanced() -> bool:
+            return bool(one.assignment) and bool(two.assignment)
+
+        wait_for(balanced, 60, "both segmenter replicas to own partitions")
+        assert not one.assignment & two.assignment
+        submit(raw, "replicas", store, kafka)
+        wait_finished(store, "replicas")
+    assert one.stats.processed > 0 and two.stats.processed > 0
+    assert one.stats.processed + two.stats.processed == 5
+    assert not one.stats.partitions_seen & two.stats.partitions_seen
+    download_results(store, "replicas", tmp_path / "out")
+    assert assert_same_outputs(tmp_path / "out", batch_project) > 20
