@@ -106,10 +106,22 @@ def service_settings(name: str, kafka: ServerHandle, store: S3Store, **kw: Any) 
 
 @contextmanager
 def services(
-    kafka: ServerHandle, store: S3Store, names: tuple[str, ...] = tuple(SERVICES), **kw: Any
+    kafka: ServerHandle,
+    store: S3Store,
+    names: tuple[str, ...] = tuple(SERVICES),
+    pause_after_first: dict[str, float] | None = None,
+    **kw: Any,
 ) -> Iterator[dict[str, Runner]]:
-    """The services as runners in threads of this process (stopped on exit)."""
+    """The services as runners in threads of this process (stopped on exit).
+
+    ``pause_after_first``: service -> seconds it pauses after its first writes, before
+    produce+commit (see ``stream_service_wrappers``).
+    """
     import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from stream_service_wrappers import PauseAfterFirst
 
     runners: dict[str, Runner] = {}
     threads = []
@@ -122,7 +134,11 @@ def services(
             "classifier": "ClassifierService",
             "collector": "Collector",
         }[name]
-        runner = Runner(getattr(module, handler)(settings), settings)
+        service = getattr(module, handler)(settings)
+        if pause_after_first and name in pause_after_first:
+            service = PauseAfterFirst(service)
+            service.pause_s = pause_after_first[name]
+        runner = Runner(service, settings)
         runners[name if name not in runners else f"{name}-{replica}"] = runner
         thread = threading.Thread(target=runner.run, name=name, daemon=True)
         thread.start()
@@ -477,3 +493,51 @@ def test_two_segmenter_replicas_split_the_partitions_and_give_identical_outputs(
     assert not one.stats.partitions_seen & two.stats.partitions_seen
     download_results(store, "replicas", tmp_path / "out")
     assert assert_same_outputs(tmp_path / "out", batch_project) > 20
+
+
+def test_broker_restart_on_s3_storage_and_s3_restart_mid_run_give_identical_outputs(
+    raw: Path, batch_project: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    import secrets
+
+    from plankline.stream.results import download_results
+
+    suffix = uuid.uuid4().hex[:6]
+    secret = secrets.token_hex(16)
+    s3 = stack.start_seaweedfs(stack_dir, "outage", secret, name=f"seaweedfs-{suffix}")
+    s3.extra["secret_key"] = secret
+    S3Store(s3.endpoint, "outage", secret, "tansu").ensure_bucket()
+
+    def tansu(port: int | None = None) -> ServerHandle:
+        return stack.start_tansu(
+            stack_dir,
+            storage="s3://tansu/",
+            s3_endpoint=s3.endpoint,
+            s3_access_key="outage",
+            s3_secret_key=secret,
+            name=f"tansu-s3-{suffix}",
+            port=port,
+        )
+
+    broker = tansu()
+    try:
+        ensure_topics(broker.endpoint, {t: 2 for t in contracts.TOPICS})
+        store = fresh_store(s3, "outage")
+        pauses = {"measurer": 2.0, "collector": 2.0}
+        patient = {"max_attempts": 30, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
+        with services(broker, store, pause_after_first=pauses, **patient) as runners:
+            submit(raw, "outage", store, broker)
+            measurer, collector = runners["measurer"].handler, runners["collector"].handler
+            wait_for(lambda: measurer.handled == 1, 60, "the measurer's first chunk")  # type: ignore[attr-defined]
+            broker.stop()  # mid-run: the measurer has written but not produced nor committed
+            broker = tansu(broker.ports["kafka"])
+            wait_for(lambda: collector.handled == 1, 90, "the collector's first chunk")  # type: ignore[attr-defined]
+            s3.stop()
+            s3 = stack.start_seaweedfs(stack_dir, "outage", secret, name=s3.name, ports=s3.ports)
+            status = wait_finished(store, "outage", timeout_s=180)
+        assert status.failed == {}
+        download_results(store, "outage", tmp_path / "out")
+        assert assert_same_outputs(tmp_path / "out", batch_project) == status.rois
+    finally:
+        broker.stop()
+        s3.stop()

@@ -305,6 +305,7 @@ def start_seaweedfs(
     *,
     name: str = "seaweedfs",
     timeout_s: float = 60.0,
+    ports: dict[str, int] | None = None,
 ) -> ServerHandle:
     """Start ``weed mini`` (master, volume, filer, S3) with every port set, on 127.0.0.1.
 
@@ -332,7 +333,12 @@ def start_seaweedfs(
         )
     )
     s3_config.chmod(0o600)
-    master, volume, filer, s3, admin = _distinct_ports(5, max_port=55535, grpc_offset=10000)
+    if ports:  # a restart keeps its ports, so clients reconnect to the same endpoint
+        master, volume, filer, s3, admin = (
+            ports[k] for k in ("master", "volume", "filer", "s3", "admin")
+        )
+    else:
+        master, volume, filer, s3, admin = _distinct_ports(5, max_port=55535, grpc_offset=10000)
     argv = [
         str(weed_binary()),
         f"-logdir={logdir}",
@@ -381,6 +387,7 @@ def start_tansu(
     s3_secret_key: str = "",
     name: str = "tansu",
     timeout_s: float = 30.0,
+    port: int | None = None,
 ) -> ServerHandle:
     """Start a Tansu Kafka-protocol broker on 127.0.0.1; ``handle.endpoint`` is bootstrap.
 
@@ -390,7 +397,7 @@ def start_tansu(
     """
     state_dir = Path(state_dir).resolve()
     (state_dir / name).mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()  # a restart passes its old port: clients reconnect to it
     url = f"tcp://{HOST}:{port}"
     argv = [
         str(tansu_binary()),
