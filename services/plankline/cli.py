@@ -562,38 +562,55 @@ _STATE_DIR_OPTION = typer.Option("--state-dir", help="Logs, data, pidfiles and e
 
 @stack_app.command(
     "up",
-    epilog="Example: plankline stack up --triton models/ --model-config-name cpu_python; "
-    "source .stack/env",
+    epilog="Example: plankline stack up; plankline submit raw/*.avi; plankline results out/",
 )
 def stack_up_command(
     state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
     tansu_storage: Annotated[
         str, typer.Option(help="memory, or s3 (survives restarts).")
     ] = "memory",
-    triton: Annotated[Path | None, typer.Option(help="Triton model repository to serve.")] = None,
-    model_config_name: Annotated[str | None, typer.Option(help="e.g. cpu_python.")] = None,
+    triton: Annotated[
+        Path | None,
+        typer.Option(help="Triton model repository to serve (default: the shipped model)."),
+    ] = None,
+    model_config_name: Annotated[
+        str | None, typer.Option(help="Triton config under configs/ (CPU: cpu_python).")
+    ] = "cpu_python",
+    with_triton: Annotated[bool, typer.Option("--with-triton/--no-triton")] = True,
+    services: Annotated[
+        bool, typer.Option("--services/--no-services", help="Also start one of each service.")
+    ] = True,
+    inference: Annotated[
+        str, typer.Option(help="Classifier backend: triton or onnxruntime.")
+    ] = "triton",
+    segmenters: Annotated[int, typer.Option(help="Segmenter replicas.")] = 1,
     partitions: Annotated[int, typer.Option(help="Partitions per plankline topic.")] = 4,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Start the servers on free ports, create bucket and topics, write STATE_DIR/env."""
-    from plankline.stream.stack import ServerError, stack_up
+    """Start Tansu, SeaweedFS, Triton and the services on 127.0.0.1; write STATE_DIR/env."""
+    from plankline.stream.launch import up
+    from plankline.stream.stack import ServerError
 
     try:
-        handles = stack_up(
+        handles = up(
             state_dir,
             tansu_storage=tansu_storage,
             partitions=partitions,
-            triton_model_repository=triton,
+            triton=with_triton,
+            model_repository=triton,
             model_config_name=model_config_name,
+            services=services,
+            inference=inference,
+            replicas={"segmenter": segmenters},
         )
     except (ServerError, ValueError, FileNotFoundError) as error:
         _fail(str(error), debug)
     for name, handle in handles.items():
         rich.print(
-            f"[green]up[/] {name:10} pid {handle.pid:<8} {handle.endpoint:22} "
+            f"[green]up[/] {name:12} pid {handle.pid:<8} {handle.endpoint:24} "
             f"ready in {handle.extra.get('ready_s', '?')} s  log {handle.log_path}"
         )
-    rich.print(f"point services at it: [bold]source {state_dir / 'env'}[/]")
+    rich.print(f"point other tools at it: [bold]source {state_dir / 'env'}[/]")
 
 
 @stack_app.command("down", epilog="Example: plankline stack down")
@@ -627,8 +644,104 @@ def stack_status_command(
         down += not alive
         ports = " ".join(f"{k}={v}" for k, v in handle.ports.items())
         state = "[green]running[/]" if alive else "[red]not running[/]"
-        rich.print(f"{name:10} {state} pid {handle.pid:<8} {handle.endpoint:22} {ports}")
+        rich.print(f"{name:12} {state} pid {handle.pid:<8} {handle.endpoint:24} {ports}")
+    from plankline.stream.launch import stage_stats
+
+    stages = stage_stats(state_dir)
+    if stages:
+        rich.print("stage         ok  dead-letter  errors  mean latency  lag (committed)")
+        for row in stages:
+            latency = row["mean_latency_s"]
+            shown = f"{latency * 1000:9.1f} ms" if latency is not None else "        -   "
+            rich.print(
+                f"{row['name']:12} {row['ok']:4} {row['dead_letter']:12} {row['errors']:7}"
+                f"  {shown}  {row['lag']:6}" + ("" if row["up"] else "  (no metrics)")
+            )
     if down:
+        raise typer.Exit(1)
+
+
+import typing  # noqa: E402 (stream section: type names for _stream_store only)
+
+if typing.TYPE_CHECKING:
+    from plankline.stream.settings import RunnerSettings
+    from plankline.stream.store import S3Store
+
+
+def _stream_store(state_dir: Path) -> tuple[RunnerSettings, S3Store]:
+    """Kafka/S3 settings from PLANKLINE_* or, where unset, the stack in STATE_DIR."""
+    from plankline.stream.launch import use_stack_env
+    from plankline.stream.settings import RunnerSettings
+    from plankline.stream.store import S3Store
+
+    use_stack_env(state_dir)
+    settings = RunnerSettings()
+    return settings, S3Store.from_settings(settings)
+
+
+@app.command(
+    epilog="Example: plankline submit raw/*.avi --job cruise42 --chunk-frames 100",
+)
+def submit(
+    videos: Annotated[list[Path], typer.Argument(help="Videos or frame folders.")],
+    job: Annotated[str, typer.Option(help="Job name ([A-Za-z0-9._-]).")] = "default",
+    chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Send videos to the streaming services (the stack of STATE_DIR, or PLANKLINE_* env)."""
+    from plankline.config import PipelineSettings
+    from plankline.stream.ingest import submit as ingest
+
+    try:
+        runner, store = _stream_store(state_dir)
+        options = {"chunk_frames": chunk_frames} if chunk_frames else {}
+        settings = PipelineSettings(**options, **_parse_sets(set_ or []))
+        report = ingest(videos, job, settings, store, runner.bootstrap_servers)
+    except (ValueError, FileNotFoundError, KeyError, ConnectionError) as error:
+        _fail(str(error), debug)
+    rich.print(
+        f"job {job}: {report.chunks} chunks ({report.frames} frames) submitted, "
+        f"{report.skipped} already done"
+    )
+    for failure in report.failures:
+        typer.secho(f"  not submitted: {failure}", fg="red")
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command(epilog="Example: plankline results --job cruise42 cruise42-out/ --wait")
+def results(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for segmentation/ measurements/ ...")],
+    job: Annotated[str, typer.Option(help="Job name.")] = "default",
+    wait: Annotated[bool, typer.Option(help="Wait until every chunk is done.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 3600.0,
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Download a job's final outputs in the batch layout and print its status."""
+    import time
+
+    from plankline.stream.results import download_results, job_status
+
+    try:
+        _, store = _stream_store(state_dir)
+        status = job_status(store, job)
+        deadline = time.monotonic() + timeout
+        while wait and not status.finished and time.monotonic() < deadline:
+            time.sleep(1.0)
+            status = job_status(store, job)
+        files = download_results(store, job, out_dir)
+    except (ValueError, KeyError, ConnectionError) as error:
+        _fail(str(error), debug)
+    rich.print(
+        f"job {job}: {status.done}/{status.planned} chunks done, {status.pending} pending, "
+        f"{len(status.failed)} failed, {status.rois} ROIs; {len(files)} files in {out_dir}"
+    )
+    for name, error in status.failed.items():
+        typer.secho(f"  failed {name}: {error.splitlines()[0]}", fg="red")
+    if status.failed or not status.finished:
         raise typer.Exit(1)
 
 

@@ -1,0 +1,190 @@
+"""The whole local stack: servers (``stack.stack_up``) plus Triton with the default model and
+one process per service, each through the shared runner, with logs and PID files.
+
+``plankline stack up`` calls :func:`up`; ``plankline stack down`` stops exactly
+the recorded PIDs (services first, so they commit and leave their groups);
+``plankline stack status`` reads each service's ``/metrics`` (:func:`stage_stats`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from plankline.stream import contracts
+from plankline.stream.stack import (
+    HOST,
+    ServerHandle,
+    _handle,
+    _spawn,
+    _wait_ready,
+    free_port,
+    http_get,
+    read_state,
+    stack_up,
+    write_state,
+)
+
+#: service -> (handler factory, input topics); consumer group = service name.
+SERVICES: dict[str, tuple[str, list[str]]] = {
+    "segmenter": ("plankline.stream.segmenter:from_env", [contracts.TOPIC_CHUNKS]),
+    "measurer": ("plankline.stream.measurer:from_env", [contracts.TOPIC_ROIS]),
+    "classifier": ("plankline.stream.classifier:from_env", [contracts.TOPIC_ROIS]),
+    "collector": (
+        "plankline.stream.collector:from_env",
+        [contracts.TOPIC_MEASUREMENTS, contracts.TOPIC_CLASSIFICATIONS],
+    ),
+}
+
+TRITON_MODEL = "plankline_classifier"
+
+
+def read_env_file(state_dir: Path) -> dict[str, str]:
+    """``PLANKLINE_*`` variables ``stack up`` wrote to ``<state>/env``."""
+    path = Path(state_dir) / "env"
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.removeprefix("export ").partition("=")
+            if sep:
+                values[key.strip()] = value.strip()
+    return values
+
+
+def use_stack_env(state_dir: Path) -> None:
+    """Point this process at the stack in ``state_dir`` unless the environment already does."""
+    for key, value in read_env_file(state_dir).items():
+        os.environ.setdefault(key, value)
+
+
+def export_default_model(state_dir: Path, model_dir: Path | None = None) -> Path:
+    """A Triton repository serving ``model_dir`` (default: the shipped model); returns it."""
+    from plankline.model.export import write_triton_repository
+    from plankline.model.infer import DEFAULT_MODEL_DIR
+
+    repo = Path(state_dir).resolve() / "models"
+    write_triton_repository(Path(model_dir or DEFAULT_MODEL_DIR), repo, model_name=TRITON_MODEL)
+    return repo
+
+
+def start_service(
+    state_dir: Path, name: str, env: dict[str, str], *, replica: int = 0, timeout_s: float = 90
+) -> ServerHandle:
+    """One service process (``python -m plankline.stream.runner FACTORY``), ready when /readyz."""
+    factory, topics = SERVICES[name]
+    label = name if replica == 0 else f"{name}-{replica}"
+    port = free_port()
+    child = dict(os.environ) | env
+    child |= {
+        "PLANKLINE_SERVICE_NAME": name,
+        "PLANKLINE_GROUP_ID": name,
+        "PLANKLINE_INPUT_TOPICS": json.dumps(topics),
+        "PLANKLINE_HTTP_HOST": HOST,
+        "PLANKLINE_HTTP_PORT": str(port),
+    }
+    argv = [sys.executable, "-m", "plankline.stream.runner", factory]
+    process, log_path, pid_path = _spawn(label, argv, Path(state_dir).resolve(), env=child)
+    handle = _handle(
+        label, process, log_path, pid_path, {"http": port}, f"http://{HOST}:{port}", service=name
+    )
+
+    def ready() -> bool:
+        return http_get(f"{handle.endpoint}/readyz", 1.0)[0] == 200
+
+    handle.extra["ready_s"] = f"{_wait_ready(handle, ready, timeout_s, 0.2):.2f}"
+    return handle
+
+
+def up(
+    state_dir: Path,
+    *,
+    tansu_storage: str = "memory",
+    partitions: int = 4,
+    triton: bool = True,
+    model_repository: Path | None = None,
+    model_config_name: str | None = "cpu_python",
+    services: bool = True,
+    inference: str = "triton",
+    replicas: dict[str, int] | None = None,
+) -> dict[str, ServerHandle]:
+    """Servers, Triton (default: the shipped model, ``cpu_python``) and the services."""
+    state_dir = Path(state_dir).resolve()
+    if triton and model_repository is None:
+        model_repository = export_default_model(state_dir)
+    handles = stack_up(
+        state_dir,
+        tansu_storage=tansu_storage,
+        partitions=partitions,
+        triton_model_repository=model_repository if triton else None,
+        model_config_name=model_config_name,
+        triton_venv=Path(os.environ["PLANKLINE_TRITON_VENV"])
+        if os.environ.get("PLANKLINE_TRITON_VENV")
+        else None,
+    )
+    if not services:
+        return handles
+    env = read_env_file(state_dir)
+    env["PLANKLINE_INFERENCE"] = inference if triton else "onnxruntime"
+    env["PLANKLINE_TRITON_MODEL"] = TRITON_MODEL
+    started: dict[str, ServerHandle] = {}
+    wanted = [(n, r) for n in SERVICES for r in range((replicas or {}).get(n, 1))]
+    try:  # in parallel: each waits for its consumer group join (seconds on Tansu)
+        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+            futures = [pool.submit(start_service, state_dir, n, env, replica=r) for n, r in wanted]
+            errors = []
+            for future in futures:
+                try:
+                    handle = future.result()
+                    started[handle.name] = handle
+                except Exception as error:  # stop the others too, then report
+                    errors.append(error)
+            if errors:
+                raise errors[0]
+    except BaseException:
+        for handle in [*started.values(), *handles.values()]:
+            handle.stop()
+        raise
+    # services first: `down` stops them before the servers they commit to
+    write_state(state_dir, [*started.values(), *handles.values()])
+    return started | handles
+
+
+def stage_stats(state_dir: Path) -> list[dict[str, Any]]:
+    """Per service process: messages ok / dead-lettered, errors, latency, consumer lag.
+
+    Lag is the runner's own figure: records fetched or seen (high-water mark of its
+    fetches) minus its COMMITTED offset, per assigned partition, never Tansu's
+    ``end_offsets``.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rows = []
+    for name, handle in read_state(state_dir).items():
+        if "service" not in handle.extra:
+            continue
+        status, body = http_get(f"{handle.endpoint}/metrics")
+        row: dict[str, Any] = {"name": name, "up": status == 200, "ok": 0, "dead_letter": 0}
+        row |= {"errors": 0, "lag": 0, "latency_count": 0, "latency_sum": 0.0}
+        if status == 200:
+            for family in text_string_to_metric_families(body):
+                for sample in family.samples:
+                    if sample.name == "plankline_messages_total":
+                        row[sample.labels["outcome"]] = row.get(sample.labels["outcome"], 0) + int(
+                            sample.value
+                        )
+                    elif sample.name == "plankline_handle_errors_total":
+                        row["errors"] += int(sample.value)
+                    elif sample.name == "plankline_consumer_lag":
+                        row["lag"] += int(sample.value)
+                    elif sample.name == "plankline_handle_seconds_count":
+                        row["latency_count"] += int(sample.value)
+                    elif sample.name == "plankline_handle_seconds_sum":
+                        row["latency_sum"] += sample.value
+        count = row["latency_count"]
+        row["mean_latency_s"] = row["latency_sum"] / count if count else None
+        rows.append(row)
+    return rows
