@@ -459,6 +459,24 @@ def test_a_truncated_video_dead_letters_its_bad_chunk_and_the_job_reports_it(
     assert letter.input_topic == contracts.TOPIC_CHUNKS
     assert runners["segmenter"].stats.dead_lettered == 0  # a clean failure, not a crash loop
     assert job_status(store, "corrupt").failed == status.failed
+    from plankline.cli import app
+    from typer.testing import CliRunner
+
+    env = {
+        "PLANKLINE_S3_ENDPOINT": store.endpoint,
+        "PLANKLINE_S3_ACCESS_KEY": CREDENTIALS[store.endpoint][0],
+        "PLANKLINE_S3_SECRET_KEY": CREDENTIALS[store.endpoint][1],
+        "PLANKLINE_S3_BUCKET": store.bucket,
+    }
+    shown = CliRunner().invoke(
+        app,
+        ["results", str(tmp_path / "cli-out"), "--job", "corrupt", "--state-dir", str(tmp_path)],
+        env=env,
+    )
+    assert shown.exit_code == 1, shown.output
+    assert "7/7 chunks done" in shown.output and "1 failed" in shown.output
+    assert "failed 20260101120020.400" in shown.output and "frame 4" in shown.output
+    assert len(list((tmp_path / "cli-out" / "measurements").glob("*.csv"))) == 7
     download_results(store, "corrupt", tmp_path / "out")
     good, lone_out = tmp_path / "good", tmp_path / "lone_out"
     for kind in ("segmentation", "measurements", "classification", "ecotaxa"):
