@@ -17,6 +17,17 @@ runner
 stack
     Real local servers on 127.0.0.1 (Tansu, SeaweedFS, Triton) for
     ``plankline stack up|down|status`` and the test fixtures.
+ingest, segmenter, measurer, classifier, collector
+    The pipeline as services: ``plankline submit`` cuts videos into chunk segments
+    in S3 and publishes VideoChunk; each service is a thin Handler calling the
+    same ``plankline.pipeline`` functions as the batch CLI (``find_rois``,
+    ``measure_chunk``, ``load_classifier``/Triton, ``write_outputs``), so outputs
+    equal ``plankline run``'s. Run one with
+    ``python -m plankline.stream.runner plankline.stream.<service>:from_env``.
+jobs, results, launch
+    Job manifest (the job's PipelineSettings travel with it), segment reader and
+    ROI (de)serialisation; job status and ``plankline results``; ``stack up``
+    with Triton (exported default model) and one process per service.
 
 Local stack
 -----------
