@@ -152,10 +152,12 @@ def services(
             thread.join(timeout=30)
 
 
-def submit(raw: Path, job: str, store: S3Store, kafka: ServerHandle) -> None:
+def submit(
+    raw: Path, job: str, store: S3Store, kafka: ServerHandle, pattern: str = "*.avi"
+) -> None:
     from plankline.stream.ingest import submit as ingest
 
-    videos = sorted(p for p in raw.iterdir() if p.suffix == ".avi")
+    videos = sorted(p for p in raw.glob(pattern) if not p.name.endswith(".truth.csv"))
     settings = PipelineSettings(chunk_frames=CHUNK_FRAMES, fps=FPS)
     report = ingest(videos, job, settings, store, kafka.endpoint)
     assert report.failures == [] or all("20260101" in f for f in report.failures)
@@ -559,3 +561,31 @@ def test_broker_restart_on_s3_storage_and_s3_restart_mid_run_give_identical_outp
     finally:
         broker.stop()
         s3.stop()
+
+
+def test_a_frame_folder_and_an_h264_video_give_the_batch_cli_outputs(
+    kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    """Frame folders travel as tars of frame files; H.264 (not cuttable) as the whole video."""
+    import cv2
+    from plankline.imaging.synth import synth_frames
+    from plankline.stream.results import download_results
+
+    project = tmp_path / "batch"
+    folder = project / "raw" / "20260101120030.000"
+    folder.mkdir(parents=True)
+    frames, _ = synth_frames(6, seed=21, **SMALL)  # type: ignore[arg-type]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame{i:04d}.png"), frame)
+    write_synth_video(
+        project / "raw" / "20260101120040.000.mp4", 6, seed=22, codec="h264", fps=FPS, **SMALL
+    )
+    run_batch(BatchSettings(project=project, chunk_frames=CHUNK_FRAMES, workers=1, fps=FPS))
+
+    store = fresh_store(s3_server, "formats")
+    with services(kafka, store):
+        submit(project / "raw", "formats", store, kafka, pattern="2026*")
+        status = wait_finished(store, "formats")
+    assert status.planned == 4 and status.failed == {}
+    download_results(store, "formats", tmp_path / "out")
+    assert assert_same_outputs(tmp_path / "out", project) > 5
