@@ -18,8 +18,11 @@ marked done are not published again (idempotent).
 from __future__ import annotations
 
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -112,6 +115,64 @@ def _codec(video: Path) -> str | None:
         return container.streams.video[0].codec_context.name
 
 
+def _segment_format(video: Path) -> str:
+    codec = _codec(video)
+    if codec is None:
+        return SEGMENT_FRAMES_TAR
+    return SEGMENT_VIDEO if codec in REMUXABLE else SEGMENT_WHOLE_VIDEO
+
+
+def upload_chunk(
+    store: S3Store,
+    job: str,
+    video: Path,
+    entry: dict,
+    chunk: Chunk,
+    settings: PipelineSettings,
+    mode: str,
+    tmp: Path,
+) -> contracts.VideoChunk:
+    """Store one chunk's segment under its deterministic key; returns its VideoChunk message."""
+    video_id, n = entry["video_id"], entry["n_frames"]
+    first, stop = segment_range(chunk, n, settings)
+    key = contracts.chunk_key(job, video_id, chunk.index, "video")
+    if mode == SEGMENT_VIDEO:
+        path = tmp / f"{video_id}-{chunk.index}{video.suffix}"
+        remux_segment(video, path, first, stop)
+        # one PUT from memory: ~2.5x faster than minio's multipart file upload
+        store.put_bytes(key, path.read_bytes() if path.exists() else b"")
+        path.unlink(missing_ok=True)
+    elif mode == SEGMENT_FRAMES_TAR:
+        from plankline.imaging.video import _image_files
+
+        store.put_bytes(key, frames_tar(_image_files(video)[first:stop]))
+    else:
+        key = contracts.source_key(job, video_id)
+    return contracts.VideoChunk(
+        chunk=contracts.chunk_ref(job, video_id, chunk.index, chunk.name),
+        first_frame=chunk.start,
+        n_frames=chunk.stop - chunk.start,
+        fps=chunk.fps or 0.0,
+        video_key=key,
+        bucket=store.bucket,
+        video_name=video.name,
+        frame_height=chunk.frame_height,
+        segment_first_frame=first,
+        segment_n_frames=stop - first,
+        video_n_frames=n,
+        segment_format=mode,
+    )
+
+
+def _publish(producer: Any, topic: str, message: contracts.VideoChunk) -> Any:
+    ref = message.chunk
+    return producer.send(
+        topic,
+        key=contracts.message_key(ref.video_id, ref.chunk_index),
+        value=contracts.encode(message),
+    )
+
+
 def submit(
     videos: list[Path],
     job: str,
@@ -120,6 +181,7 @@ def submit(
     bootstrap_servers: str,
     *,
     topic: str = contracts.TOPIC_CHUNKS,
+    upload_threads: int = 2,
 ) -> SubmitReport:
     """Plan, upload and publish every chunk of ``videos`` as job ``job`` (see module)."""
     from kafka import KafkaProducer
@@ -139,69 +201,42 @@ def submit(
     producer = KafkaProducer(
         bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=5, retries=5
     )
-    futures = []
+    sent = []
     try:
-        with tempfile.TemporaryDirectory(prefix="plankline-ingest-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="plankline-ingest-") as tmp,
+            ThreadPoolExecutor(max_workers=upload_threads) as pool,
+        ):
             for video, chunks, entry in plans:
-                video_id, n = entry["video_id"], entry["n_frames"]
-                codec = _codec(video)
-                mode = (
-                    SEGMENT_FRAMES_TAR
-                    if codec is None
-                    else SEGMENT_VIDEO
-                    if codec in REMUXABLE
-                    else SEGMENT_WHOLE_VIDEO
-                )
-                whole_key = contracts.source_key(job, video_id)
+                mode = _segment_format(video)
+                whole_key = contracts.source_key(job, entry["video_id"])
                 if mode == SEGMENT_WHOLE_VIDEO:
                     store.put_file(whole_key, video)
-                for chunk in chunks:
-                    ref = contracts.chunk_ref(job, video_id, chunk.index, chunk.name)
-                    if store.exists(contracts.chunk_key(job, video_id, chunk.index, "done.json")):
-                        report.skipped += 1
-                        continue
-                    first, stop = segment_range(chunk, n, settings)
-                    key = contracts.chunk_key(job, video_id, chunk.index, "video")
-                    if mode == SEGMENT_VIDEO:
-                        path = Path(tmp) / f"{video_id}-{chunk.index}{video.suffix}"
-                        remux_segment(video, path, first, stop)
-                        if path.exists():
-                            # one PUT from memory: ~2.5x faster than a multipart file upload
-                            store.put_bytes(key, path.read_bytes())
-                            path.unlink()
-                        else:
-                            store.put_bytes(key, b"")
-                    elif mode == SEGMENT_FRAMES_TAR:
-                        from plankline.imaging.video import _image_files
-
-                        store.put_bytes(key, frames_tar(_image_files(video)[first:stop]))
-                    else:
-                        key = whole_key
-                    message = contracts.VideoChunk(
-                        chunk=ref,
-                        first_frame=chunk.start,
-                        n_frames=chunk.stop - chunk.start,
-                        fps=chunk.fps or 0.0,
-                        video_key=key,
-                        bucket=store.bucket,
-                        video_name=video.name,
-                        frame_height=chunk.frame_height,
-                        segment_first_frame=first,
-                        segment_n_frames=stop - first,
-                        video_n_frames=n,
-                        segment_format=mode,
+                todo = [
+                    c
+                    for c in chunks
+                    if not store.exists(
+                        contracts.chunk_key(job, entry["video_id"], c.index, "done.json")
                     )
-                    futures.append(
-                        producer.send(
-                            topic,
-                            key=contracts.message_key(video_id, chunk.index),
-                            value=contracts.encode(message),
+                ]
+                report.skipped += len(chunks) - len(todo)
+                # Uploads overlap (2 PUTs at once are ~1.7x faster than one after the other);
+                # messages still go out in chunk order, each once its segment is stored.
+                window: deque[Future[contracts.VideoChunk]] = deque()
+                for chunk in todo:
+                    window.append(
+                        pool.submit(
+                            upload_chunk, store, job, video, entry, chunk, settings, mode, Path(tmp)
                         )
                     )
-                    report.chunks += 1
-                    report.frames += chunk.stop - chunk.start
+                    if len(window) > upload_threads:
+                        sent.append(_publish(producer, topic, window.popleft().result()))
+                while window:
+                    sent.append(_publish(producer, topic, window.popleft().result()))
+                report.chunks += len(todo)
+                report.frames += sum(c.stop - c.start for c in todo)
         producer.flush()
-        for future in futures:
+        for future in sent:
             future.get(timeout=30)  # every chunk acknowledged by the broker
     finally:
         producer.close()
