@@ -390,6 +390,10 @@ def classify(
                 rich.print(f"classified {total} ROIs from {len(tars)} tar(s) into {output}/")
             else:
                 files = list_images(input_)
+                if not files:
+                    raise FileNotFoundError(f"no ROI tars or images under {input_}")
+                if output.is_dir() or output.suffix.lower() != ".csv":
+                    output = output / f"{input_.resolve().name}.csv"
                 task = bar.add_task("ROIs", total=len(files))
                 n = _classify_items(
                     clf,

@@ -186,8 +186,9 @@ class Augment:
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Return an augmented copy of ``crop`` (2-D float32, background 0).
 
-        The output canvas grows so that rotated corners are never cut; the
-        crop is later shrunk by :func:`place_on_canvas` only if it no longer fits.
+        The warp's output grows so that rotated corners are never cut, then is
+        trimmed to the organism's bounding box; the crop is later shrunk by
+        :func:`place_on_canvas` only if it no longer fits.
         """
         h, w = crop.shape
         ang = rng.uniform(0, 2 * np.pi) if self.rotate else 0.0
@@ -215,7 +216,19 @@ class Augment:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=0.0,
         )
+        # Trim to the organism's new bounding box, as a segmenter would crop it: otherwise
+        # the rotated *array* (up to sqrt(2) larger than the object) decides the shrinking,
+        # and big organisms are shown smaller in training than at inference (measured: a
+        # systematic train/test size mismatch for ROIs near the canvas size).
+        ys, xs = np.nonzero(out > 1e-3)
+        if len(ys):
+            out = out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+            # translation = jitter of the segmenter's box: pad one side so the organism
+            # sits off-centre by up to ``translate`` px once the crop is centred
+            tx, ty = (int(np.rint(v)) for v in t)
+            out = np.pad(out, ((max(ty, 0), max(-ty, 0)), (max(tx, 0), max(-tx, 0))))
         if self.noise > 0:
+            out = out.copy()
             out += rng.normal(0.0, self.noise, out.shape).astype(np.float32)
             np.clip(out, 0.0, 1.0, out=out)
         return out
