@@ -48,7 +48,10 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
     cli = CliRunner()
     result = cli.invoke(
         app,
-        ["stack", "up", "--state-dir", str(state), "--tansu-storage", "s3", "--partitions", "2"],
+        [
+            *("stack", "up", "--state-dir", str(state), "--tansu-storage", "s3"),
+            *("--partitions", "2", "--no-triton", "--no-services"),
+        ],
     )
     assert result.exit_code == 0, result.output
     try:
@@ -71,7 +74,10 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
 
     result = cli.invoke(
         app,
-        ["stack", "up", "--state-dir", str(state), "--tansu-storage", "s3", "--partitions", "2"],
+        [
+            *("stack", "up", "--state-dir", str(state), "--tansu-storage", "s3"),
+            *("--partitions", "2", "--no-triton", "--no-services"),
+        ],
     )
     assert result.exit_code == 0, result.output
     try:
