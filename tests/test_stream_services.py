@@ -589,3 +589,48 @@ def test_a_frame_folder_and_an_h264_video_give_the_batch_cli_outputs(
     assert status.planned == 4 and status.failed == {}
     download_results(store, "formats", tmp_path / "out")
     assert assert_same_outputs(tmp_path / "out", project) > 5
+
+
+def test_stack_up_submit_results_down_gives_the_batch_cli_files(
+    raw: Path, batch_project: Path, triton_venv: Path, tmp_path: Path
+) -> None:
+    """The user's path: `stack up` (Tansu, SeaweedFS, Triton, 4 services) -> submit -> results."""
+    import os
+
+    import psutil
+    from plankline.cli import app
+    from plankline.stream.stack import read_state
+    from typer.testing import CliRunner
+
+    state = tmp_path / "stack"
+    cli = CliRunner()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKLINE_")}
+    env["PLANKLINE_TRITON_VENV"] = str(triton_venv)
+    up = cli.invoke(app, ["stack", "up", "--state-dir", str(state), "--partitions", "2"], env=env)
+    assert up.exit_code == 0, up.output
+    handles = read_state(state)
+    try:
+        assert set(handles) == {*SERVICES, "seaweedfs", "tansu", "triton"}
+        videos = [str(p) for p in sorted(raw.glob("*.avi"))]
+        options = ["--state-dir", str(state), "--job", "cli"]
+        sent = cli.invoke(
+            app,
+            ["submit", *videos, *options, "--chunk-frames", str(CHUNK_FRAMES), "--set", "fps=10"],
+            env=env,
+        )
+        assert sent.exit_code == 0, sent.output
+        assert "5 chunks" in sent.output
+        got = cli.invoke(
+            app, ["results", str(tmp_path / "out"), *options, "--wait", "--timeout", "120"], env=env
+        )
+        assert got.exit_code == 0, got.output
+        assert "5/5 chunks done" in got.output
+        status = cli.invoke(app, ["stack", "status", "--state-dir", str(state)], env=env)
+        assert status.exit_code == 0, status.output
+        lines = {line.split()[0]: line.split() for line in status.output.splitlines() if line}
+        assert lines["segmenter"][1] == "5" and lines["collector"][1] == "10"  # messages ok
+    finally:
+        down = cli.invoke(app, ["stack", "down", "--state-dir", str(state)], env=env)
+    assert down.exit_code == 0 and down.output.count("stopped") == 7, down.output
+    assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
+    assert assert_same_outputs(tmp_path / "out", batch_project, prob_atol=1e-5) > 20
