@@ -734,7 +734,7 @@ def results(
         status = job_status(store, job)
         deadline = time.monotonic() + timeout
         while wait and not status.finished and time.monotonic() < deadline:
-            time.sleep(1.0)
+            time.sleep(0.25)
             status = job_status(store, job)
         files = download_results(store, job, out_dir)
     except (ValueError, KeyError, ConnectionError) as error:
