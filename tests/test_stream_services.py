@@ -236,6 +236,14 @@ def test_services_give_the_batch_cli_outputs_for_the_same_videos(
         submit(raw, "same", store, kafka)
         status = wait_finished(store, "same")
     assert status.planned == 3 + 2 and status.failed == {}
+    from plankline.stream.ingest import submit as ingest
+
+    videos = sorted(raw.glob("*.avi"))
+    settings = PipelineSettings(chunk_frames=CHUNK_FRAMES, fps=FPS)
+    again = ingest(videos, "same", settings, store, kafka.endpoint)
+    assert (again.chunks, again.skipped) == (0, 5)  # idempotent: done chunks are not re-sent
+    with pytest.raises(ValueError, match="chunk_frames"):
+        ingest(videos, "same", PipelineSettings(chunk_frames=3, fps=FPS), store, kafka.endpoint)
     download_results(store, "same", tmp_path / "out")
     n = assert_same_outputs(tmp_path / "out", batch_project)
     assert n > 20 and status.rois == n

@@ -85,12 +85,27 @@ def segment_range(chunk: Chunk, n_frames: int, settings: PipelineSettings) -> tu
 def write_manifest(
     store: S3Store, job: str, settings: PipelineSettings, videos: list[dict]
 ) -> None:
-    """Record the job: its settings and, per video, its planned chunks."""
-    body = {
-        "job": job,
-        "settings": settings.model_dump(mode="json"),
-        "videos": videos,
-    }
+    """Record the job: its settings and, per video, its planned chunks.
+
+    Submitting to an existing job adds (or re-plans) videos, but only with the same
+    settings: every chunk of a job is processed alike, so other settings need a new job.
+    """
+    body = {"job": job, "settings": settings.model_dump(mode="json"), "videos": videos}
+    try:
+        old = read_manifest(store, job, cached=False)
+    except KeyError:
+        old = None
+    if old is not None:
+        if old["settings"] != body["settings"]:
+            changed = sorted(
+                k for k in body["settings"] if old["settings"].get(k) != body["settings"][k]
+            )
+            raise ValueError(
+                f"job {job!r} was submitted with other settings ({', '.join(changed)}); "
+                "submit under a new --job name"
+            )
+        ids = {v["video_id"] for v in videos}
+        body["videos"] = [v for v in old["videos"] if v["video_id"] not in ids] + videos
     store.put_bytes(
         contracts.manifest_key(job),
         json.dumps(body, indent=1).encode(),
@@ -133,7 +148,14 @@ def chunk_of(message: contracts.VideoChunk) -> Chunk:
 
 def chunk_from_manifest(store: S3Store, ref: contracts.ChunkRef) -> Chunk:
     """The Chunk a downstream message refers to, from the job manifest."""
-    for video in read_manifest(store, ref.job_id)["videos"]:
+    try:
+        return _chunk_from_manifest(read_manifest(store, ref.job_id), ref)
+    except KeyError:  # a video added to the job after we cached its manifest
+        return _chunk_from_manifest(read_manifest(store, ref.job_id, cached=False), ref)
+
+
+def _chunk_from_manifest(manifest: dict[str, Any], ref: contracts.ChunkRef) -> Chunk:
+    for video in manifest["videos"]:
         if video["video_id"] != ref.video_id:
             continue
         for c in video["chunks"]:
