@@ -210,13 +210,13 @@ def assert_same_outputs(stream_dir: Path, batch_dir: Path, prob_atol: float = 0.
     return n_rois
 
 
-def fresh_store(s3_server: ServerHandle, name: str) -> S3Store:
+def fresh_store(s3_server: ServerHandle, name: str, retries: int = 3) -> S3Store:
     store = S3Store(
         s3_server.endpoint,
         s3_server.extra["access_key"],
         s3_server.extra["secret_key"],
         f"svc-{name}-{uuid.uuid4().hex[:6]}",
-        retries=3,
+        retries=retries,
     )
     store.ensure_bucket()
     CREDENTIALS[store.endpoint] = (s3_server.extra["access_key"], s3_server.extra["secret_key"])
@@ -550,7 +550,8 @@ def test_broker_restart_on_s3_storage_and_s3_restart_mid_run_give_identical_outp
     broker = tansu()
     try:
         ensure_topics(broker.endpoint, {t: 2 for t in contracts.TOPICS})
-        store = fresh_store(s3, "outage")
+        # a restarted SeaweedFS answers InternalError until its volume server re-registers
+        store = fresh_store(s3, "outage", retries=10)
         pauses = {"measurer": 2.0, "collector": 2.0}
         patient = {"max_attempts": 30, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
         with services(broker, store, pause_after_first=pauses, **patient) as runners:
