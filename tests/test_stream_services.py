@@ -110,18 +110,20 @@ def services(
     store: S3Store,
     names: tuple[str, ...] = tuple(SERVICES),
     pause_after_first: dict[str, float] | None = None,
+    fail_on_chunk: dict[str, int] | None = None,
     **kw: Any,
 ) -> Iterator[dict[str, Runner]]:
     """The services as runners in threads of this process (stopped on exit).
 
     ``pause_after_first``: service -> seconds it pauses after its first writes, before
-    produce+commit (see ``stream_service_wrappers``).
+    produce+commit; ``fail_on_chunk``: service -> chunk index on which it raises (see
+    ``stream_service_wrappers``).
     """
     import importlib
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from stream_service_wrappers import PauseAfterFirst
+    from stream_service_wrappers import FailOnChunk, PauseAfterFirst
 
     runners: dict[str, Runner] = {}
     threads = []
@@ -138,6 +140,8 @@ def services(
         if pause_after_first and name in pause_after_first:
             service = PauseAfterFirst(service)
             service.pause_s = pause_after_first[name]
+        if fail_on_chunk and name in fail_on_chunk:
+            service = FailOnChunk(service, fail_on_chunk[name])
         runner = Runner(service, settings)
         runners[name if name not in runners else f"{name}-{replica}"] = runner
         thread = threading.Thread(target=runner.run, name=name, daemon=True)
@@ -248,6 +252,48 @@ def test_services_give_the_batch_cli_outputs_for_the_same_videos(
     n = assert_same_outputs(tmp_path / "out", batch_project)
     assert n > 20 and status.rois == n
     assert job_status(store, "same").done == 5
+    assert_same_summary(tmp_path / "out", batch_project)
+
+
+def assert_same_summary(stream_dir: Path, batch_dir: Path) -> None:
+    """summary/ equals batch's: counts per class per second byte for byte, chunks.csv but
+    for the processing time."""
+    from plankline.outputs.tables import read_csv
+
+    counts = (stream_dir / "summary" / "counts_per_second.csv").read_bytes()
+    assert counts == (batch_dir / "summary" / "counts_per_second.csv").read_bytes()
+    assert len(counts.splitlines()) > 5  # header + several (second, class) rows
+    a = read_csv(stream_dir / "summary" / "chunks.csv", dtypes={"chunk": str})
+    b = read_csv(batch_dir / "summary" / "chunks.csv", dtypes={"chunk": str})
+    assert list(a) == list(b)
+    for column in set(b) - {"seconds_to_process"}:
+        assert list(a[column]) == list(b[column]), column
+
+
+def test_a_chunk_dead_lettered_downstream_is_reported_failed_not_pending(
+    raw: Path, batch_project: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    """A bug in the measurer on one chunk: dead-lettered, marked failed; the job finishes."""
+    from plankline.stream.results import download_results
+
+    store = fresh_store(s3_server, "bug")
+    with services(kafka, store, fail_on_chunk={"measurer": 1}) as runners:
+        submit(raw, "bug", store, kafka, pattern="20260101120000.000.avi")
+        status = wait_finished(store, "bug", timeout_s=60)
+    assert runners["measurer"].stats.dead_lettered == 1
+    assert (status.planned, status.done, status.pending) == (3, 2, 0)
+    ((name, error),) = status.failed.items()
+    assert name == "20260101120000.400"  # chunk 1: frames 4-7 at 10 fps
+    assert error.startswith("measurer gave up after 2 attempt(s): RuntimeError: injected bug")
+    (letter,) = read_dead_letters(kafka.endpoint, 1)
+    assert letter.service == "measurer" and "injected bug" in letter.error
+    files = download_results(store, "bug", tmp_path / "out")
+    got = sorted(p.name for p in (tmp_path / "out" / "measurements").glob("*.csv"))
+    assert got == ["20260101120000.000.csv", "20260101120000.800.csv"] and files
+    for stem in ("20260101120000.000", "20260101120000.800"):
+        assert (tmp_path / "out" / "measurements" / f"{stem}.csv").read_bytes() == (
+            batch_project / "measurements" / f"{stem}.csv"
+        ).read_bytes()
 
 
 @pytest.fixture(scope="module")

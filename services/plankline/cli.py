@@ -736,7 +736,7 @@ def results(
         while wait and not status.finished and time.monotonic() < deadline:
             time.sleep(0.25)
             status = job_status(store, job)
-        files = download_results(store, job, out_dir)
+        files = download_results(store, job, out_dir, status)
     except (ValueError, KeyError, ConnectionError) as error:
         _fail(str(error), debug)
     rich.print(

@@ -10,7 +10,8 @@ from above are recognised as the previous chunk's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -288,3 +289,72 @@ def process_chunk(
     if partial is not None:
         raise partial
     return len(rois), counts, warning
+
+
+# --- summary -------------------------------------------------------------------------
+
+SUMMARY_FILES = ("chunks.csv", "counts_per_second.csv")
+
+
+def write_summary(
+    folder: Path,
+    records: Iterable[Mapping[str, Any]],
+    outputs: Callable[[str], Mapping[str, Path]],
+) -> None:
+    """``chunks.csv`` and ``counts_per_second.csv`` of finished chunks into ``folder``.
+
+    The batch CLI (from its done markers and project folders) and ``plankline
+    results`` (from the collector's ``done.json`` and the downloaded files) both
+    call this, so the two summaries are the same files for the same video.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the two CSVs go (created if missing).
+    records : iterable of mapping
+        One per finished chunk: ``name, video, start, stop, rois, seconds`` and
+        ``fps`` (the done marker); order does not matter, rows are sorted by
+        video and first frame.
+    outputs : callable
+        Chunk name -> its output paths (``measurements``, ``classification``...).
+    """
+    rows = sorted(records, key=lambda r: (Path(r["video"]).name, r["start"]))
+    chunks = {
+        "chunk": [r["name"] for r in rows],
+        "video": [Path(r["video"]).name for r in rows],
+        "start_frame": [r["start"] for r in rows],
+        "stop_frame": [r["stop"] for r in rows],
+        "rois": [r["rois"] for r in rows],
+        "seconds_to_process": [round(r["seconds"], 3) for r in rows],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "chunks.csv", chunks)
+    write_csv(folder / "counts_per_second.csv", counts_per_second(rows, outputs))
+
+
+def counts_per_second(
+    records: Iterable[Mapping[str, Any]], outputs: Callable[[str], Mapping[str, Path]]
+) -> dict[str, list[Any]]:
+    """Counts of each predicted class in each whole second of each video."""
+    from plankline.model.infer import read_classification_csv
+    from plankline.outputs.tables import read_csv
+
+    rows: Counter[tuple[str, int, str]] = Counter()
+    for record in records:
+        paths = outputs(record["name"])
+        if not paths["classification"].is_file() or not record.get("fps"):
+            continue
+        measured = read_csv(paths["measurements"])
+        if "seconds" not in measured or len(measured["seconds"]) == 0:
+            continue
+        _, probs, names = read_classification_csv(paths["classification"])
+        for second, k in zip(measured["seconds"].astype(int), probs.argmax(axis=1), strict=True):
+            rows[(Path(record["video"]).name, int(second), names[k])] += 1
+    keys = sorted(rows)
+    return {
+        "video": [k[0] for k in keys],
+        "second": [k[1] for k in keys],
+        "time": [str(timedelta(seconds=k[1])) for k in keys],
+        "class": [k[2] for k in keys],
+        "count": [rows[k] for k in keys],
+    }

@@ -10,19 +10,16 @@ import multiprocessing
 import os
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
+from plankline import pipeline
 from plankline.batch.project import Project
 from plankline.config import BatchSettings
 from plankline.imaging.video import VideoError, iter_frames, probe_video
-from plankline.outputs.tables import write_csv
 from plankline.pipeline import Chunk, PartialChunkError, plan_chunks, process_chunk
 
 log = logging.getLogger("plankline.batch")
@@ -197,43 +194,7 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
 
 def write_summary(project: Project) -> None:
     """Per-chunk table and counts per class per second of video, from the done markers."""
-    records = list(project.done_records())
-    chunks = {
-        "chunk": [r["name"] for r in records],
-        "video": [Path(r["video"]).name for r in records],
-        "start_frame": [r["start"] for r in records],
-        "stop_frame": [r["stop"] for r in records],
-        "rois": [r["rois"] for r in records],
-        "seconds_to_process": [round(r["seconds"], 3) for r in records],
-    }
-    write_csv(project.summary / "chunks.csv", chunks)
-    write_csv(project.summary / "counts_per_second.csv", counts_per_second(project, records))
-
-
-def counts_per_second(project: Project, records: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Counts of each predicted class in each whole second of each video."""
-    from plankline.model.infer import read_classification_csv
-    from plankline.outputs.tables import read_csv
-
-    rows: Counter[tuple[str, int, str]] = Counter()
-    for record in records:
-        paths = project.outputs(record["name"])
-        if not paths["classification"].is_file() or not record.get("fps"):
-            continue
-        measured = read_csv(paths["measurements"])
-        if "seconds" not in measured or len(measured["seconds"]) == 0:
-            continue
-        _, probs, names = read_classification_csv(paths["classification"])
-        for second, k in zip(measured["seconds"].astype(int), probs.argmax(axis=1), strict=True):
-            rows[(Path(record["video"]).name, int(second), names[k])] += 1
-    keys = sorted(rows)
-    return {
-        "video": [k[0] for k in keys],
-        "second": [k[1] for k in keys],
-        "time": [str(timedelta(seconds=k[1])) for k in keys],
-        "class": [k[2] for k in keys],
-        "count": [rows[k] for k in keys],
-    }
+    pipeline.write_summary(project.summary, project.done_records(), project.outputs)
 
 
 def configure_logging(project: Path) -> None:

@@ -1,8 +1,15 @@
 """Job status and results: what ``plankline results`` prints and downloads.
 
 Status comes from S3 only (the manifest's planned chunks, the collector's
-``done.json`` and the segmenter's ``failed.json`` markers), so it survives any
-restart and needs no Kafka.
+``done.json`` and the ``failed.json`` markers), so it survives any restart and
+needs no Kafka. ``failed.json`` is written by the segmenter for an unreadable
+frame (the chunk still finishes with the ROIs before it, as in batch) and by any
+service that dead-letters a chunk's message (a bug, a poison message, a model
+mismatch): such a chunk never gets ``done.json`` and counts as failed, not
+pending, so ``results --wait`` ends.
+
+The downloaded folder has the batch layout, ``summary/`` included: the same
+``pipeline.write_summary`` the batch CLI calls, fed the collector's done markers.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plankline import pipeline
 from plankline.stream import contracts
 from plankline.stream.jobs import read_manifest
 from plankline.stream.store import S3Store
@@ -25,15 +33,18 @@ class JobStatus:
     done: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # chunk name -> error
     rois: int = 0
+    abandoned: int = 0  # failed chunks without outputs (dead-lettered downstream)
+    records: list[dict] = field(default_factory=list)  # the done markers
 
     @property
     def pending(self) -> int:
-        return self.planned - self.done
+        return self.planned - self.done - self.abandoned
 
     @property
     def finished(self) -> bool:
-        """Every chunk is done (a failed chunk is done too: its ROIs before the bad frame)."""
-        return self.planned > 0 and self.done >= self.planned
+        """No chunk is still in flight: each is done (a chunk with a bad frame is done too:
+        its ROIs before the frame) or was given up by a service."""
+        return self.planned > 0 and self.pending <= 0
 
 
 def job_status(store: S3Store, job: str) -> JobStatus:
@@ -48,20 +59,38 @@ def job_status(store: S3Store, job: str) -> JobStatus:
             def key(artifact: str, chunk: dict = chunk, video: dict = video) -> str:
                 return contracts.chunk_key(job, video["video_id"], chunk["index"], artifact)
 
-            if key("done.json") in keys:
+            done = key("done.json") in keys
+            if done:
+                record = json.loads(store.get_bytes(key("done.json")))
                 status.done += 1
-                status.rois += json.loads(store.get_bytes(key("done.json"))).get("rois", 0)
+                status.rois += record.get("rois", 0)
+                status.records.append(record)
             if key("failed.json") in keys:
                 status.failed[chunk["name"]] = json.loads(store.get_bytes(key("failed.json")))[
                     "error"
                 ]
+                status.abandoned += not done
     return status
 
 
-def download_results(store: S3Store, job: str, out_dir: Path) -> list[Path]:
-    """Copy the job's final outputs into ``out_dir`` in the batch layout; returns the files."""
+def download_results(
+    store: S3Store, job: str, out_dir: Path, status: JobStatus | None = None
+) -> list[Path]:
+    """Copy the job's final outputs into ``out_dir`` in the batch layout, and write its
+    ``summary/`` from the done chunks (``status``, read now if not given); returns the files.
+    """
+    status = status if status is not None else job_status(store, job)
+    out_dir = Path(out_dir)
     prefix = contracts.job_prefix(job) + "results/"
     files = []
     for key in store.list(prefix):
-        files.append(store.get_file(key, Path(out_dir) / key[len(prefix) :]))
-    return files
+        files.append(store.get_file(key, out_dir / key[len(prefix) :]))
+
+    def outputs(chunk: str) -> dict[str, Path]:
+        return {
+            kind: out_dir / folder / f"{chunk}{ext}"
+            for kind, (folder, ext) in contracts.RESULT_KINDS.items()
+        }
+
+    pipeline.write_summary(out_dir / "summary", status.records, outputs)
+    return files + [out_dir / "summary" / name for name in pipeline.SUMMARY_FILES]
