@@ -55,6 +55,35 @@ class PauseAfterFirst:
             close()
 
 
+class FailOnChunk:
+    """A real handler that raises a bug-like error on one chunk index (every attempt).
+
+    Stands for a code bug or a poison message downstream of the segmenter: the
+    runner dead-letters the message and must mark the chunk failed.
+    """
+
+    def __init__(self, handler: Any, chunk_index: int) -> None:
+        self.handler = handler
+        self.chunk_index = chunk_index
+
+    def setup(self) -> None:
+        self.handler.setup()
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        ref = message.parse().chunk  # type: ignore[attr-defined]
+        if ref.chunk_index == self.chunk_index:
+            raise RuntimeError(f"injected bug on chunk {ref.chunk_name}")
+        return self.handler.handle(message)
+
+    def on_dead_letter(self, message: Incoming, error: str, attempts: int) -> None:
+        self.handler.on_dead_letter(message, error, attempts)
+
+    def close(self) -> None:
+        close = getattr(self.handler, "close", None)
+        if callable(close):
+            close()
+
+
 def segmenter() -> PauseAfterFirst:
     from plankline.stream.segmenter import from_env
 

@@ -105,6 +105,10 @@ class Handler(Protocol):
         """Process one record; write S3 outputs under deterministic keys; return messages."""
         ...
 
+    # Optional: ``on_dead_letter(message, error, attempts)`` is called once a record is
+    # dead-lettered (after the Failure is acknowledged, before the commit), e.g. to mark
+    # its chunk failed in S3 so job status reports it; ``close()`` on exit.
+
 
 class PermanentError(Exception):
     """Raised by a handler for an input that can never succeed: dead-letter it at once."""
@@ -557,8 +561,32 @@ class Runner:
                 if self._stop.wait(max(delay, 0.1)):
                     raise _Stopping from error
                 delay = min(max(delay, 0.1) * 2, s.backoff_max_s)
+        self._mark_failed(record, error_text, attempts)
         self.metrics.messages.labels(s.service_name, record.topic, "dead_letter").inc()
         self.stats.dead_lettered += 1
+
+    def _mark_failed(self, record: Any, error_text: str, attempts: int) -> None:
+        """Let the handler record the failure where job status looks (``on_dead_letter``).
+
+        Best effort after the dead-letter record is durable: the topic stays the
+        authority, and a marker that cannot be written must not block the stream.
+        """
+        hook = getattr(self.handler, "on_dead_letter", None)
+        if not callable(hook):
+            return
+        incoming = Incoming(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value or b"",
+            timestamp_ms=record.timestamp,
+            attempt=attempts,
+        )
+        try:
+            hook(incoming, error_text, attempts)
+        except Exception as error:
+            log.error("on_dead_letter of %s[%d]@%d failed: %s", *_where(record), error)
 
     def _close(self) -> None:
         self._ready.clear()
@@ -579,6 +607,10 @@ class Runner:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def _where(record: Any) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _describe(error: BaseException) -> str:
