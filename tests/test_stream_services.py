@@ -409,6 +409,39 @@ class ServiceProcess:
                 self.kill9()
 
 
+def test_classifier_on_triton_refuses_a_job_whose_model_triton_does_not_serve(
+    raw: Path,
+    kafka: ServerHandle,
+    s3_server: ServerHandle,
+    triton_server: ServerHandle,
+    tmp_path: Path,
+) -> None:
+    """--set model=<another model> with Triton serving the default: every chunk failed with
+    a model-mismatch error, none classified by the wrong model."""
+    import shutil
+
+    from plankline.model.infer import DEFAULT_MODEL_DIR
+    from plankline.stream.ingest import submit as ingest
+
+    other = tmp_path / "other-model"
+    shutil.copytree(DEFAULT_MODEL_DIR, other)
+    names = (other / "labels.txt").read_text().splitlines()
+    (other / "labels.txt").write_text("\n".join(reversed(names)) + "\n")  # same net, new names
+    store = fresh_store(s3_server, "mismatch")
+    with services(kafka, store, inference="triton", triton_url=triton_server.endpoint) as runners:
+        video = raw / "20260101120000.000.avi"
+        settings = PipelineSettings(chunk_frames=CHUNK_FRAMES, fps=FPS, model=other)
+        ingest([video], "mismatch", settings, store, kafka.endpoint)
+        status = wait_finished(store, "mismatch", timeout_s=60)
+    assert runners["classifier"].stats.dead_lettered == 3
+    assert runners["classifier"].stats.failed_attempts == 3  # refused at once, no retries
+    assert (status.planned, status.done, len(status.failed)) == (3, 0, 3)
+    for error in status.failed.values():
+        assert error.startswith("classifier gave up after 1 attempt(s): PermanentError: model")
+        assert str(other) in error and "PLANKLINE_INFERENCE=onnxruntime" in error
+    assert not list(store.list(contracts.job_prefix("mismatch") + "results/classification/"))
+
+
 def wait_for(predicate: Any, timeout_s: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

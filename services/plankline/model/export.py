@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from plankline.model.infer import MODEL_FINGERPRINT_PARAMETER, model_fingerprint
 from plankline.model.scnn import WithSoftmax
 from plankline.model.train import load_checkpoint, model_from_checkpoint
 
@@ -147,6 +148,7 @@ dynamic_batching {{
   max_queue_delay_microseconds: {delay_us}
 }}
 instance_group [ {{ count: {instances}, kind: KIND_GPU }} ]
+parameters {{ key: "{fingerprint_key}" value: {{ string_value: "{fingerprint}" }} }}
 optimization {{
   execution_accelerators {{
     gpu_execution_accelerator: [ {{
@@ -175,6 +177,7 @@ dynamic_batching {{
 }}
 instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_threads" value: {{ string_value: "0" }} }}
+parameters {{ key: "{fingerprint_key}" value: {{ string_value: "{fingerprint}" }} }}
 """
 
 TRITON_MODEL_PY = '''\
@@ -255,6 +258,10 @@ def write_triton_repository(
         <model_name>/1/model.onnx
         <model_name>/1/model.py                thin python_backend shell around onnxruntime
 
+    Both configs carry the parameter ``plankline_model_sha256``
+    (``infer.model_fingerprint`` of ``model_dir``): clients check with it that the
+    served model is the one a job asked for.
+
     Returns the model folder.
     """
     src = Path(model_dir)
@@ -277,6 +284,8 @@ def write_triton_repository(
         "preferred": ", ".join(str(p) for p in preferred_batch_sizes),
         "delay_us": queue_delay_us,
         "instances": gpu_instances,
+        "fingerprint_key": MODEL_FINGERPRINT_PARAMETER,
+        "fingerprint": model_fingerprint(src),
     }
     (root / "config.pbtxt").write_text(GPU_CONFIG.format(**fields))
     (root / "configs" / "cpu_python.pbtxt").write_text(CPU_PYTHON_CONFIG.format(**fields))

@@ -37,6 +37,29 @@ UNCLASSIFIED = "unclassified"
 TAIL_COLUMNS = ("top_class", "top_probability", "thresholded_class")
 
 
+MODEL_FINGERPRINT_PARAMETER = "plankline_model_sha256"
+"""Triton config parameter holding :func:`model_fingerprint` of the exported model."""
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """SHA-256 over the files that decide a model's answers: ``model.onnx`` and ``labels.txt``.
+
+    Two folders with the same fingerprint give the same probabilities under the same
+    names; the classifier service compares it with the one Triton's model config
+    carries, so a job is never classified by another model than the one it asked for.
+    """
+    import hashlib
+
+    folder = Path(model_dir)
+    digest = hashlib.sha256()
+    for name in ("model.onnx", "labels.txt"):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{folder}: no {name} (not an exported model folder)")
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def default_providers() -> list[str]:
     """CUDA when ONNX Runtime has it, else CPU."""
     import onnxruntime as ort

@@ -8,6 +8,11 @@ Two backends, chosen by ``PLANKLINE_INFERENCE``:
   network on Triton over gRPC (``PLANKLINE_TRITON_URL``/``_MODEL``), the chunk's
   ROIs split into ``triton_batch``-sized requests of which ``triton_concurrency``
   are in flight at once so Triton's dynamic batcher can fill its batches.
+  Triton serves ONE model: a job whose model (``--set model=...``) is not the
+  one Triton serves (compared by ``model_fingerprint``: ``model.onnx`` +
+  ``labels.txt``) is refused, each of its chunks dead-lettered with a
+  "model mismatch" error and reported failed by ``plankline results``; run
+  such jobs on a classifier with ``PLANKLINE_INFERENCE=onnxruntime``.
 
 Writes the per-chunk CSV ``image,<class1>,...`` (plus top and thresholded class)
 and an exact copy of the probabilities (``probabilities.npy``) for the collector.
@@ -35,7 +40,7 @@ from plankline.stream.jobs import (
     job_settings,
     rois_from_objects,
 )
-from plankline.stream.runner import Incoming, Outgoing
+from plankline.stream.runner import Incoming, Outgoing, PermanentError
 
 
 class TritonModel:
@@ -65,7 +70,39 @@ class TritonModel:
         self.thresholds = json.loads(tp.read_text())["thresholds"] if tp.is_file() else None
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
         self.client = grpcclient.InferenceServerClient(url)
+        try:
+            self.check_served_model(folder, url)
+        except Exception:
+            self.client.close()
+            raise
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="triton")
+
+    def check_served_model(self, folder: Path, url: str) -> None:
+        """Refuse (``PermanentError``) when Triton serves another model than ``folder``.
+
+        The served model's config carries the fingerprint of the model it was
+        exported from (``plankline_model_sha256``); a job submitted with
+        ``--set model=...`` that Triton does not serve would otherwise be classified
+        silently by the served model under the job's class names.
+        """
+        from plankline.model.infer import MODEL_FINGERPRINT_PARAMETER, model_fingerprint
+
+        wanted = model_fingerprint(folder)
+        config = self.client.get_model_config(self.name, as_json=True, client_timeout=30)
+        params = config.get("config", {}).get("parameters", {})
+        served = params.get(MODEL_FINGERPRINT_PARAMETER, {}).get("string_value")
+        if served != wanted:
+            raise PermanentError(
+                f"model mismatch: the job asks for the model in {folder} (sha256 {wanted[:12]}) "
+                f"but Triton at {url} serves {self.name!r} "
+                + (
+                    f"exported from another model (sha256 {served[:12]})"
+                    if served
+                    else f"without a {MODEL_FINGERPRINT_PARAMETER} parameter (re-export it)"
+                )
+                + "; serve that model in Triton, or run the classifier with "
+                "PLANKLINE_INFERENCE=onnxruntime, or submit without --set model"
+            )
 
     def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
         import tritonclient.grpc as grpcclient
