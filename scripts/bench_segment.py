@@ -70,9 +70,8 @@ def plankline_path(
     t = time.perf_counter()
     ff = FlatField(mode=mode)  # type: ignore[arg-type]
     ctx = max(0, start - 1)
-    ff.prime(
-        f for _, f in iter_frames(video, start, None if stop is None else min(stop, start + 2))
-    )
+    prime_stop = start + 2 if stop is None else min(stop, start + 2)
+    ff.prime(f for _, f in iter_frames(video, start, prime_stop))
     frames = ((i, ff.correct(f)) for i, f in iter_frames(video, ctx))
     seen = 0
     parts = []
