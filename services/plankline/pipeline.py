@@ -11,7 +11,7 @@ from above are recognised as the previous chunk's.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,7 +26,7 @@ from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.video import VideoError
 from plankline.outputs.ecotaxa import write_ecotaxa_zip
 from plankline.outputs.naming import chunk_name, parse_timestamp, roi_id
-from plankline.outputs.rois import write_roi_tar
+from plankline.outputs.rois import Image, encode_images, write_roi_tar
 from plankline.outputs.tables import write_csv
 
 FrameReader = Callable[[int, int | None], Iterator[tuple[int, np.ndarray]]]
@@ -213,16 +213,22 @@ def load_classifier(settings: PipelineSettings) -> Any:
 def write_outputs(
     paths: Mapping[str, Path],
     chunk: Chunk,
-    rois: Rois,
+    images: Sequence[Image],
     table: Mapping[str, Any],
     settings: PipelineSettings,
     probs: np.ndarray | None = None,
     class_names: list[str] | None = None,
     thresholds: Mapping[str, float | None] | None = None,
 ) -> None:
-    """The chunk's ROI tar, measurements CSV, classification CSV and EcoTaxa zip."""
+    """The chunk's ROI tar, measurements CSV, classification CSV and EcoTaxa zip.
+
+    ``images`` are the crops in ``table`` order, as pixels or already encoded in
+    ``settings.image_format`` (the stream's collector passes the segmenter's
+    bytes); each is encoded once for both the tar and the zip.
+    """
     ids = list(table["image"])
-    write_roi_tar(paths["rois"], ids, rois.crops, fmt=settings.image_format)
+    images = encode_images(ids, images, settings.image_format)
+    write_roi_tar(paths["rois"], ids, images, fmt=settings.image_format)
     write_csv(paths["measurements"], table)
     predicted = None
     if probs is not None and class_names is not None:
@@ -236,7 +242,7 @@ def write_outputs(
     write_ecotaxa_zip(
         paths["ecotaxa"],
         object_ids=ids,
-        images=rois.crops,
+        images=images,
         measurements={
             k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
         },
@@ -275,7 +281,7 @@ def process_chunk(
         write_outputs(
             paths,
             chunk,
-            rois,
+            rois.crops,
             table,
             settings,
             probs,
@@ -285,7 +291,7 @@ def process_chunk(
         names, tally = np.unique(probs.argmax(axis=1), return_counts=True)
         counts = {classifier.class_names[k]: int(c) for k, c in zip(names, tally, strict=True)}
     else:
-        write_outputs(paths, chunk, rois, table, settings)
+        write_outputs(paths, chunk, rois.crops, table, settings)
     if partial is not None:
         raise partial
     return len(rois), counts, warning

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from plankline import __version__
-from plankline.outputs.rois import encode_image
+from plankline.outputs.rois import Image, encode_images
 from plankline.outputs.tables import atomic_write
 
 __all__ = ["ANNOTATION_STATUSES", "sanitize_name", "validate_ecotaxa_zip", "write_ecotaxa_zip"]
@@ -139,7 +139,7 @@ def write_ecotaxa_zip(
     path: str | os.PathLike[str],
     *,
     object_ids: Sequence[str],
-    images: Sequence[np.ndarray],
+    images: Sequence[Image],
     measurements: Mapping[str, np.ndarray | Sequence[float] | Sequence[str]],
     sample_id: str,
     acq_id: str,
@@ -163,8 +163,9 @@ def write_ecotaxa_zip(
         Output ``.zip``, written atomically.
     object_ids : sequence of str
         Unique, non-empty ids (ROI ids); images are stored as ``<id>.png``.
-    images : sequence of np.ndarray
-        One ``uint8``/``uint16`` gray or colour crop per object.
+    images : sequence of np.ndarray or bytes
+        One ``uint8``/``uint16`` gray or colour crop per object, or its bytes
+        already encoded as ``image_format`` (kept as they are).
     measurements : mapping
         Name -> per-object values. Numeric columns become ``[f]``, others
         ``[t]``; names become ``object_<sanitized name>``; NaN -> empty cell.
@@ -272,17 +273,7 @@ def write_ecotaxa_zip(
     proc.setdefault("software", f"plankline {__version__}")
     cols.update(_meta_columns("process", proc, n))
 
-    encoded = []
-    for o, img in zip(ids, images, strict=True):
-        if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or img.size == 0:
-            raise ValueError(f"image for object {o!r} must be a non-empty 2-D/3-D array")
-        if img.dtype not in (np.uint8, np.uint16) or (
-            image_format == "jpg" and img.dtype != np.uint8
-        ):
-            raise ValueError(
-                f"image for object {o!r} has dtype {img.dtype}, not a valid {image_format}"
-            )
-        encoded.append(encode_image(img, image_format))
+    encoded = encode_images(ids, images, image_format)
 
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")

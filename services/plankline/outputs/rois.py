@@ -20,18 +20,29 @@ import tarfile
 import time
 import warnings
 from collections.abc import Container, Iterator, Sequence
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import cv2
 import numpy as np
 
 from plankline.outputs.tables import atomic_write
 
-__all__ = ["MASK_SUFFIX", "encode_image", "iter_roi_tar", "iter_roi_tar_bytes", "write_roi_tar"]
+__all__ = [
+    "MASK_SUFFIX",
+    "encode_image",
+    "encode_images",
+    "iter_roi_tar",
+    "iter_roi_tar_bytes",
+    "write_roi_tar",
+]
 
 MASK_SUFFIX = "_mask"
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._+-]+$")
+_SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
+
+Image = np.ndarray | bytes
+"""A crop as pixels, or already encoded (e.g. copied out of a ROI tar)."""
 
 
 def encode_image(
@@ -72,7 +83,11 @@ def encode_image(
     return buf.tobytes()
 
 
-def _check_image(kind: str, rid: str, img: np.ndarray, fmt: str) -> None:
+def _check_image(kind: str, rid: str, img: Image, fmt: str) -> None:
+    if isinstance(img, bytes):
+        if not img.startswith(_SIGNATURES[fmt]):
+            raise ValueError(f"{kind} for ROI {rid!r} is bytes but not {fmt} data")
+        return
     if not isinstance(img, np.ndarray) or img.ndim not in (2, 3) or min(img.shape[:2]) < 1:
         shape = getattr(img, "shape", None)
         raise ValueError(
@@ -80,13 +95,34 @@ def _check_image(kind: str, rid: str, img: np.ndarray, fmt: str) -> None:
         )
     allowed = ("uint8",) if fmt == "jpg" else ("uint8", "uint16")
     if img.dtype.name not in allowed:
-        raise ValueError(f"{kind} for ROI {rid!r} must be {' or '.join(allowed)}, got {img.dtype}")
+        raise ValueError(
+            f"{kind} for ROI {rid!r} has dtype {img.dtype}; {fmt} needs {' or '.join(allowed)}"
+        )
+
+
+def encode_images(
+    ids: Sequence[str], images: Sequence[Image], fmt: Literal["png", "jpg"] = "png", **encoder: Any
+) -> list[bytes]:
+    """Check and encode crops once, so a tar and an EcoTaxa zip can share the bytes.
+
+    Arrays are encoded with :func:`encode_image` (``encoder`` passed on); bytes
+    are kept as they are once their signature matches ``fmt``. Errors name the ROI.
+    """
+    if fmt not in _SIGNATURES:
+        raise ValueError(f"fmt must be 'png' or 'jpg', got {fmt!r}")
+    if len(images) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(images)} images")
+    out = []
+    for rid, img in zip(ids, images, strict=True):
+        _check_image("crop", rid, img, fmt)
+        out.append(img if isinstance(img, bytes) else encode_image(img, fmt, **encoder))
+    return out
 
 
 def write_roi_tar(
     path: str | os.PathLike[str],
     ids: Sequence[str],
-    crops: Sequence[np.ndarray],
+    crops: Sequence[Image],
     *,
     fmt: Literal["png", "jpg"] = "png",
     masks: Sequence[np.ndarray] | None = None,
@@ -104,8 +140,9 @@ def write_roi_tar(
     ids : sequence of str
         One unique id per crop (see :func:`plankline.outputs.naming.roi_id`);
         member names are ``<id>.<fmt>``.
-    crops : sequence of np.ndarray
-        2-D gray (or 3-D colour) ``uint8``/``uint16`` (``uint8`` for JPEG).
+    crops : sequence of np.ndarray or bytes
+        2-D gray (or 3-D colour) ``uint8``/``uint16`` (``uint8`` for JPEG), or
+        bytes already encoded as ``fmt`` (see :func:`encode_images`), stored as is.
     fmt : {"png", "jpg"}
         Image encoding. PNG is lossless, the default.
     masks : sequence of np.ndarray, optional
@@ -138,10 +175,11 @@ def write_roi_tar(
         _check_image("crop", rid, crop, fmt)
     if masks is not None:
         for rid, crop, mask in zip(ids, crops, masks, strict=True):
-            if not isinstance(mask, np.ndarray) or mask.shape[:2] != crop.shape[:2]:
+            shape = crop.shape[:2] if isinstance(crop, np.ndarray) else None
+            if not isinstance(mask, np.ndarray) or (shape and mask.shape[:2] != shape):
                 raise ValueError(
                     f"{path}: mask for ROI {rid!r} has shape {getattr(mask, 'shape', None)}, "
-                    f"crop has {crop.shape}"
+                    f"crop has {shape}"
                 )
     stamp = time.time() if mtime is None else mtime
 
@@ -157,14 +195,12 @@ def write_roi_tar(
         tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for i, rid in enumerate(ids):
-            data = encode_image(
-                crops[i],
-                fmt,
-                png_level=png_level,
-                png_fast=png_fast,
-                jpeg_quality=jpeg_quality,
-            )
-            add(tar, f"{rid}.{fmt}", data)
+            crop = crops[i]
+            if not isinstance(crop, bytes):
+                crop = encode_image(
+                    crop, fmt, png_level=png_level, png_fast=png_fast, jpeg_quality=jpeg_quality
+                )
+            add(tar, f"{rid}.{fmt}", crop)
             if masks is not None:
                 # Masks are long runs of 0/255: there string matching pays, so zlib's default.
                 m = (np.asarray(masks[i]) > 0).astype(np.uint8) * 255

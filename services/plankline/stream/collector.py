@@ -28,8 +28,8 @@ from plankline.stream._service import ServiceBase
 from plankline.stream.jobs import (
     array_from_bytes,
     chunk_from_manifest,
+    encoded_images,
     job_settings,
-    rois_from_objects,
     table_from_bytes,
 )
 from plankline.stream.runner import Incoming, Outgoing
@@ -58,11 +58,8 @@ class Collector(ServiceBase):
             probs = array_from_bytes(self.store.get_bytes(key("probabilities.npy")))
         chunk = chunk_from_manifest(self.store, ref)
         table = table_from_bytes(self.store.get_bytes(key("measurements.npz")))
-        rois = rois_from_objects(
-            self.store.get_bytes(key("rois.tar")),
-            self.store.get_bytes(key("positions.csv")),
-            masks=False,
-        )
+        ids = [str(i) for i in table["image"]]
+        images = encoded_images(self.store.get_bytes(key("rois.tar")), ids)
         counts: dict[str, int] = {}
         class_names = thresholds = None
         if probs is not None:
@@ -77,12 +74,12 @@ class Collector(ServiceBase):
                 kind: Path(tmp) / kind / (chunk.name + contracts.RESULT_KINDS[kind][1])
                 for kind in OUTPUT_KINDS
             }
-            write_outputs(paths, chunk, rois, table, settings, probs, class_names, thresholds)
+            write_outputs(paths, chunk, images, table, settings, probs, class_names, thresholds)
             for kind, path in paths.items():
                 if path.exists():
                     self.store.put_file(contracts.result_key(ref.job_id, kind, chunk.name), path)
         record = asdict(chunk) | {
-            "rois": len(rois),
+            "rois": len(ids),
             "counts": counts,
             "seconds": time.perf_counter() - began,
             "finished_unix": time.time(),

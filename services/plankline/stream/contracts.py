@@ -82,6 +82,7 @@ ARTIFACTS: Final = frozenset(
         "measurements.csv",
         "classifications.csv",
         # added for the services: exact typed copies the collector joins, and markers
+        "rois.npz",
         "measurements.npz",
         "probabilities.npy",
         "failed.json",

@@ -1,8 +1,8 @@
 """Segmenter service: VideoChunk -> flat-field + segment (``pipeline.find_rois``) -> RoiBatch.
 
 Downloads the chunk's segment, runs the very function the batch CLI runs, and
-writes the ROI tar (crops + masks) and the positions table to S3 before
-returning the RoiBatch message. A chunk with an unreadable frame keeps the ROIs
+writes the ROI images (the output tar), the raw crops + masks and the positions
+table to S3 before returning the RoiBatch message. A chunk with an unreadable frame keeps the ROIs
 found before it (as batch does): they go on downstream, and the chunk is
 recorded as failed (``failed.json``) and published to the dead-letter topic
 with an error naming the video and frame.
@@ -94,19 +94,19 @@ class Segmenter(ServiceBase):
                 from plankline.imaging.segment import Rois
 
                 rois, warning, error = Rois(), None, str(bad)
-            tar, positions, _ = rois_to_objects(chunk, rois, folder)
+            paths = rois_to_objects(chunk, rois, settings, folder)
             keys = {
                 name: contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, name)
-                for name in ("rois.tar", "positions.csv", "failed.json")
+                for name in (*paths, "failed.json")
             }
-            self.store.put_file(keys["rois.tar"], tar)
-            self.store.put_file(keys["positions.csv"], positions)
+            for name, path in paths.items():
+                self.store.put_file(keys[name], path)
         out = [
             Outgoing.of(
                 contracts.TOPIC_ROIS,
                 contracts.RoiBatch(
                     chunk=ref,
-                    roi_archive_key=keys["rois.tar"],
+                    roi_archive_key=keys["rois.npz"],
                     positions_key=keys["positions.csv"],
                     n_rois=len(rois),
                     bucket=self.store.bucket,
