@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from plankline.outputs.naming import roi_id
-from plankline.outputs.rois import iter_roi_tar, iter_roi_tar_bytes, write_roi_tar
+from plankline.outputs.rois import encode_images, iter_roi_tar, iter_roi_tar_bytes, write_roi_tar
 
 
 def _crops(n: int, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
@@ -130,3 +130,16 @@ def test_bytes_iterator_returns_encoded_members(tmp_path):
     write_roi_tar(tmp_path / "a.tar", ids, crops)
     ((rid, member, data),) = iter_roi_tar_bytes(tmp_path / "a.tar", {ids[1]})
     assert rid == ids[1] and member == ids[1] + ".png" and data.startswith(b"\x89PNG")
+
+
+def test_encoded_bytes_are_stored_as_they_are_and_checked(tmp_path):
+    ids, crops = _crops(3)
+    encoded = encode_images(ids, crops, "png")
+    write_roi_tar(tmp_path / "arrays.tar", ids, crops, mtime=0)
+    write_roi_tar(tmp_path / "bytes.tar", ids, encoded, mtime=0)
+    assert (tmp_path / "arrays.tar").read_bytes() == (tmp_path / "bytes.tar").read_bytes()
+    with pytest.raises(ValueError, match=f"{ids[1]}.*not jpg"):
+        encode_images(ids, [crops[0], encoded[1], crops[2]], "jpg")
+    with pytest.raises(ValueError, match="not png"):
+        write_roi_tar(tmp_path / "bad.tar", ids[:1], [b"GIF89a"])
+    assert not (tmp_path / "bad.tar").exists()

@@ -89,3 +89,28 @@ def test_garbage_bytes_fail_with_the_record_position() -> None:
         c.parse(c.TOPIC_CHUNKS, b"\xff\xff\xff", partition=4, offset=99)
     with pytest.raises(ValueError, match="unknown topic"):
         c.parse("other", b"")
+
+
+def test_roi_pixels_round_trip_exactly_and_a_mismatch_is_refused() -> None:
+    import numpy as np
+    from plankline.stream.jobs import pixels_from_bytes, pixels_to_bytes
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 5), (1, 1), (40, 7)]
+    crops = [rng.integers(0, 65535, s, dtype=np.uint16) for s in shapes]
+    masks = [rng.random(s) > 0.5 for s in shapes]
+    got_crops, got_masks = pixels_from_bytes(pixels_to_bytes(crops, masks))
+    assert all(
+        np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got_crops, crops, strict=True)
+    )
+    assert all(
+        np.array_equal(a, b) and a.dtype == bool for a, b in zip(got_masks, masks, strict=True)
+    )
+    assert pixels_from_bytes(pixels_to_bytes([], [])) == ([], [])
+    assert pixels_from_bytes(pixels_to_bytes(crops, masks), masks=False)[1] == []
+    with pytest.raises(ValueError, match="positions list 2 ROIs"):
+        from plankline.stream.jobs import POSITION_FIELDS, rois_from_objects
+
+        header = ",".join(("image", *POSITION_FIELDS))
+        rows = [",".join([rid] + ["1"] * len(POSITION_FIELDS)) for rid in ("a", "b")]
+        rois_from_objects(pixels_to_bytes(crops, masks), "\n".join([header, *rows]).encode())
