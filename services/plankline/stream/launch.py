@@ -127,8 +127,25 @@ def up(
     )
     if not services:
         return handles
+    try:
+        started = start_services(
+            state_dir, inference=inference if triton else "onnxruntime", replicas=replicas
+        )
+    except BaseException:
+        for handle in handles.values():
+            handle.stop()
+        raise
+    return started | handles
+
+
+def start_services(
+    state_dir: Path, *, inference: str = "triton", replicas: dict[str, int] | None = None
+) -> dict[str, ServerHandle]:
+    """One process per service (``replicas`` more) against the stack recorded in
+    ``state_dir``, in parallel, each ready once it joined its consumer group."""
+    state_dir = Path(state_dir).resolve()
     env = read_env_file(state_dir)
-    env["PLANKLINE_INFERENCE"] = inference if triton else "onnxruntime"
+    env["PLANKLINE_INFERENCE"] = inference
     env["PLANKLINE_TRITON_MODEL"] = TRITON_MODEL
     started: dict[str, ServerHandle] = {}
     wanted = [(n, r) for n in SERVICES for r in range((replicas or {}).get(n, 1))]
@@ -145,12 +162,13 @@ def up(
             if errors:
                 raise errors[0]
     except BaseException:
-        for handle in [*started.values(), *handles.values()]:
+        for handle in started.values():
             handle.stop()
         raise
     # services first: `down` stops them before the servers they commit to
-    write_state(state_dir, [*started.values(), *handles.values()])
-    return started | handles
+    servers = [h for h in read_state(state_dir).values() if "service" not in h.extra]
+    write_state(state_dir, [*started.values(), *servers])
+    return started
 
 
 def stage_stats(state_dir: Path) -> list[dict[str, Any]]:
