@@ -21,7 +21,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-_INT_FIELDS = (
+POSITION_FIELDS = (  # the integer per-ROI fields of Rois, in order
     "frame",
     "line",
     "row",
@@ -163,7 +163,7 @@ class Rois:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls()
-        cols = {k: np.concatenate([getattr(p, k) for p in parts]) for k in _INT_FIELDS}
+        cols = {k: np.concatenate([getattr(p, k) for p in parts]) for k in POSITION_FIELDS}
         return cls(
             **cols,
             crops=[c for p in parts for c in p.crops],
@@ -173,7 +173,7 @@ class Rois:
     def take(self, index: Sequence[int] | np.ndarray) -> Rois:
         """A new batch holding the ROIs at ``index`` (ints or a bool mask), in that order."""
         idx = np.arange(len(self))[np.asarray(index)] if len(self) else np.zeros(0, int)
-        cols = {k: getattr(self, k)[idx] for k in _INT_FIELDS}
+        cols = {k: getattr(self, k)[idx] for k in POSITION_FIELDS}
         return Rois(**cols, crops=[self.crops[i] for i in idx], masks=[self.masks[i] for i in idx])
 
 

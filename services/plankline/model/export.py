@@ -132,9 +132,7 @@ def export_model(
 # Triton model repository
 # --------------------------------------------------------------------------
 
-GPU_CONFIG = """\
-name: "{name}"
-platform: "onnxruntime_onnx"
+_CONFIG_IO = """\
 max_batch_size: {max_batch}
 input [
   {{ name: "image", data_type: TYPE_FP32, dims: [ 1, {canvas}, {canvas} ] }},
@@ -147,6 +145,12 @@ dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
   max_queue_delay_microseconds: {delay_us}
 }}
+"""
+
+GPU_CONFIG = (
+    'name: "{name}"\nplatform: "onnxruntime_onnx"\n'
+    + _CONFIG_IO
+    + """\
 instance_group [ {{ count: {instances}, kind: KIND_GPU }} ]
 parameters {{ key: "{fingerprint_key}" value: {{ string_value: "{fingerprint}" }} }}
 optimization {{
@@ -159,28 +163,19 @@ optimization {{
   }}
 }}
 """
+)
 
 # One ONNX Runtime thread per instance: the default pool (all cores, spinning) cost
 # ~1.5x the CPU per ROI beside the other services; scale a CPU node with `count`.
-CPU_PYTHON_CONFIG = """\
-name: "{name}"
-backend: "python"
-max_batch_size: {max_batch}
-input [
-  {{ name: "image", data_type: TYPE_FP32, dims: [ 1, {canvas}, {canvas} ] }},
-  {{ name: "shrink", data_type: TYPE_FP32, dims: [ 1 ] }}
-]
-output [
-  {{ name: "probs", data_type: TYPE_FP32, dims: [ {n_classes} ], label_filename: "labels.txt" }}
-]
-dynamic_batching {{
-  preferred_batch_size: [ {preferred} ]
-  max_queue_delay_microseconds: {delay_us}
-}}
+CPU_PYTHON_CONFIG = (
+    'name: "{name}"\nbackend: "python"\n'
+    + _CONFIG_IO
+    + """\
 instance_group [ {{ count: 1, kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_threads" value: {{ string_value: "1" }} }}
 parameters {{ key: "{fingerprint_key}" value: {{ string_value: "{fingerprint}" }} }}
 """
+)
 
 TRITON_MODEL_PY = '''\
 """Triton python_backend model: runs the exported model.onnx with ONNX Runtime on CPU.

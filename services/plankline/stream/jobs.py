@@ -41,25 +41,13 @@ from typing import Any
 import numpy as np
 
 from plankline.config import PipelineSettings
-from plankline.imaging.segment import Rois
+from plankline.imaging.segment import POSITION_FIELDS, Rois
 from plankline.imaging.video import VideoError, iter_frames
 from plankline.outputs.rois import iter_roi_tar_bytes, write_roi_tar
 from plankline.outputs.tables import write_csv
 from plankline.pipeline import Chunk, describe_rois, segment_params
 from plankline.stream import contracts
 from plankline.stream.store import S3Store
-
-POSITION_FIELDS = (
-    "frame",
-    "line",
-    "row",
-    "column",
-    "height",
-    "width",
-    "area_px",
-    "pad_top",
-    "pad_left",
-)
 
 SEGMENT_VIDEO = "video"
 SEGMENT_FRAMES_TAR = "frames-tar"
