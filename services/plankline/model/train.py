@@ -150,7 +150,7 @@ def latest_epoch(out: Path) -> int:
 
 
 class _EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` keys so persistent workers see the epoch without shared state."""
+    """Yields ``(epoch, draw, index)`` keys (workers see the epoch without shared state)."""
 
     def __init__(self, labels: np.ndarray, balance: str, seed: int, size: int) -> None:
         self.labels = labels
@@ -162,7 +162,7 @@ class _EpochSampler(Sampler):
     def __len__(self) -> int:
         return self.size
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         rng = np.random.default_rng((self.seed, self.epoch, 1))
         n = len(self.labels)
         if self.balance == "sampling":
@@ -172,14 +172,7 @@ class _EpochSampler(Sampler):
         else:
             reps = -(-self.size // n)
             idx = np.concatenate([rng.permutation(n) for _ in range(reps)])[: self.size]
-        return iter((self.epoch, int(i)) for i in idx)
-
-
-class _KeyedDataset(CanvasDataset):
-    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, int]:  # type: ignore[override]
-        epoch, i = key
-        self.epoch = epoch
-        return super().__getitem__(i)
+        return iter((self.epoch, j, int(i)) for j, i in enumerate(idx))
 
 
 def _val_tensors(lib: Library, canvas: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,8 +312,12 @@ def train(
         w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
         class_w = torch.tensor(w, dtype=torch.float32, device=cfg.device)
 
-    ds = _KeyedDataset(
-        train_lib.crops, train_lib.labels, cfg.canvas, augment=Augment(**cfg.augment), seed=cfg.seed
+    ds = CanvasDataset(
+        train_lib.crops,
+        train_lib.labels,
+        cfg.canvas,
+        augment=Augment(**cfg.augment),
+        seed=cfg.seed,
     )
     epoch_size = max(len(ds), cfg.min_epoch_images)
     sampler = _EpochSampler(train_lib.labels, cfg.balance, cfg.seed, epoch_size)
