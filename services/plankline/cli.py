@@ -152,7 +152,9 @@ def train(
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
     seed: Annotated[int, typer.Option(help="Seed for split, sampling, augmentation.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    min_epoch_images: Annotated[int, typer.Option(help="Repeat small libraries per epoch.")] = 512,
+    min_epoch_images: Annotated[
+        int, typer.Option(help="Least draws per epoch (repeats small libraries).")
+    ] = 1024,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
