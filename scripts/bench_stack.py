@@ -32,8 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 
 def children_cpu_s() -> float:
     """CPU seconds of this process's finished (waited-for) children, theirs included."""
@@ -42,21 +40,14 @@ def children_cpu_s() -> float:
 
 
 def stack_cpu_s(state: Path) -> dict[str, float]:
-    """CPU seconds so far of every process the stack recorded, children included
-    (Triton's Python-backend stub is a child of tritonserver)."""
+    """CPU seconds so far of every process the stack recorded, replicas summed."""
     from plankline.stream.stack import read_state
 
     seconds: dict[str, float] = {}
     for name, handle in read_state(state).items():
-        try:
-            process = psutil.Process(handle.pid)
-            total = 0.0
-            for p in [process, *process.children(recursive=True)]:
-                times = p.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-        seconds[name.split("-")[0]] = seconds.get(name.split("-")[0], 0.0) + total
+        cpu = handle.cpu_s()
+        if cpu is not None:
+            seconds[name.split("-")[0]] = seconds.get(name.split("-")[0], 0.0) + cpu
     return seconds
 
 

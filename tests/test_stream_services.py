@@ -717,6 +717,10 @@ def test_stack_up_submit_results_down_gives_the_batch_cli_files(
         assert status.exit_code == 0, status.output
         lines = {line.split()[0]: line.split() for line in status.output.splitlines() if line}
         assert lines["segmenter"][1] == "5" and lines["collector"][1] == "10"  # messages ok
+        (running,) = [
+            x for x in status.output.splitlines() if x.startswith("segmenter ") and "cpu" in x
+        ]
+        assert float(running.split("cpu")[1].split()[0]) > 0.5, running  # it segmented 5 chunks
     finally:
         down = cli.invoke(app, ["stack", "down", "--state-dir", str(state)], env=env)
     assert down.exit_code == 0 and down.output.count("stopped") == 7, down.output

@@ -637,7 +637,8 @@ def stack_down_command(
 def stack_status_command(
     state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
 ) -> None:
-    """Show the recorded servers, whether each still runs, and their endpoints; exit 1 if down."""
+    """Show the recorded servers, whether each still runs, its CPU seconds and endpoints, and
+    per-stage counts, latency and lag; exit 1 if one is down."""
     from plankline.stream.stack import read_state
 
     handles = read_state(state_dir)
@@ -650,7 +651,9 @@ def stack_status_command(
         down += not alive
         ports = " ".join(f"{k}={v}" for k, v in handle.ports.items())
         state = "[green]running[/]" if alive else "[red]not running[/]"
-        rich.print(f"{name:12} {state} pid {handle.pid:<8} {handle.endpoint:24} {ports}")
+        cpu = handle.cpu_s()
+        used = f"cpu {cpu:8.1f} s" if cpu is not None else " " * 14
+        rich.print(f"{name:12} {state} pid {handle.pid:<8} {used} {handle.endpoint:24} {ports}")
     from plankline.stream.launch import stage_stats
 
     stages = stage_stats(state_dir)

@@ -120,6 +120,17 @@ class ServerHandle:
         """Whether our process still runs (a zombie counts as gone)."""
         return _same_process(self.pid, self.create_time)
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds our process and its children used so far (Triton's Python-backend
+        stub is a child of tritonserver); None once it is gone."""
+        if not self.alive():
+            return None
+        try:
+            process = psutil.Process(self.pid)
+            return sum(sum(p.cpu_times()[:2]) for p in [process, *process.children(recursive=True)])
+        except psutil.NoSuchProcess:
+            return None
+
     def stop(self, grace_s: float | None = None) -> bool:
         """SIGTERM, wait ``grace_s`` (per-server default), then SIGKILL; True if it was running."""
         grace = STOP_GRACE_S.get(self.name, 10.0) if grace_s is None else grace_s
