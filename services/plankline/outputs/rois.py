@@ -166,13 +166,12 @@ def write_roi_tar(
     if masks is not None and len(masks) != n:
         raise ValueError(f"{path}: {n} ids but {len(masks)} masks")
     seen: set[str] = set()
-    for rid, crop in zip(ids, crops, strict=True):
+    for rid in ids:
         if not isinstance(rid, str) or not _SAFE_ID.match(rid):
             raise ValueError(f"{path}: ROI id {rid!r} must match [A-Za-z0-9._+-]+")
         if rid in seen:
             raise ValueError(f"{path}: ROI id {rid!r} is repeated")
         seen.add(rid)
-        _check_image("crop", rid, crop, fmt)
     if masks is not None:
         for rid, crop, mask in zip(ids, crops, masks, strict=True):
             shape = crop.shape[:2] if isinstance(crop, np.ndarray) else None
@@ -181,6 +180,9 @@ def write_roi_tar(
                     f"{path}: mask for ROI {rid!r} has shape {getattr(mask, 'shape', None)}, "
                     f"crop has {shape}"
                 )
+    encoded = encode_images(
+        ids, crops, fmt, png_level=png_level, png_fast=png_fast, jpeg_quality=jpeg_quality
+    )
     stamp = time.time() if mtime is None else mtime
 
     def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -195,12 +197,7 @@ def write_roi_tar(
         tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for i, rid in enumerate(ids):
-            crop = crops[i]
-            if not isinstance(crop, bytes):
-                crop = encode_image(
-                    crop, fmt, png_level=png_level, png_fast=png_fast, jpeg_quality=jpeg_quality
-                )
-            add(tar, f"{rid}.{fmt}", crop)
+            add(tar, f"{rid}.{fmt}", encoded[i])
             if masks is not None:
                 # Masks are long runs of 0/255: there string matching pays, so zlib's default.
                 m = (np.asarray(masks[i]) > 0).astype(np.uint8) * 255

@@ -267,17 +267,14 @@ def pixels_from_bytes(
     sizes = shapes[:, 0] * shapes[:, 1]
     if sizes.sum() != pixels.size:
         raise ValueError(f"ROI pixels: {pixels.size} values for shapes that need {sizes.sum()}")
-    ends = np.cumsum(sizes)
-    crops = [
-        pixels[e - n : e].reshape(h, w) for (h, w), n, e in zip(shapes, sizes, ends, strict=True)
-    ]
-    if bits is None:
-        return crops, []
-    if bits.size < pixels.size:
+    if bits is not None and bits.size < pixels.size:
         raise ValueError(f"ROI masks: {bits.size} bits for {pixels.size} pixels")
-    return crops, [
-        bits[e - n : e].reshape(h, w) for (h, w), n, e in zip(shapes, sizes, ends, strict=True)
-    ]
+    starts = np.cumsum(sizes) - sizes
+
+    def split(flat: np.ndarray) -> list[np.ndarray]:
+        return [flat[a : a + h * w].reshape(h, w) for a, (h, w) in zip(starts, shapes, strict=True)]
+
+    return split(pixels), [] if bits is None else split(bits)
 
 
 def rois_from_objects(pixels: bytes, positions: bytes, *, masks: bool = True) -> Rois:
@@ -285,9 +282,9 @@ def rois_from_objects(pixels: bytes, positions: bytes, *, masks: bool = True) ->
     ``positions.csv``; a mismatch between them is a ``ValueError`` (the step is retried)."""
     rows = list(csv.reader(io.StringIO(positions.decode())))
     header, body = rows[0], [r for r in rows[1:] if r]
+    column = {name: header.index(name) for name in POSITION_FIELDS}
     table = {
-        name: np.array([int(r[header.index(name)]) for r in body], dtype=np.int64)
-        for name in POSITION_FIELDS
+        name: np.array([int(r[k]) for r in body], dtype=np.int64) for name, k in column.items()
     }
     crops, mask_list = pixels_from_bytes(pixels, masks=masks)
     if len(crops) != len(body):

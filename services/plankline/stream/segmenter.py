@@ -2,8 +2,8 @@
 
 Downloads the chunk's segment, runs the very function the batch CLI runs, and
 writes the ROI images (the output tar), the raw crops + masks and the positions
-table to S3 before returning the RoiBatch message. A chunk with an unreadable frame keeps the ROIs
-found before it (as batch does): they go on downstream, and the chunk is
+table to S3 before returning the RoiBatch message. A chunk with an unreadable
+frame keeps the ROIs found before it (as batch does): they go on downstream, and the chunk is
 recorded as failed (``failed.json``) and published to the dead-letter topic
 with an error naming the video and frame.
 
