@@ -1,7 +1,7 @@
 """Classifier throughput on this machine: ONNX Runtime vs torch eager, and training.
 
-Inference figures INCLUDE preprocessing (``to_canvas``: gray, background
-subtraction, placement on the canvas), i.e. ROIs in, probabilities out, as
+Inference figures INCLUDE preprocessing (``model_inputs``: gray, background
+subtraction, placement on the canvas, measurements), i.e. ROIs in, probabilities out, as
 ``plankline classify`` runs it. Both paths run in the same process on the
 same ROIs, alternating, so the printed ratio is robust to noisy neighbours.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import list_images, read_image, to_canvas
+from plankline.model.data import feature_names, list_images, model_inputs, read_image
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, train
 
@@ -57,7 +57,12 @@ def main() -> None:
 
     meta = clf.meta
     torch.manual_seed(0)
-    net = SparseCNN(len(clf.class_names), width=meta["width"], layers=meta["layers"])
+    net = SparseCNN(
+        len(clf.class_names),
+        width=meta["width"],
+        layers=meta["layers"],
+        n_inputs=len(feature_names(clf.shapes)),
+    )
     eager = WithSoftmax(net).eval()
 
     def run_ort() -> np.ndarray:
@@ -67,13 +72,13 @@ def main() -> None:
     def run_torch() -> np.ndarray:
         out = []
         for i in range(0, len(crops), args.batch):
-            x, s = to_canvas(crops[i : i + args.batch], clf.canvas, return_shrink=True)
+            x, s = model_inputs(crops[i : i + args.batch], clf.canvas, shapes=clf.shapes)
             out.append(eager(torch.from_numpy(x), torch.from_numpy(s)).numpy())
         return np.concatenate(out)
 
     def run_pre() -> None:
         for i in range(0, len(crops), args.batch):
-            to_canvas(crops[i : i + args.batch], clf.canvas, return_shrink=True)
+            model_inputs(crops[i : i + args.batch], clf.canvas, shapes=clf.shapes)
 
     run_ort(), run_torch()  # warm-up
     best = {"ort": 0.0, "torch": 0.0, "pre": 0.0}

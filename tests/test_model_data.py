@@ -8,13 +8,20 @@ import cv2
 import numpy as np
 import pytest
 from plankline.model.data import (
+    SHAPE_FEATURES,
     Augment,
+    feature_names,
     load_library,
+    model_inputs,
     normalize_crop,
     place_on_canvas,
+    shape_features,
     split_indices,
-    to_canvas,
 )
+
+
+def to_canvas(crops: list[np.ndarray], canvas: int) -> np.ndarray:
+    return model_inputs(crops, canvas, shapes=False)[0]
 
 
 def _blob(h: int, w: int, bg: int = 200, fg: int = 50) -> np.ndarray:
@@ -32,7 +39,7 @@ def test_background_becomes_zero_and_organism_keeps_its_darkness() -> None:
 
 def test_small_rois_are_placed_unscaled_at_the_centre() -> None:
     small, large = _blob(8, 8), _blob(40, 40)
-    x, s = to_canvas([small, large], 64, return_shrink=True)
+    x, s = model_inputs([small, large], 64, shapes=False)
     assert np.count_nonzero(x[0]) == 4 * 4 and np.count_nonzero(x[1]) == 20 * 20
     ys, xs = np.nonzero(x[1, 0])
     assert (ys.min() + ys.max()) / 2 == pytest.approx(31.5, abs=1)
@@ -41,7 +48,7 @@ def test_small_rois_are_placed_unscaled_at_the_centre() -> None:
 
 
 def test_rois_bigger_than_the_canvas_are_shrunk_and_report_log2_shrink() -> None:
-    x, s = to_canvas([_blob(256, 128)], 64, return_shrink=True)
+    x, s = model_inputs([_blob(256, 128)], 64, shapes=False)
     assert s[0, 0] == pytest.approx(2.0)
     ys, xs = np.nonzero(x[0, 0] > 0.1)
     assert ys.max() - ys.min() + 1 == pytest.approx(32, abs=1)
@@ -52,6 +59,22 @@ def test_colour_and_gray_versions_of_a_roi_give_the_same_input() -> None:
     g = _blob(30, 30)
     c = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
     np.testing.assert_allclose(to_canvas([g], 32), to_canvas([c], 32), atol=1e-6)
+
+
+def test_measurements_follow_the_log2_shrink_and_see_the_unshrunk_organism() -> None:
+    small, large = _blob(40, 40), _blob(256, 256)
+    _, f = model_inputs([small, large], 64, shapes=True)
+    assert f.shape == (2, 1 + len(SHAPE_FEATURES)) and feature_names(True)[0] == "log2_shrink"
+    area = f[:, 1 + SHAPE_FEATURES.index("area")]
+    # 20x20 and 128x128 px organisms: log1p areas, although both fill the canvas alike
+    np.testing.assert_allclose(np.expm1(area), [400, 128 * 128], rtol=0.02)
+    np.testing.assert_allclose(f[:, 1 + SHAPE_FEATURES.index("solidity")], 1.0, atol=0.02)
+    assert np.all(np.isfinite(f))
+
+
+def test_a_roi_without_an_organism_gets_zero_measurements() -> None:
+    f = shape_features([np.zeros((12, 12), np.float32)])
+    assert f.shape == (1, len(SHAPE_FEATURES)) and not f.any()
 
 
 def test_empty_roi_is_refused_with_its_shape() -> None:

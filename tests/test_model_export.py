@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import list_images, read_image, to_canvas
+from plankline.model.data import feature_names, list_images, model_inputs, read_image
 from plankline.model.export import export_model, write_triton_repository
 from plankline.model.infer import (
     UNCLASSIFIED,
@@ -61,7 +61,7 @@ def test_onnx_matches_torch_within_1e4_for_any_batch_size(
     crops = [read_image(p) for p in list_images(lib)]
     for n in (1, 7, len(crops)):
         got = clf.predict(crops[:n], batch_size=4)
-        x, s = to_canvas(crops[:n], clf.canvas, return_shrink=True)
+        x, s = model_inputs(crops[:n], clf.canvas, shapes=clf.shapes)
         with torch.no_grad():
             ref = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
         assert got.shape == (n, 5)
@@ -99,6 +99,8 @@ def test_triton_repository_has_gpu_and_cpu_configs(
     assert re.search(r"kind:\s*KIND_GPU", gpu)
     assert re.search(r'name:\s*"tensorrt".*precision_mode"\s*value:\s*"FP16"', gpu, re.S)
     assert re.search(r"dims:\s*\[\s*1, 32, 32\s*\]", gpu) and re.search(r"dims:\s*\[\s*5\s*\]", gpu)
+    n_features = len(feature_names(shapes=True))
+    assert re.search(rf'"features", data_type: TYPE_FP32, dims: \[ {n_features} \]', gpu)
     assert re.search(r'backend:\s*"python"', cpu) and re.search(r"kind:\s*KIND_CPU", cpu)
     assert gpu.count("{") == gpu.count("}") and cpu.count("[") == cpu.count("]")
     assert (root / "1" / "model.onnx").read_bytes() == (model_dir / "model.onnx").read_bytes()
@@ -115,8 +117,8 @@ def test_triton_python_model_runs_the_same_onnx(
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     assert {"initialize", "execute", "finalize"} <= set(vars(mod.TritonPythonModel))
     crops = [read_image(p) for p in list_images(lib)[:9]]
-    x, s = to_canvas(crops, 32, return_shrink=True)
-    got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, s[:, 0])
+    x, f = model_inputs(crops, 32, shapes=True)
+    got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, f)
     np.testing.assert_allclose(got, Classifier.load(model_dir).predict(crops), atol=1e-6)
 
 

@@ -44,8 +44,9 @@ def test_scnn_beats_the_feature_baseline_on_real_flowcam_rois(
     result, report = evaluate_checkpoint(tmp_path / "w", None, tmp_path / "report")
     _report(record_property, "flowcam", result)
     assert result.n_test == 22 and sorted(set(result.y_true)) == list(range(6))
-    assert result.cnn.macro_f1 > result.baseline.macro_f1
-    assert result.cnn.macro_f1 >= 0.75
+    # measured 0.848 vs 0.746 on this split; 10 splits: 0.852 vs 0.781 (eval_classifier.py)
+    assert result.cnn.macro_f1 >= result.baseline.macro_f1 + 0.05
+    assert result.cnn.macro_f1 >= 0.8
     for f in ("confusion.png", "f1_vs_size.png", "confidence_hist.png", "per_class.csv"):
         assert (tmp_path / "report" / f).stat().st_size > 0
     assert "RF on shape features" in report.read_text()

@@ -155,6 +155,13 @@ def train(
     min_epoch_images: Annotated[
         int, typer.Option(help="Least draws per epoch (repeats small libraries).")
     ] = 1024,
+    shapes: Annotated[
+        bool,
+        typer.Option(
+            help="Give the network the organism's measurements (size, shape, grey levels) "
+            "beside the image; --no-shapes trains on the image alone."
+        ),
+    ] = True,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
@@ -184,6 +191,7 @@ def train(
         seed=seed,
         workers=workers,
         min_epoch_images=min_epoch_images,
+        shapes=shapes,
     )
     rich.print(f"[bold]train[/] {cfg}")
     try:

@@ -1,7 +1,7 @@
 """ROI preprocessing for the classifier: one way from a crop to a network input.
 
 Every path (training, evaluation, ONNX inference, the Triton python model)
-goes through :func:`to_canvas`, so a model never sees pixels prepared
+goes through :func:`model_inputs`, so a model never sees pixels prepared
 differently from the ones it was trained on.
 
 The recipe follows Plankline's sparse CNN (DESIGN.md, "Classifier notes"):
@@ -17,8 +17,15 @@ The recipe follows Plankline's sparse CNN (DESIGN.md, "Classifier notes"):
    field, so absolute size stays a cue (a big copepod and a small one look
    different, as they do to a taxonomist). Only crops larger than the canvas
    are shrunk (``cv2.INTER_AREA``); how much they were shrunk is returned as
-   ``log2(shrink)`` and fed to the network as a second input, so a big
-   shrunk object keeps its size cue.
+   ``log2(shrink)`` and fed to the network in its second input, so a big
+   shrunk object keeps its size cue;
+4. measure the organism on the unshrunk crop (:data:`SHAPE_FEATURES`: size,
+   shape, grey levels, Hu moments; what the random-forest baseline that
+   ecologists use sees) and append the measurements to that second input.
+   The network sees both what a taxonomist sees and what ZooProcess
+   measures: on the real FlowCam set this raised macro-F1 over 10 seeded
+   splits from 0.807 +- 0.125 (image and shrink only) to 0.852 +- 0.051,
+   where the RF alone reaches 0.781 (``scripts/eval_classifier.py``).
 
 Also here: reading a folder-per-class training library with the checks
 users expect (class minimum, empty classes, unreadable files), deterministic
@@ -128,10 +135,94 @@ def place_on_canvas(norm_crops: Sequence[np.ndarray], canvas: int) -> tuple[np.n
     return x, log_shrink
 
 
-def to_canvas(
-    crops: Sequence[np.ndarray], canvas: int, *, return_shrink: bool = False
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Network input for a batch of raw ROIs (the one preprocessing path).
+SHAPE_FEATURES: tuple[str, ...] = (
+    "area",
+    "perimeter",
+    "major_axis_length",
+    "minor_axis_length",
+    "convex_area",
+    "solidity",
+    "eccentricity",
+    "feret_max",
+    "feret_min",
+    "elongation",
+    "circularity",
+    "mean",
+    "std",
+    "max",
+    "median",
+    "skew",
+    "kurtosis",
+    "hu_1",
+    "hu_2",
+    "hu_3",
+    "hu_4",
+    "hu_5",
+    "hu_6",
+    "hu_7",
+)
+"""Measurements given to the network beside the image: the random-forest baseline's
+features that do not change when an organism is rotated or flipped (no orientation,
+bounding box, extent or position), measured on the unshrunk crop."""
+
+_LOG_SCALED = frozenset(
+    ("area", "perimeter", "major_axis_length", "minor_axis_length", "convex_area")
+) | frozenset(("feret_max", "feret_min", "elongation"))
+
+
+def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
+    """The :data:`SHAPE_FEATURES` of each normalised crop, scaled for a network.
+
+    Sizes are ``log1p`` (a 10 px and a 10,000 px object differ by 3 units, not
+    10,000), Hu moments ``-sign * log10 |hu|`` (their usual scale), intensities
+    in [0, 1]; what cannot be measured (no object) is 0.
+
+    Returns
+    -------
+    ndarray
+        ``(n, len(SHAPE_FEATURES))`` float32.
+    """
+    from plankline.imaging.measure import measure_rois
+    from plankline.imaging.segment import object_mask
+
+    n = len(norm_crops)
+    out = np.zeros((n, len(SHAPE_FEATURES)), np.float32)
+    if n == 0:
+        return out
+    # back to the imager's convention (dark organism on a white background)
+    imgs = [255 - np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8) for c in norm_crops]
+    table = measure_rois(imgs, [object_mask(i) for i in imgs])
+    for j, name in enumerate(SHAPE_FEATURES):
+        v = np.asarray(table[name], np.float64)
+        if name in _LOG_SCALED:
+            v = np.log1p(np.maximum(v, 0.0))
+        elif name.startswith("hu_"):
+            v = -np.sign(v) * np.log10(np.maximum(np.abs(v), 1e-30))
+        elif name in ("mean", "std", "max", "median"):
+            v = v / 255.0
+        out[:, j] = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def feature_names(shapes: bool) -> list[str]:
+    """Names of the network's ``features`` input columns, in order."""
+    return ["log2_shrink", *(SHAPE_FEATURES if shapes else ())]
+
+
+def network_inputs(
+    norm_crops: Sequence[np.ndarray], canvas: int, *, shapes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`model_inputs` for crops already normalised (training keeps them so)."""
+    x, s = place_on_canvas(norm_crops, canvas)
+    if shapes:
+        s = np.hstack([s, shape_features(norm_crops)])
+    return x, s
+
+
+def model_inputs(
+    crops: Sequence[np.ndarray], canvas: int, *, shapes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs for a batch of raw ROIs (the one preprocessing path).
 
     Parameters
     ----------
@@ -139,26 +230,26 @@ def to_canvas(
         Raw ROIs as read from disk or a ROI tar (gray or colour, any size).
     canvas : int
         Input field side in pixels (the model's ``canvas``, see ``meta.json``).
-    return_shrink : bool
-        Also return the ``(n, 1)`` ``log2`` shrink factors (the model's second
-        input).
+    shapes : bool
+        Whether the model takes the measurements (``meta.json`` ``shapes``).
 
     Returns
     -------
-    ndarray or (ndarray, ndarray)
-        ``(n, 1, canvas, canvas)`` float32, background 0, organism > 0;
-        and optionally the shrink factors.
+    image : ndarray
+        ``(n, 1, canvas, canvas)`` float32, background 0, organism > 0.
+    features : ndarray
+        ``(n, len(feature_names(shapes)))`` float32: ``log2`` shrink factor,
+        then the :data:`SHAPE_FEATURES` when ``shapes``.
 
     Examples
     --------
-    >>> x = to_canvas([np.full((10, 20), 200, np.uint8)], 64)
-    >>> x.shape, float(x.max())
-    ((1, 1, 64, 64), 0.0)
+    >>> x, f = model_inputs([np.full((10, 20), 200, np.uint8)], 64, shapes=False)
+    >>> x.shape, float(x.max()), f.shape
+    ((1, 1, 64, 64), 0.0, (1, 1))
     """
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 px, got {canvas}")
-    x, s = place_on_canvas([normalize_crop(c) for c in crops], canvas)
-    return (x, s) if return_shrink else x
+    return network_inputs([normalize_crop(c) for c in crops], canvas, shapes=shapes)
 
 
 # --------------------------------------------------------------------------
@@ -430,7 +521,9 @@ class CanvasDataset:
         *,
         augment: Augment | None = None,
         seed: int = 0,
+        shapes: np.ndarray | None = None,
     ) -> None:
+        self.shapes = shapes
         self.crops = list(crops)
         self.labels = np.asarray(labels, np.int64)
         self.canvas = canvas
@@ -446,4 +539,5 @@ class CanvasDataset:
         if self.augment is not None:
             c = self.augment(c, np.random.default_rng((self.seed, epoch, draw, i)))
         x, s = place_on_canvas([c], self.canvas)
-        return x[0], s[0], int(self.labels[i])
+        f = s[0] if self.shapes is None else np.concatenate([s[0], self.shapes[i]])
+        return x[0], f, int(self.labels[i])

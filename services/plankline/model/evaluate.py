@@ -486,7 +486,7 @@ def evaluate_checkpoint(
     """
     import torch
 
-    from plankline.model.data import read_image, to_canvas
+    from plankline.model.data import model_inputs, read_image
     from plankline.model.infer import Classifier
     from plankline.model.train import (
         checkpoint_path,
@@ -524,9 +524,10 @@ def evaluate_checkpoint(
     else:
         model = model_from_checkpoint(ck)
         canvas = int(ck["config"]["canvas"])
+        shapes = bool(ck["config"]["shapes"])
 
         def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
-            x, s = to_canvas(crops, canvas, return_shrink=True)
+            x, s = model_inputs(crops, canvas, shapes=shapes)
             with torch.no_grad():
                 return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 

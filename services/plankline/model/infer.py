@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plankline.model.data import to_canvas
+from plankline.model.data import feature_names, model_inputs
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 """The shipped default model (synthetic classes), used when no model folder is given."""
@@ -75,6 +75,8 @@ class Classifier:
     ----------
     class_names : list of str
     canvas : int
+    shapes : bool
+        Whether the model takes the organism's measurements beside the image.
     thresholds : dict of str to float, or None
         Per-class probability thresholds (None for a class whose target
         precision was unreachable, i.e. never assigned); None without a
@@ -94,6 +96,7 @@ class Classifier:
         self.session = session
         self.class_names = class_names
         self.canvas = canvas
+        self.shapes = bool(meta["shapes"])
         self.thresholds = thresholds
         self.meta = meta
 
@@ -137,6 +140,13 @@ class Classifier:
         sess = ort.InferenceSession(
             str(onnx_path), so, providers=list(providers or default_providers())
         )
+        inputs = {i.name: i.shape for i in sess.get_inputs()}
+        want = len(feature_names(bool(meta.get("shapes", False))))
+        if "features" not in inputs or inputs["features"][1] != want:
+            raise ValueError(
+                f"{onnx_path} takes inputs {inputs}, not image + features (batch, {want}) as "
+                f"its meta.json says: exported by an older plankline? re-export it"
+            )
         n_out = sess.get_outputs()[0].shape[1]
         if isinstance(n_out, int) and n_out != len(names):
             raise ValueError(
@@ -156,11 +166,11 @@ class Classifier:
         for i in range(0, len(crops), batch_size):
             batch = crops[i : i + batch_size]
             try:
-                x, s = to_canvas(batch, self.canvas, return_shrink=True)
+                x, f = model_inputs(batch, self.canvas, shapes=self.shapes)
             except ValueError as e:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))
                 raise ValueError(f"ROI {i + bad}: {e}") from e
-            out[i : i + len(batch)] = self.session.run(None, {"image": x, "shrink": s})[0]  # type: ignore[attr-defined]
+            out[i : i + len(batch)] = self.session.run(None, {"image": x, "features": f})[0]  # type: ignore[attr-defined]
         return out
 
     def thresholded(self, probs: np.ndarray) -> list[str]:

@@ -4,8 +4,9 @@ Both take the same two inputs (see :mod:`plankline.model.data`):
 
 ``image``  ``(n, 1, canvas, canvas)`` float32, ROI inverted, background 0,
            placed unscaled at the centre;
-``shrink`` ``(n, 1)`` float32, ``log2`` of how much a too-big ROI was shrunk
-           to fit (0 for most ROIs), so absolute size survives shrinking;
+``features`` ``(n, F)`` float32: ``log2`` of how much a too-big ROI was
+           shrunk to fit (0 for most ROIs), so absolute size survives
+           shrinking, then (by default) the organism's measurements;
 
 and return ``(n, n_classes)`` logits (softmax is applied by the caller /
 appended at export, so training uses the numerically stable
@@ -27,7 +28,8 @@ The sCNN follows Graham's SparseConvNet as Plankline used it (DESIGN.md):
   expensive full-resolution field quickly), which reaches the same field
   size after the same number of layers;
 * a global max+average pool at the end (valid for any canvas size and
-  cheap), concatenated with the ``shrink`` input, and a linear classifier.
+  cheap), concatenated with an embedding of the ``features`` input, and a
+  linear classifier.
 
 Graham's nets had no batch normalisation; we add it after every convolution
 because it makes training from scratch on small libraries converge in
@@ -45,18 +47,19 @@ ARCHS = ("scnn", "resnet")
 """Architectures selectable with ``--arch``."""
 
 
-SIZE_FEATURES = 8
-"""Width of the learned embedding of the ``shrink`` input (see :func:`_size_embed`)."""
+EMBED = 32
+"""Width of the learned embedding of the ``features`` input (see :func:`_feature_embed`)."""
 
 
-def _size_embed() -> nn.Module:
-    """A tiny piecewise-linear embedding of ``log2(shrink)``.
+def _feature_embed(n_inputs: int) -> nn.Module:
+    """Standardise the measurement vector (batch norm) and embed it in ``EMBED`` hinge units.
 
-    A single raw scalar among hundreds of pooled features is easily ignored
-    (measured: huge Noctilucales, shrunk 4x, were called Ciliophora); a few
-    learned hinge units give the size cue the same weight as an image feature.
+    A few raw scalars among hundreds of pooled image features are easily ignored
+    (measured: huge Noctilucales, shrunk 4x, were called Ciliophora when the
+    shrink factor was fed raw); an embedding of the same order as the image
+    features gives them their weight.
     """
-    return nn.Sequential(nn.Linear(1, SIZE_FEATURES), nn.LeakyReLU(1 / 3))
+    return nn.Sequential(nn.BatchNorm1d(n_inputs), nn.Linear(n_inputs, EMBED), nn.LeakyReLU(1 / 3))
 
 
 def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
@@ -92,6 +95,7 @@ class SparseCNN(nn.Module):
         layers: int = 8,
         leak: float = 1 / 3,
         dropout: float = 0.2,
+        n_inputs: int = 1,
     ) -> None:
         super().__init__()
         if n_classes < 2:
@@ -106,13 +110,13 @@ class SparseCNN(nn.Module):
                 mods.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             cin = cout
         self.features = nn.Sequential(*mods)
-        self.size_embed = _size_embed()
-        self.n_features = 2 * cin + SIZE_FEATURES
+        self.embed = _feature_embed(n_inputs)
+        self.n_features = 2 * cin + EMBED
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
 
-    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         f = self.features(image)
-        pooled = torch.cat([f.amax(dim=(2, 3)), f.mean(dim=(2, 3)), self.size_embed(shrink)], dim=1)
+        pooled = torch.cat([f.amax(dim=(2, 3)), f.mean(dim=(2, 3)), self.embed(features)], dim=1)
         return self.head(pooled)
 
 
@@ -144,7 +148,9 @@ class SmallResNet(nn.Module):
     ``width * (1, 2, 4, 8)`` channels, global average pool, linear head.
     """
 
-    def __init__(self, n_classes: int, *, width: int = 16, dropout: float = 0.2) -> None:
+    def __init__(
+        self, n_classes: int, *, width: int = 16, dropout: float = 0.2, n_inputs: int = 1
+    ) -> None:
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {n_classes}")
@@ -153,13 +159,13 @@ class SmallResNet(nn.Module):
         self.stages = nn.Sequential(
             _Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2), _Block(4 * w, 8 * w, 2)
         )
-        self.size_embed = _size_embed()
-        self.n_features = 8 * w + SIZE_FEATURES
+        self.embed = _feature_embed(n_inputs)
+        self.n_features = 8 * w + EMBED
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
 
-    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         f = self.stages(self.stem(image))
-        return self.head(torch.cat([f.mean(dim=(2, 3)), self.size_embed(shrink)], dim=1))
+        return self.head(torch.cat([f.mean(dim=(2, 3)), self.embed(features)], dim=1))
 
 
 def build_model(arch: str, n_classes: int, **kwargs: int | float) -> nn.Module:
@@ -178,8 +184,13 @@ class WithSoftmax(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor, shrink: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(image, shrink), dim=1)
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(image, features), dim=1)
+
+
+def n_inputs(model: nn.Module) -> int:
+    """Width of ``model``'s ``features`` input."""
+    return int(model.embed[0].num_features)  # type: ignore[index]
 
 
 def multiply_adds(model: nn.Module, canvas: int) -> int:
@@ -204,7 +215,7 @@ def multiply_adds(model: nn.Module, canvas: int) -> int:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, canvas, canvas), torch.zeros(1, 1))
+        model(torch.zeros(1, 1, canvas, canvas), torch.zeros(1, n_inputs(model)))
     model.train(was_training)
     for h in hooks:
         h.remove()

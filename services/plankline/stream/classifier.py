@@ -4,7 +4,7 @@ Two backends, chosen by ``PLANKLINE_INFERENCE``:
 
 - ``onnxruntime`` (default): the job's model in-process, through
   ``pipeline.load_classifier``, i.e. exactly the batch CLI's call;
-- ``triton``: the same preprocessing (``model.data.to_canvas``) on this side, the
+- ``triton``: the same preprocessing (``model.data.model_inputs``) on this side, the
   network on Triton over gRPC (``PLANKLINE_TRITON_URL``/``_MODEL``), the chunk's
   ROIs split into ``triton_batch``-sized requests of which ``triton_concurrency``
   are in flight at once so Triton's dynamic batcher can fill its batches.
@@ -66,6 +66,7 @@ class TritonModel:
         ]
         meta = json.loads((folder / "meta.json").read_text())
         self.canvas = int(meta["canvas"])
+        self.shapes = bool(meta["shapes"])
         tp = folder / "thresholds.json"
         self.thresholds = json.loads(tp.read_text())["thresholds"] if tp.is_file() else None
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
@@ -107,16 +108,16 @@ class TritonModel:
     def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
         import tritonclient.grpc as grpcclient
 
-        from plankline.model.data import to_canvas
+        from plankline.model.data import model_inputs
 
-        x, s = to_canvas(crops, self.canvas, return_shrink=True)
+        x, f = model_inputs(crops, self.canvas, shapes=self.shapes)
         image = grpcclient.InferInput("image", list(x.shape), "FP32")
         image.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        shrink = grpcclient.InferInput("shrink", list(s.shape), "FP32")
-        shrink.set_data_from_numpy(np.ascontiguousarray(s, dtype=np.float32))
+        features = grpcclient.InferInput("features", list(f.shape), "FP32")
+        features.set_data_from_numpy(np.ascontiguousarray(f, dtype=np.float32))
         result = self.client.infer(
             self.name,
-            [image, shrink],
+            [image, features],
             outputs=[grpcclient.InferRequestedOutput("probs")],
             client_timeout=self.timeout_s,
         )
