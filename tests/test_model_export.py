@@ -77,6 +77,21 @@ def test_model_folder_holds_onnx_labels_and_meta(exported: tuple[Path, Path, Pat
     assert clf.meta["onnx_torch_max_abs_diff"] <= 1e-4 and clf.meta["opset"] >= 17
 
 
+def test_a_model_whose_inputs_differ_from_its_meta_is_refused(
+    exported: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    bad = tmp_path / "model"
+    shutil.copytree(exported[2], bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["shapes"] = False  # the ONNX graph takes the measurements, the meta says not
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="re-export"):
+        Classifier.load(bad)
+
+
 def test_predict_names_the_index_of_an_empty_roi(exported: tuple[Path, Path, Path]) -> None:
     clf = Classifier.load(exported[2])
     with pytest.raises(ValueError, match="ROI 1"):

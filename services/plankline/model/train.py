@@ -212,6 +212,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
 def model_from_checkpoint(ckpt: dict[str, Any], device: str = "cpu") -> torch.nn.Module:
     """Rebuild the network stored in ``ckpt`` in eval mode."""
     cfg = ckpt["config"]
+    if "shapes" not in cfg:
+        raise ValueError(
+            "checkpoint written by an older plankline (its network has no measurements "
+            "input): retrain it with `plankline train`"
+        )
     kw: dict[str, Any] = {"width": cfg["width"], "n_inputs": len(feature_names(cfg["shapes"]))}
     if cfg["arch"] == "scnn":
         kw["layers"] = cfg["layers"]
