@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import feature_names, list_images, model_inputs, read_image
+from plankline.model.data import list_images, model_inputs, read_image
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, train
 
@@ -53,16 +53,11 @@ def main() -> None:
     clf = Classifier.load(args.model, providers=["CPUExecutionProvider"], threads=args.threads)
     # torch eager twin: same architecture and canvas (timing does not depend on the weight
     # values; ORT/torch numerical parity is checked by `plankline export` and the tests)
-    from plankline.model.scnn import SparseCNN, WithSoftmax
+    from plankline.model.scnn import WithSoftmax
+    from plankline.model.train import network
 
-    meta = clf.meta
     torch.manual_seed(0)
-    net = SparseCNN(
-        len(clf.class_names),
-        width=meta["width"],
-        layers=meta["layers"],
-        n_inputs=len(feature_names(clf.shapes)),
-    )
+    net = network(clf.meta["train_config"], len(clf.class_names))
     eager = WithSoftmax(net).eval()
 
     def run_ort() -> np.ndarray:

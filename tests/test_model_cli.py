@@ -100,3 +100,18 @@ def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2
     assert "lacks model.onnx" in " ".join(res.output.split())
+
+
+def test_train_cli_defaults_are_the_training_defaults() -> None:
+    """The CLI repeats TrainConfig's defaults (it imports no torch at start-up): keep them equal."""
+    import inspect
+    from dataclasses import fields
+
+    from plankline.cli import train as train_cmd
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    params = inspect.signature(train_cmd).parameters
+    shared = [n for n in params if n in defaults and n not in ("library", "out")]
+    assert len(shared) >= 19
+    for name in shared:
+        assert params[name].default == defaults[name], name

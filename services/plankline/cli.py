@@ -162,6 +162,13 @@ def train(
             "beside the image; --no-shapes trains on the image alone."
         ),
     ] = True,
+    aux_heads: Annotated[
+        bool,
+        typer.Option(help="A classifier per input branch beside the joint one (mean of the 3)."),
+    ] = False,
+    members: Annotated[
+        int, typer.Option(help="Networks trained side by side, predictions averaged.")
+    ] = 1,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
@@ -192,6 +199,8 @@ def train(
         workers=workers,
         min_epoch_images=min_epoch_images,
         shapes=shapes,
+        aux_heads=aux_heads,
+        members=members,
     )
     rich.print(f"[bold]train[/] {cfg}")
     try:

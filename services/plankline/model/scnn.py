@@ -40,6 +40,8 @@ libraries plankton ecologists start from.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -69,7 +71,54 @@ def _conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module
     ]
 
 
-class SparseCNN(nn.Module):
+def mean_of_heads(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Logits whose softmax is the mean of the heads' softmaxes (one head: unchanged)."""
+    if len(logits) == 1:
+        return logits[0]
+    logp = torch.stack([torch.log_softmax(h, dim=1) for h in logits])
+    return torch.logsumexp(logp, dim=0) - math.log(len(logits))
+
+
+class _TwoBranchNet(nn.Module):
+    """An image trunk and the ``features`` embedding, joined by a linear head.
+
+    With ``aux_heads`` each branch also gets its own classifier, trained on the
+    same labels, and the prediction is the mean of the three heads' softmaxes.
+    Multi-input networks on small data lean on one branch and overfit it
+    (Wang et al. 2020, "What makes training multi-modal classification networks
+    hard?"); a loss per branch keeps both discriminative.
+    """
+
+    def _init_heads(
+        self, n_image: int, n_inputs: int, n_classes: int, dropout: float, aux_heads: bool
+    ) -> None:
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        self.embed = _feature_embed(n_inputs)
+        self.n_features = n_image + EMBED
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
+        self.aux_heads = aux_heads
+        if aux_heads:
+            self.image_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_image, n_classes))
+            self.feature_head = nn.Linear(EMBED, n_classes)
+
+    def image_vector(self, image: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def heads(self, image: torch.Tensor, features: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every head: the joint one first (training puts a loss on each)."""
+        img = self.image_vector(image)
+        emb = self.embed(features)
+        joint = self.head(torch.cat([img, emb], dim=1))
+        if not self.aux_heads:
+            return [joint]
+        return [joint, self.image_head(img), self.feature_head(emb)]
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return mean_of_heads(self.heads(image, features))
+
+
+class SparseCNN(_TwoBranchNet):
     """Graham-style sCNN with deterministic pooling (see module docstring).
 
     Parameters
@@ -85,6 +134,10 @@ class SparseCNN(nn.Module):
         Negative slope of the leaky ReLU.
     dropout : float
         Dropout before the linear classifier.
+    n_inputs : int
+        Width of the ``features`` input.
+    aux_heads : bool
+        A classifier per branch besides the joint one (see :class:`_TwoBranchNet`).
     """
 
     def __init__(
@@ -96,10 +149,9 @@ class SparseCNN(nn.Module):
         leak: float = 1 / 3,
         dropout: float = 0.2,
         n_inputs: int = 1,
+        aux_heads: bool = False,
     ) -> None:
         super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         mods: list[nn.Module] = []
         cin = 1
         for i in range(layers):
@@ -110,14 +162,11 @@ class SparseCNN(nn.Module):
                 mods.append(nn.MaxPool2d(2, 2, ceil_mode=True))
             cin = cout
         self.features = nn.Sequential(*mods)
-        self.embed = _feature_embed(n_inputs)
-        self.n_features = 2 * cin + EMBED
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
+        self._init_heads(2 * cin, n_inputs, n_classes, dropout, aux_heads)
 
-    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def image_vector(self, image: torch.Tensor) -> torch.Tensor:
         f = self.features(image)
-        pooled = torch.cat([f.amax(dim=(2, 3)), f.mean(dim=(2, 3)), self.embed(features)], dim=1)
-        return self.head(pooled)
+        return torch.cat([f.amax(dim=(2, 3)), f.mean(dim=(2, 3))], dim=1)
 
 
 class _Block(nn.Module):
@@ -141,7 +190,7 @@ class _Block(nn.Module):
         return self.act(self.body(x) + self.skip(x))
 
 
-class SmallResNet(nn.Module):
+class SmallResNet(_TwoBranchNet):
     """A standard small ResNet (ResNet-10 shape) behind the same interface, for comparison.
 
     Stem 3x3 stride 2, four stages of one basic block each with
@@ -149,32 +198,58 @@ class SmallResNet(nn.Module):
     """
 
     def __init__(
-        self, n_classes: int, *, width: int = 16, dropout: float = 0.2, n_inputs: int = 1
+        self,
+        n_classes: int,
+        *,
+        width: int = 16,
+        dropout: float = 0.2,
+        n_inputs: int = 1,
+        aux_heads: bool = False,
     ) -> None:
         super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
         w = width
         self.stem = nn.Sequential(*_conv_bn(1, w, 3, 2), nn.ReLU(inplace=True))
         self.stages = nn.Sequential(
             _Block(w, w, 1), _Block(w, 2 * w, 2), _Block(2 * w, 4 * w, 2), _Block(4 * w, 8 * w, 2)
         )
-        self.embed = _feature_embed(n_inputs)
-        self.n_features = 8 * w + EMBED
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.n_features, n_classes))
+        self._init_heads(8 * w, n_inputs, n_classes, dropout, aux_heads)
+
+    def image_vector(self, image: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(image)).mean(dim=(2, 3))
+
+
+class Ensemble(nn.Module):
+    """``members`` networks trained side by side; predicts the mean of all their heads.
+
+    Averaging independently initialised networks is the standard remedy for the
+    split-to-split and seed-to-seed swings of networks trained on a few hundred
+    images.
+    """
+
+    def __init__(self, members: list[_TwoBranchNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.embed = members[0].embed
+
+    def heads(self, image: torch.Tensor, features: torch.Tensor) -> list[torch.Tensor]:
+        return [h for m in self.members for h in m.heads(image, features)]  # type: ignore[operator]
 
     def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        f = self.stages(self.stem(image))
-        return self.head(torch.cat([f.mean(dim=(2, 3)), self.embed(features)], dim=1))
+        return mean_of_heads(self.heads(image, features))
 
 
-def build_model(arch: str, n_classes: int, **kwargs: int | float) -> nn.Module:
-    """Instantiate ``arch`` (one of :data:`ARCHS`) for ``n_classes`` classes."""
-    if arch == "scnn":
-        return SparseCNN(n_classes, **kwargs)  # type: ignore[arg-type]
-    if arch == "resnet":
-        return SmallResNet(n_classes, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+def build_model(arch: str, n_classes: int, *, members: int = 1, **kwargs: int | float) -> nn.Module:
+    """Instantiate ``arch`` (one of :data:`ARCHS`) for ``n_classes`` classes.
+
+    ``members > 1`` gives an :class:`Ensemble` of that many, initialised differently.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+    if members < 1:
+        raise ValueError(f"members must be >= 1, got {members}")
+    cls = SparseCNN if arch == "scnn" else SmallResNet
+    nets = [cls(n_classes, **kwargs) for _ in range(members)]  # type: ignore[arg-type]
+    return nets[0] if members == 1 else Ensemble(nets)
 
 
 class WithSoftmax(nn.Module):

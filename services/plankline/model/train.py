@@ -42,7 +42,7 @@ from plankline.model.data import (
     shape_features,
     split_indices,
 )
-from plankline.model.scnn import ARCHS, build_model, multiply_adds
+from plankline.model.scnn import ARCHS, build_model, mean_of_heads, multiply_adds
 
 BALANCE = ("sampling", "weighting", "none")
 LOG_COLUMNS = (
@@ -92,6 +92,8 @@ class TrainConfig:
     # 0.807 -> 0.852, RF 0.781 (scripts/eval_classifier.py); computed once per training image, the
     # augmented views share them (rotation and flips leave them unchanged)
     shapes: bool = True
+    aux_heads: bool = False
+    members: int = 1
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
 
     def validate(self) -> None:
@@ -209,18 +211,27 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
     return torch.load(path, map_location=device, weights_only=False)
 
 
+def network(cfg: dict[str, Any], n_classes: int) -> torch.nn.Module:
+    """The untrained network a training configuration (``asdict(TrainConfig)``) describes."""
+    kw: dict[str, Any] = {
+        "width": cfg["width"],
+        "n_inputs": len(feature_names(cfg["shapes"])),
+        "aux_heads": cfg["aux_heads"],
+    }
+    if cfg["arch"] == "scnn":
+        kw["layers"] = cfg["layers"]
+    return build_model(cfg["arch"], n_classes, members=cfg["members"], **kw)
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], device: str = "cpu") -> torch.nn.Module:
     """Rebuild the network stored in ``ckpt`` in eval mode."""
     cfg = ckpt["config"]
-    if "shapes" not in cfg:
+    if "members" not in cfg:
         raise ValueError(
-            "checkpoint written by an older plankline (its network has no measurements "
-            "input): retrain it with `plankline train`"
+            "checkpoint written by an older plankline (its network takes no measurements "
+            "and has no members setting): retrain it with `plankline train`"
         )
-    kw: dict[str, Any] = {"width": cfg["width"], "n_inputs": len(feature_names(cfg["shapes"]))}
-    if cfg["arch"] == "scnn":
-        kw["layers"] = cfg["layers"]
-    model = build_model(cfg["arch"], len(ckpt["class_names"]), **kw)
+    model = network(cfg, len(ckpt["class_names"]))
     if "ema" in ckpt:
         prefix = "module."
         model.load_state_dict(
@@ -288,10 +299,7 @@ def train(
     n_classes = len(lib.class_names)
 
     torch.manual_seed(cfg.seed)
-    kw: dict[str, Any] = {"width": cfg.width, "n_inputs": len(feature_names(cfg.shapes))}
-    if cfg.arch == "scnn":
-        kw["layers"] = cfg.layers
-    model = build_model(cfg.arch, n_classes, **kw).to(cfg.device)
+    model = network(asdict(cfg), n_classes).to(cfg.device)
     if cfg.optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.ilr, weight_decay=cfg.weight_decay
@@ -359,8 +367,9 @@ def train(
         n_seen, n_wrong, nll_sum = 0, 0, 0.0
         for x, s, y in loader:
             x, s, y = x.to(cfg.device), s.to(cfg.device), y.to(cfg.device)
-            logits = model(x, s)
-            loss = F.cross_entropy(logits, y, weight=class_w)
+            hs = model.heads(x, s)
+            logits = mean_of_heads(hs)
+            loss = sum(F.cross_entropy(h, y, weight=class_w) for h in hs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
