@@ -146,7 +146,7 @@ def train(
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     arch: Annotated[str, typer.Option(help="scnn (sparse-CNN) or resnet.")] = "scnn",
     canvas: Annotated[int, typer.Option(help="Input field side in px.")] = 64,
-    width: Annotated[int, typer.Option(help="Filters step: layer i has width*(i+1).")] = 8,
+    width: Annotated[int, typer.Option(help="Filters step: layer i has width*(i+1).")] = 6,
     class_min: Annotated[int, typer.Option(help="Drop classes with fewer images.")] = 2,
     balance: Annotated[str, typer.Option(help="sampling, weighting or none.")] = "sampling",
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
@@ -165,10 +165,10 @@ def train(
     aux_heads: Annotated[
         bool,
         typer.Option(help="A classifier per input branch beside the joint one (mean of the 3)."),
-    ] = False,
+    ] = True,
     members: Annotated[
         int, typer.Option(help="Networks trained side by side, predictions averaged.")
-    ] = 1,
+    ] = 3,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
