@@ -166,8 +166,17 @@ features that do not change when an organism is rotated or flipped (no orientati
 bounding box, extent or position), measured on the unshrunk crop."""
 
 _LOG_SCALED = frozenset(
-    ("area", "perimeter", "major_axis_length", "minor_axis_length", "convex_area")
-) | frozenset(("feret_max", "feret_min", "elongation"))
+    {
+        "area",
+        "perimeter",
+        "major_axis_length",
+        "minor_axis_length",
+        "convex_area",
+        "feret_max",
+        "feret_min",
+        "elongation",
+    }
+)
 
 
 def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -98,7 +98,7 @@ def export_model(
     model = model_from_checkpoint(ck)
     cfg = ck["config"]
     canvas = int(cfg["canvas"])
-    shapes = bool(cfg.get("shapes", False))
+    shapes = bool(cfg["shapes"])
     features = feature_names(shapes)
     data = to_onnx_bytes(model, canvas, opset=opset)
     diff = parity(model, data, canvas)

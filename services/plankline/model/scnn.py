@@ -230,7 +230,6 @@ class Ensemble(nn.Module):
     def __init__(self, members: list[_TwoBranchNet]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.embed = members[0].embed
 
     def heads(self, image: torch.Tensor, features: torch.Tensor) -> list[torch.Tensor]:
         return [h for m in self.members for h in m.heads(image, features)]  # type: ignore[operator]
@@ -266,7 +265,8 @@ class WithSoftmax(nn.Module):
 
 def n_inputs(model: nn.Module) -> int:
     """Width of ``model``'s ``features`` input."""
-    return int(model.embed[0].num_features)  # type: ignore[index]
+    net = model.members[0] if isinstance(model, Ensemble) else model
+    return int(net.embed[0].num_features)  # type: ignore[index]
 
 
 def multiply_adds(model: nn.Module, canvas: int) -> int:
