@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -62,27 +63,83 @@ def test_classify_folder_skips_unreadable_and_empty_files_naming_them(
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_classify_tars_writes_one_csv_per_chunk_matching_predict(
-    model_dir: Path, tmp_path: Path
+    model_dir: Path, tmp_path: Path, workers: int
 ) -> None:
+    """Each chunk's CSV equals predict(), whether one process classifies or a pool does;
+    an unreadable tar fails alone (named, exit 1) and a truncated one keeps what it holds."""
     lib = model_dir.parent / "lib"
     files = list_images(lib)
     seg = tmp_path / "segmentation"
     seg.mkdir()
-    chunks = {"20260101120000.000": files[:5], "20260101120100.000": files[5:9]}
+    chunks = {
+        "20260101120000.000": files[:5],
+        "20260101120100.000": files[5:9],
+        "20260101120300.000": files[9:14],
+    }
     for name, fs in chunks.items():
         write_roi_tar(seg / f"{name}.tar", [f.stem for f in fs], [read_image(f) for f in fs])
+    (seg / "20260101120200.000.tar").write_bytes(b"not a tar at all" * 100)
+    truncated = seg / "20260101120300.000.tar"
+    with tarfile.open(truncated) as t:
+        cut = t.getmembers()[1].offset_data + 10  # first member whole, the second cut
+    truncated.write_bytes(truncated.read_bytes()[:cut])
     out = tmp_path / "classification"
     res = CliRunner().invoke(
-        app, ["classify", "-i", str(seg), "-o", str(out), "--model", str(model_dir), "--cpu"]
+        app,
+        [
+            "classify",
+            "-i",
+            str(seg),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--cpu",
+            "--workers",
+            str(workers),
+        ],
     )
-    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "failed: " in text and "20260101120200.000.tar: not a readable tar archive" in text
+    assert "classified 10 ROIs from 3 of 4 tar(s)" in text
+    assert "20260101120300.000.tar: archive is corrupt or truncated" in text
+    assert not (out / "20260101120200.000.csv").exists()
     clf = Classifier.load(model_dir)
+    chunks["20260101120300.000"] = chunks["20260101120300.000"][:1]
     for name, fs in chunks.items():
         ids, probs, _ = read_classification_csv(out / f"{name}.csv")
         assert ids == [f.stem for f in fs]
         ref = clf.predict([read_image(f) for f in fs])
         np.testing.assert_allclose(probs, ref, atol=2e-6)
+
+
+def test_classify_folder_in_a_pool_keeps_the_files_order(model_dir: Path, tmp_path: Path) -> None:
+    files = list_images(model_dir.parent / "lib")
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            "-i",
+            str(model_dir.parent / "lib"),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--workers",
+            "3",
+            "--batch-size",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    ids, probs, _ = read_classification_csv(out)
+    assert ids == [f.stem for f in files]
+    ref = Classifier.load(model_dir).predict([read_image(f) for f in files])
+    np.testing.assert_allclose(probs, ref, atol=2e-6)
 
 
 def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:

@@ -302,47 +302,6 @@ def export_cmd(
         _fail(str(e), debug)
 
 
-def _classify_items(
-    clf: object, items: object, csv_path: Path, batch: int, progress: object
-) -> int:
-    """Classify (id, source, image) triples in batches; skip bad ROIs with a warning; one CSV."""
-    import numpy as np
-
-    from plankline.model.infer import write_classification_csv
-
-    ids: list[str] = []
-    probs: list[np.ndarray] = []
-    pend_ids: list[str] = []
-    pend: list[np.ndarray] = []
-
-    def flush() -> None:
-        if pend:
-            probs.append(clf.predict(pend, batch_size=batch))  # type: ignore[attr-defined]
-            ids.extend(pend_ids)
-            progress(len(pend))  # type: ignore[operator]
-            pend.clear()
-            pend_ids.clear()
-
-    for rid, source, img in items:  # type: ignore[attr-defined]
-        if img is None:
-            rich.print(f"[yellow]warning:[/] unreadable image {source}: skipped", file=sys.stderr)
-            progress(1)  # type: ignore[operator]
-            continue
-        if img.size == 0 or min(img.shape[:2]) == 0:
-            rich.print(f"[yellow]warning:[/] zero-size ROI {source}: skipped", file=sys.stderr)
-            progress(1)  # type: ignore[operator]
-            continue
-        pend_ids.append(rid)
-        pend.append(img)
-        if len(pend) >= batch:
-            flush()
-    flush()
-    n = len(clf.class_names)  # type: ignore[attr-defined]
-    p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)
-    write_classification_csv(csv_path, ids, p, clf.class_names, clf.thresholds)  # type: ignore[attr-defined]
-    return len(ids)
-
-
 @app.command(
     epilog=(
         "Examples: plankline classify -i project/segmentation/ -o project/classification/  "
@@ -359,10 +318,21 @@ def classify(
         Path | None, typer.Option(help="Model folder (default: shipped model).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="ROIs per inference batch.")] = 256,
+    workers: Annotated[
+        int,
+        typer.Option(help="Processes, one ONNX Runtime thread each (0: one per core; 1 on GPU)."),
+    ] = 0,
     cpu: Annotated[bool, typer.Option(help="Force the CPU provider.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...)."""
+    """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...).
+
+    A corrupt tar is reported and skipped (exit code 1 at the end); the other chunks' CSVs
+    are written. Unreadable or empty images are skipped with a warning.
+    """
+    import math
+
+    import numpy as np
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -371,18 +341,33 @@ def classify(
         TimeRemainingColumn,
     )
 
-    from plankline.model.data import list_images, read_image
-    from plankline.model.infer import Classifier
-    from plankline.outputs.rois import iter_roi_tar
+    from plankline.batch import classify as job_
+    from plankline.model.data import list_images
+    from plankline.model.infer import write_classification_csv
+
+    def warn(messages: list[str]) -> None:
+        for m in messages:
+            rich.print(f"[yellow]warning:[/] {m}", file=sys.stderr)
 
     try:
-        clf = Classifier.load(model, providers=["CPUExecutionProvider"] if cpu else None)
+        if batch_size < 1 or workers < 0:
+            raise ValueError(
+                f"--batch-size must be >= 1 and --workers >= 0, got {batch_size} and {workers}"
+            )
+        job = job_.ClassifyJob(model, cpu, batch_size)
+        clf = job_.load(job)  # in the parent too: a bad model fails here, in one line
         if input_.is_dir():
             tars = sorted(p for p in input_.iterdir() if p.name.endswith((".tar", ".tar.gz")))
         elif input_.name.endswith((".tar", ".tar.gz")):
             tars = [input_]
         else:
             raise FileNotFoundError(f"input {input_} is neither a folder nor a ROI tar")
+        files = [] if tars else list_images(input_)
+        if not tars and not files:
+            raise FileNotFoundError(f"no ROI tars or images under {input_}")
+        units = len(tars) or math.ceil(len(files) / (4 * batch_size))
+        n_workers = workers or job_.auto_workers(job, units)
+        pieces = job_.shards(files, n_workers, 4 * batch_size)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -392,36 +377,43 @@ def classify(
             if tars:
                 task = bar.add_task("chunks", total=len(tars))
                 output.mkdir(parents=True, exist_ok=True)
-                total = 0
-                for t in tars:
-                    stem = t.name.removesuffix(".gz").removesuffix(".tar")
-                    total += _classify_items(
-                        clf,
-                        (
-                            (rid, f"{t}:{rid}", img)
-                            for rid, img in iter_roi_tar(t, mode="unchanged")
-                        ),
-                        output / f"{stem}.csv",
-                        batch_size,
-                        lambda n: None,
-                    )
+                args = [
+                    (t, output / f"{t.name.removesuffix('.gz').removesuffix('.tar')}.csv")
+                    for t in tars
+                ]
+                total, failed = 0, []
+                for res in job_.map_ordered(job_.classify_tar, args, job, n_workers):
+                    warn(res.warnings)
+                    if res.error:
+                        failed.append(res.error)
+                        rich.print(f"[red]failed:[/] {res.error}", file=sys.stderr)
+                    total += res.rois
                     bar.advance(task)
-                rich.print(f"classified {total} ROIs from {len(tars)} tar(s) into {output}/")
+                rich.print(
+                    f"classified {total} ROIs from {len(tars) - len(failed)} of {len(tars)} "
+                    f"tar(s) into {output}/"
+                )
+                if failed:
+                    raise typer.Exit(1)
             else:
-                files = list_images(input_)
-                if not files:
-                    raise FileNotFoundError(f"no ROI tars or images under {input_}")
                 if output.is_dir() or output.suffix.lower() != ".csv":
                     output = output / f"{input_.resolve().name}.csv"
                 task = bar.add_task("ROIs", total=len(files))
-                n = _classify_items(
-                    clf,
-                    ((f.stem, f, read_image(f)) for f in files),
-                    output,
-                    batch_size,
-                    lambda k: bar.advance(task, k),
+                ids: list[str] = []
+                probs = []
+                for shard, pred in zip(
+                    pieces,
+                    job_.map_ordered(job_.classify_files, [(p,) for p in pieces], job, n_workers),
+                    strict=True,
+                ):
+                    warn(pred.warnings)
+                    ids += pred.ids
+                    probs.append(pred.probs)
+                    bar.advance(task, len(shard))
+                write_classification_csv(
+                    output, ids, np.concatenate(probs), clf.class_names, clf.thresholds
                 )
-                rich.print(f"classified {n} of {len(files)} images into {output}")
+                rich.print(f"classified {len(ids)} of {len(files)} images into {output}")
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
 

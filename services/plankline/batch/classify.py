@@ -1,0 +1,174 @@
+"""``plankline classify`` as a job: ROI tars or image folders through a pool of workers.
+
+Preprocessing (background, canvas, measurements) is single-threaded Python, so one process
+with a multi-threaded ONNX Runtime leaves cores idle while it prepares each batch. As the
+batch pipeline does, the job runs one process per core with a one-thread session each
+(1.6x the ROIs/s of one two-thread process on 2 cores; ``scripts/bench_infer.py``). On a
+GPU one process feeds the device.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ClassifyJob:
+    """What every worker needs to load the model the same way."""
+
+    model: Path | None = None
+    cpu: bool = False
+    batch_size: int = 256
+    threads: int | None = None
+    """ONNX Runtime intra-op threads per worker (None: all cores, for one worker)."""
+
+
+@dataclass
+class Predictions:
+    """Probabilities of the ROIs that could be read, and a warning per one that could not."""
+
+    ids: list[str]
+    probs: np.ndarray
+    warnings: list[str]
+
+
+@dataclass
+class TarResult:
+    """One chunk tar classified into its CSV (``error`` set when the chunk failed)."""
+
+    tar: Path
+    rois: int = 0
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+_loaded: dict[ClassifyJob, Any] = {}
+
+
+def load(job: ClassifyJob) -> Any:
+    """The job's classifier, loaded once per process."""
+    from plankline.model.infer import Classifier
+
+    if job not in _loaded:
+        providers = ["CPUExecutionProvider"] if job.cpu else None
+        _loaded[job] = Classifier.load(job.model, providers=providers, threads=job.threads)
+    return _loaded[job]
+
+
+def auto_workers(job: ClassifyJob, units: int) -> int:
+    """One worker per core on CPU, one on a GPU; never more than the units of work."""
+    from plankline.model.infer import default_providers
+
+    on_gpu = not job.cpu and "CUDAExecutionProvider" in default_providers()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(1 if on_gpu else cores or 1, units))
+
+
+def predict_items(
+    clf: Any, items: Iterable[tuple[str, str, np.ndarray | None]], batch_size: int
+) -> Predictions:
+    """Classify ``(roi_id, source, image)`` triples in batches; unreadable or empty skipped."""
+    ids: list[str] = []
+    skipped: list[str] = []
+    probs: list[np.ndarray] = []
+    pend_ids: list[str] = []
+    pend: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pend:
+            probs.append(clf.predict(pend, batch_size=batch_size))
+            ids.extend(pend_ids)
+            pend.clear()
+            pend_ids.clear()
+
+    for rid, source, img in items:
+        if img is None:
+            skipped.append(f"unreadable image {source}: skipped")
+        elif img.size == 0 or min(img.shape[:2]) == 0:
+            skipped.append(f"zero-size ROI {source}: skipped")
+        else:
+            pend_ids.append(rid)
+            pend.append(img)
+            if len(pend) >= batch_size:
+                flush()
+    flush()
+    n = len(clf.class_names)
+    return Predictions(
+        ids, np.concatenate(probs) if probs else np.zeros((0, n), np.float32), skipped
+    )
+
+
+def classify_files(files: Sequence[Path], job: ClassifyJob) -> Predictions:
+    """Probabilities for a shard of a folder of ROI images."""
+    from plankline.model.data import read_image
+
+    return predict_items(
+        load(job), ((f.stem, str(f), read_image(f)) for f in files), job.batch_size
+    )
+
+
+def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
+    """One chunk tar into its CSV; a corrupt tar is reported, not raised, so others go on.
+
+    A truncated tar gives the CSV of the ROIs before the damage, with a warning; a tar with
+    nothing readable gives no CSV and an error.
+    """
+    from plankline.model.infer import write_classification_csv
+    from plankline.outputs.rois import iter_roi_tar
+
+    res = TarResult(tar)
+    try:
+        clf = load(job)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pred = predict_items(
+                clf,
+                ((rid, f"{tar}:{rid}", img) for rid, img in iter_roi_tar(tar, mode="unchanged")),
+                job.batch_size,
+            )
+        damage = [str(w.message) for w in caught]
+        if damage and not pred.ids:  # nothing readable: no CSV that claims an empty chunk
+            res.error = "; ".join(damage)
+            return res
+        res.warnings = pred.warnings + damage
+        write_classification_csv(csv_path, pred.ids, pred.probs, clf.class_names, clf.thresholds)
+        res.rois = len(pred.ids)
+    except (ValueError, OSError) as e:
+        res.error = f"{tar}: {e}"
+    return res
+
+
+def shards(items: Sequence[T], workers: int, size: int) -> list[Sequence[T]]:
+    """Split ``items`` into pieces of at most ``size``, at least one per worker when possible."""
+    size = max(1, min(size, math.ceil(len(items) / max(workers, 1))))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def map_ordered(
+    fn: Callable[..., R], args: Sequence[tuple[Any, ...]], job: ClassifyJob, workers: int
+) -> Iterator[R]:
+    """``fn(*a, job)`` for each ``a`` in order, in this process or a pool of ``workers``."""
+    if workers <= 1:
+        for a in args:
+            yield fn(*a, job)
+        return
+    one_thread = ClassifyJob(job.model, job.cpu, job.batch_size, threads=1)
+    # spawn, not fork: the parent runs a progress-bar thread (see batch.run)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(fn, *a, one_thread) for a in args]
+        for f in futures:
+            yield f.result()
