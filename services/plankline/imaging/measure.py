@@ -84,32 +84,36 @@ def _perimeters(masks: Sequence[np.ndarray], gap: int = 2, width: int = 2048) ->
     OpenCV calls on tiny masks cost ~15 us each in call overhead; this costs ~1 us.
     """
     n = len(masks)
-    y0 = np.zeros(n, np.int64)
-    x0 = np.zeros(n, np.int64)
-    hs = np.zeros(n, np.int64)
-    ws = np.zeros(n, np.int64)
     width = max(width, max(m.shape[1] for m in masks) + 2 * gap)
+    shelf_tops: list[int] = []  # canvas row where each shelf's band (gap included) starts
+    starts = np.zeros(n, np.int64)  # shelf * width + first column: sorts ROIs left to right
     x = y = shelf = 0
+    canvas_rows = []
     # Tallest first, so each shelf holds masks of similar height and the canvas stays small.
-    for i in np.argsort([-m.shape[0] for m in masks], kind="stable"):
+    order = sorted(range(n), key=lambda i: -masks[i].shape[0])
+    for i in order:
         h, w = masks[i].shape
-        if x + gap + w > width:
-            x, y, shelf = 0, y + shelf + gap, 0
-        y0[i], x0[i], hs[i], ws[i] = y + gap, x + gap, h, w
+        if not shelf_tops or x + gap + w > width:
+            y, x, shelf = (y + shelf + gap if shelf_tops else 0), 0, 0
+            shelf_tops.append(y)
+        starts[i] = (len(shelf_tops) - 1) * width + x + gap
+        canvas_rows.append((i, y + gap, x + gap))
         x += w + gap
         shelf = max(shelf, h)
     canvas = np.zeros((y + shelf + 2 * gap, width), np.uint8)
-    owner = np.zeros(canvas.shape, np.int32)  # ROI index + 1 over each bbox rectangle
-    for i, m in enumerate(masks):
-        sl = (slice(y0[i], y0[i] + hs[i]), slice(x0[i], x0[i] + ws[i]))
-        canvas[sl] = m
-        owner[sl] = i + 1
+    for i, r, c in canvas_rows:
+        h, w = masks[i].shape
+        canvas[r : r + h, c : c + w] = masks[i]
     border = canvas - cv2.erode(canvas, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     conf = cv2.filter2D(border, cv2.CV_8U, _PERIM_KERNEL, borderType=cv2.BORDER_CONSTANT)
-    idx = np.flatnonzero(border)
-    return np.bincount(
-        owner.ravel()[idx], weights=_PERIM_WEIGHTS[conf.ravel()[idx]], minlength=n + 1
-    )[1:]
+    idx = np.flatnonzero(border.view(bool))  # bool: 20x faster than on uint8
+    row, col = np.divmod(idx, width)
+    # The ROI holding each border pixel: its shelf from the row, then the last ROI of that
+    # shelf starting at or left of the column (the ROIs' rectangles are disjoint).
+    shelf_of = np.searchsorted(np.asarray(shelf_tops), row, side="right") - 1
+    by_start = np.argsort(starts)
+    owner = by_start[np.searchsorted(starts[by_start], shelf_of * width + col, side="right") - 1]
+    return np.bincount(owner, weights=_PERIM_WEIGHTS[conf.ravel()[idx]], minlength=n)
 
 
 def _feret(points: np.ndarray) -> tuple[float, float]:

@@ -179,6 +179,15 @@ _LOG_SCALED = frozenset(
 )
 
 
+def _imager_uint8(norm_crop: np.ndarray) -> np.ndarray:
+    """A normalised crop back in the imager's convention: dark organism, white background."""
+    v = norm_crop * np.float32(255.0)
+    np.rint(v, out=v)
+    np.clip(v, 0, 255, out=v)
+    out = v.astype(np.uint8)
+    return np.subtract(255, out, out=out)
+
+
 def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
     """The :data:`SHAPE_FEATURES` of each normalised crop, scaled for a network.
 
@@ -198,8 +207,7 @@ def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
     out = np.zeros((n, len(SHAPE_FEATURES)), np.float32)
     if n == 0:
         return out
-    # back to the imager's convention (dark organism on a white background)
-    imgs = [255 - np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8) for c in norm_crops]
+    imgs = [_imager_uint8(c) for c in norm_crops]
     table = measure_rois(imgs, [object_mask(i) for i in imgs])
     for j, name in enumerate(SHAPE_FEATURES):
         v = np.asarray(table[name], np.float64)
