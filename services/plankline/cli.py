@@ -320,7 +320,7 @@ def classify(
     batch_size: Annotated[int, typer.Option(help="ROIs per inference batch.")] = 256,
     workers: Annotated[
         int,
-        typer.Option(help="Processes, one ONNX Runtime thread each (0: one per core; 1 on GPU)."),
+        typer.Option(help="Processes, one ONNX Runtime thread each (0: one per core)."),
     ] = 0,
     cpu: Annotated[bool, typer.Option(help="Force the CPU provider.")] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
@@ -366,7 +366,7 @@ def classify(
         if not tars and not files:
             raise FileNotFoundError(f"no ROI tars or images under {input_}")
         units = len(tars) or math.ceil(len(files) / (4 * batch_size))
-        n_workers = workers or job_.auto_workers(job, units)
+        n_workers = workers or job_.auto_workers(units)
         pieces = job_.shards(files, n_workers, 4 * batch_size)
         with Progress(
             TextColumn("{task.description}"),

@@ -3,8 +3,7 @@
 Preprocessing (background, canvas, measurements) is single-threaded Python, so one process
 with a multi-threaded ONNX Runtime leaves cores idle while it prepares each batch. As the
 batch pipeline does, the job runs one process per core with a one-thread session each
-(1.6x the ROIs/s of one two-thread process on 2 cores; ``scripts/bench_infer.py``). On a
-GPU one process feeds the device.
+(1.4x the ROIs/s of one two-thread process on 2 cores; ``scripts/bench_infer.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,13 +67,14 @@ def load(job: ClassifyJob) -> Any:
     return _loaded[job]
 
 
-def auto_workers(job: ClassifyJob, units: int) -> int:
-    """One worker per core on CPU, one on a GPU; never more than the units of work."""
-    from plankline.model.infer import default_providers
+def auto_workers(units: int) -> int:
+    """One worker per core, never more than the units of work.
 
-    on_gpu = not job.cpu and "CUDAExecutionProvider" in default_providers()
+    Also on a GPU: one core prepares ~2,500 ROIs/s, so the CPU side is what limits it;
+    each worker then holds its own CUDA session.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(1 if on_gpu else cores or 1, units))
+    return max(1, min(cores or 1, units))
 
 
 def predict_items(
@@ -165,7 +165,7 @@ def map_ordered(
         for a in args:
             yield fn(*a, job)
         return
-    one_thread = ClassifyJob(job.model, job.cpu, job.batch_size, threads=1)
+    one_thread = replace(job, threads=1)
     # spawn, not fork: the parent runs a progress-bar thread (see batch.run)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
