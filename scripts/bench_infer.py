@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plankline.batch.classify import ClassifyJob, load, shards
+from plankline.batch.classify import SHARD_BATCHES, ClassifyJob, load, shards
 from plankline.imaging.synth import make_roi_library
 from plankline.model.data import list_images, model_inputs, read_image
 from plankline.model.infer import Classifier
@@ -144,7 +144,7 @@ def main() -> None:
     print(f"ratio ORT / torch  : {best['ort'] / best['torch']:.2f}x")
 
     cores = len(os.sched_getaffinity(0))
-    pieces = shards(crops, cores, 4 * args.batch)
+    pieces = shards(crops, cores, SHARD_BATCHES * args.batch)
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
         for engine in ("ort", "torch"):  # warm-up: every worker loads both engines
             list(pool.map(partial(_worker_predict, engine, args.model, 8), [p[:8] for p in pieces]))

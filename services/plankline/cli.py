@@ -330,9 +330,6 @@ def classify(
     A corrupt tar is reported and skipped (exit code 1 at the end); the other chunks' CSVs
     are written. Unreadable or empty images are skipped with a warning.
     """
-    import math
-
-    import numpy as np
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -343,7 +340,6 @@ def classify(
 
     from plankline.batch import classify as job_
     from plankline.model.data import list_images
-    from plankline.model.infer import write_classification_csv
 
     def warn(messages: list[str]) -> None:
         for m in messages:
@@ -355,7 +351,7 @@ def classify(
                 f"--batch-size must be >= 1 and --workers >= 0, got {batch_size} and {workers}"
             )
         job = job_.ClassifyJob(model, cpu, batch_size)
-        clf = job_.load(job)  # in the parent too: a bad model fails here, in one line
+        job_.load(job)  # in the parent too: a bad model fails here, in one line
         if input_.is_dir():
             tars = sorted(p for p in input_.iterdir() if p.name.endswith((".tar", ".tar.gz")))
         elif input_.name.endswith((".tar", ".tar.gz")):
@@ -365,9 +361,6 @@ def classify(
         files = [] if tars else list_images(input_)
         if not tars and not files:
             raise FileNotFoundError(f"no ROI tars or images under {input_}")
-        units = len(tars) or math.ceil(len(files) / (4 * batch_size))
-        n_workers = workers or job_.auto_workers(units)
-        pieces = job_.shards(files, n_workers, 4 * batch_size)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -376,44 +369,32 @@ def classify(
         ) as bar:
             if tars:
                 task = bar.add_task("chunks", total=len(tars))
-                output.mkdir(parents=True, exist_ok=True)
-                args = [
-                    (t, output / f"{t.name.removesuffix('.gz').removesuffix('.tar')}.csv")
-                    for t in tars
-                ]
-                total, failed = 0, []
-                for res in job_.map_ordered(job_.classify_tar, args, job, n_workers):
+
+                def tar_done(res: job_.TarResult) -> None:
                     warn(res.warnings)
                     if res.error:
-                        failed.append(res.error)
                         rich.print(f"[red]failed:[/] {res.error}", file=sys.stderr)
-                    total += res.rois
                     bar.advance(task)
+
+                results = job_.classify_tars(tars, output, job, workers, tar_done)
+                ok = [r for r in results if not r.error]
                 rich.print(
-                    f"classified {total} ROIs from {len(tars) - len(failed)} of {len(tars)} "
+                    f"classified {sum(r.rois for r in ok)} ROIs from {len(ok)} of {len(tars)} "
                     f"tar(s) into {output}/"
                 )
-                if failed:
+                if len(ok) < len(tars):
                     raise typer.Exit(1)
             else:
                 if output.is_dir() or output.suffix.lower() != ".csv":
                     output = output / f"{input_.resolve().name}.csv"
                 task = bar.add_task("ROIs", total=len(files))
-                ids: list[str] = []
-                probs = []
-                for shard, pred in zip(
-                    pieces,
-                    job_.map_ordered(job_.classify_files, [(p,) for p in pieces], job, n_workers),
-                    strict=True,
-                ):
+
+                def shard_done(n: int, pred: job_.Predictions) -> None:
                     warn(pred.warnings)
-                    ids += pred.ids
-                    probs.append(pred.probs)
-                    bar.advance(task, len(shard))
-                write_classification_csv(
-                    output, ids, np.concatenate(probs), clf.class_names, clf.thresholds
-                )
-                rich.print(f"classified {len(ids)} of {len(files)} images into {output}")
+                    bar.advance(task, n)
+
+                n = job_.classify_folder(files, output, job, workers, shard_done)
+                rich.print(f"classified {n} of {len(files)} images into {output}")
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
 

@@ -16,12 +16,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from plankline.model.infer import write_classification_csv
+
+if TYPE_CHECKING:
+    from plankline.model.infer import Classifier
+
 T = TypeVar("T")
 R = TypeVar("R")
+SHARD_BATCHES = 4
+"""Batches per unit of work sent to a worker (a folder is cut into such shards)."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,10 @@ class TarResult:
     error: str | None = None
 
 
-_loaded: dict[ClassifyJob, Any] = {}
+_loaded: dict[ClassifyJob, Classifier] = {}
 
 
-def load(job: ClassifyJob) -> Any:
+def load(job: ClassifyJob) -> Classifier:
     """The job's classifier, loaded once per process."""
     from plankline.model.infer import Classifier
 
@@ -78,7 +85,7 @@ def auto_workers(units: int) -> int:
 
 
 def predict_items(
-    clf: Any, items: Iterable[tuple[str, str, np.ndarray | None]], batch_size: int
+    clf: Classifier, items: Iterable[tuple[str, str, np.ndarray | None]], batch_size: int
 ) -> Predictions:
     """Classify ``(roi_id, source, image)`` triples in batches; unreadable or empty skipped."""
     ids: list[str] = []
@@ -126,7 +133,6 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
     A truncated tar gives the CSV of the ROIs before the damage, with a warning; a tar with
     nothing readable gives no CSV and an error.
     """
-    from plankline.model.infer import write_classification_csv
     from plankline.outputs.rois import iter_roi_tar
 
     res = TarResult(tar)
@@ -172,3 +178,47 @@ def map_ordered(
         futures = [pool.submit(fn, *a, one_thread) for a in args]
         for f in futures:
             yield f.result()
+
+
+def classify_tars(
+    tars: Sequence[Path],
+    out_dir: Path,
+    job: ClassifyJob,
+    workers: int = 0,
+    on_tar: Callable[[TarResult], None] = lambda r: None,
+) -> list[TarResult]:
+    """Each chunk tar into ``out_dir/<chunk>.csv``; ``workers`` 0: one per core."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = [(t, out_dir / f"{t.name.removesuffix('.gz').removesuffix('.tar')}.csv") for t in tars]
+    results = []
+    for res in map_ordered(classify_tar, args, job, workers or auto_workers(len(tars))):
+        on_tar(res)
+        results.append(res)
+    return results
+
+
+def classify_folder(
+    files: Sequence[Path],
+    csv_path: Path,
+    job: ClassifyJob,
+    workers: int = 0,
+    on_shard: Callable[[int, Predictions], None] = lambda n, p: None,
+) -> int:
+    """A folder's images into one CSV, in the files' order; the number of rows written.
+
+    ``on_shard(files_done, predictions)`` follows each shard (progress, warnings).
+    """
+    size = SHARD_BATCHES * job.batch_size
+    workers = workers or auto_workers(math.ceil(len(files) / size))
+    pieces = shards(files, workers, size)
+    ids: list[str] = []
+    probs = []
+    for piece, pred in zip(
+        pieces, map_ordered(classify_files, [(p,) for p in pieces], job, workers), strict=True
+    ):
+        on_shard(len(piece), pred)
+        ids += pred.ids
+        probs.append(pred.probs)
+    clf = load(job)
+    write_classification_csv(csv_path, ids, np.concatenate(probs), clf.class_names, clf.thresholds)
+    return len(ids)
