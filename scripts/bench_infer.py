@@ -68,15 +68,20 @@ def _eager_predict(
 _worker: dict[str, object] = {}
 
 
-def _worker_predict(engine: str, model: Path | None, batch: int, crops: list[np.ndarray]) -> int:
-    """In a worker process: classify ``crops`` with one thread (engine loaded once)."""
-    clf = load(ClassifyJob(model, cpu=True, batch_size=batch, threads=1))
+def _worker_start(model: Path | None) -> None:
+    """Pool initializer: both engines loaded, one thread each, before anything is timed."""
+    _worker["ort"] = load(ClassifyJob(model, cpu=True, threads=1))
+    _worker["torch"] = _eager(model, 1)
+
+
+def _worker_predict(engine: str, batch: int, crops: list[np.ndarray]) -> int:
+    """In a worker process: classify ``crops`` with one thread."""
+    clf = _worker["ort"]
     if engine == "ort":
-        clf.predict(crops, batch_size=batch)
+        clf.predict(crops, batch_size=batch)  # type: ignore[attr-defined]
     else:
-        if "torch" not in _worker:
-            _worker["torch"] = _eager(model, 1)
-        _eager_predict(_worker["torch"], crops, clf.canvas, clf.shapes, batch)  # type: ignore[arg-type]
+        net = _worker["torch"]
+        _eager_predict(net, crops, clf.canvas, clf.shapes, batch)  # type: ignore[arg-type, attr-defined]
     return len(crops)
 
 
@@ -84,7 +89,7 @@ def _pool_rate(
     pool: ProcessPoolExecutor, engine: str, args: argparse.Namespace, pieces: list
 ) -> float:
     t = time.perf_counter()
-    n = sum(pool.map(partial(_worker_predict, engine, args.model, args.batch), pieces))
+    n = sum(pool.map(partial(_worker_predict, engine, args.batch), pieces))
     return n / (time.perf_counter() - t)
 
 
@@ -145,9 +150,14 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0))
     pieces = shards(crops, cores, SHARD_BATCHES * args.batch)
-    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for engine in ("ort", "torch"):  # warm-up: every worker loads both engines
-            list(pool.map(partial(_worker_predict, engine, args.model, 8), [p[:8] for p in pieces]))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(cores, context, _worker_start, (args.model,)) as pool:
+        for engine in ("ort", "torch"):  # warm-up: enough tasks to start every worker
+            list(
+                pool.map(
+                    partial(_worker_predict, engine, args.batch), [crops[: args.batch]] * 2 * cores
+                )
+            )
         pooled = {"ort": 0.0, "torch": 0.0}
         for _ in range(args.repeats):
             for engine in pooled:
