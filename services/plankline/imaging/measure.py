@@ -116,21 +116,24 @@ def _perimeters(masks: Sequence[np.ndarray], gap: int = 2, width: int = 2048) ->
     return np.bincount(owner, weights=_PERIM_WEIGHTS[conf.ravel()[idx]], minlength=n)
 
 
-def _feret(points: np.ndarray) -> tuple[float, float]:
-    """Max and min caliper diameters of a convex hull (pixel centres), plus one pixel.
+def _feret_max(hulls: Sequence[np.ndarray]) -> np.ndarray:
+    """Largest pairwise distance of each hull's points (pixel centres), plus one pixel.
 
-    Max: the largest pairwise distance of hull points. Min: the short side of OpenCV's
-    minimum-area rectangle (rotating calipers), equal to the minimum width for most shapes
-    and never below it by more than a few percent.
+    Hulls with the same number of points are done together, a few thousand distances per
+    numpy call instead of five calls per ROI.
     """
-    p = points.reshape(-1, 2).astype(np.float64)
-    if len(p) < 2:
-        return 1.0, 1.0
-    d = p[:, None, :] - p[None, :, :]
-    fmax = math.sqrt(float(np.einsum("ijk,ijk->ij", d, d).max()))
-    (_, _), (w, h), _ = cv2.minAreaRect(points)
+    sizes = np.array([len(h) for h in hulls])
+    out = np.zeros(len(hulls))
+    for k in np.unique(sizes):
+        same = np.flatnonzero(sizes == k)
+        step = max(1, 1_000_000 // (k * k))
+        for i in range(0, len(same), step):
+            idx = same[i : i + step]
+            p = np.stack([hulls[j] for j in idx]).reshape(len(idx), k, 2).astype(np.float64)
+            d = p[:, :, None, :] - p[:, None, :, :]
+            out[idx] = np.einsum("gijk,gijk->gij", d, d).max(axis=(1, 2))
     # +1: diameters between pixel centres miss half a pixel at each end.
-    return fmax + 1, min(w, h) + 1
+    return np.sqrt(out) + 1
 
 
 def measure_rois(
@@ -181,7 +184,7 @@ def measure_rois(
     mom = np.zeros((n, 7))  # m00, m10, m01, mu20, mu11, mu02, (unused)
     hu = np.full((n, 7), np.nan)
     convex = np.full(n, np.nan)
-    fmax = np.full(n, np.nan)
+    hulls: dict[int, np.ndarray] = {}
     fmin = np.full(n, np.nan)
     bbox = np.zeros((n, 4))  # x, y, w, h of the mask within its crop
     for i, m in enumerate(masks_u8):
@@ -192,13 +195,15 @@ def measure_rois(
         hu[i] = cv2.HuMoments(mo)[:, 0]
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         pts = contours[0] if len(contours) == 1 else np.concatenate(contours)
-        bbox[i] = cv2.boundingRect(pts)
+        x, y, w, h = bbox[i] = cv2.boundingRect(pts)
         hull = cv2.convexHull(pts)
-        x, y, w, h = (int(v) for v in bbox[i])
         canvas = np.zeros((h, w), np.uint8)
         cv2.fillConvexPoly(canvas, hull - np.array([x, y], np.int32), 1)
         convex[i] = np.count_nonzero(canvas)
-        fmax[i], fmin[i] = _feret(hull)
+        hulls[i] = hull
+        # the short side of OpenCV's minimum-area rectangle (rotating calipers): the minimum
+        # width for most shapes, never below it by more than a few percent
+        fmin[i] = min(cv2.minAreaRect(hull)[1]) + 1
 
     area = mom[:, 0]
     valid = area > 0
@@ -231,7 +236,9 @@ def measure_rois(
         out["bbox_width"] = np.where(valid, bbox[:, 2], np.nan)
         out["bbox_height"] = np.where(valid, bbox[:, 3], np.nan)
         out["extent"] = out["area"] / (out["bbox_width"] * out["bbox_height"])
-        out["feret_max"] = fmax
+        out["feret_max"] = np.full(n, np.nan)
+        if hulls:
+            out["feret_max"][list(hulls)] = _feret_max(list(hulls.values()))
         out["feret_min"] = fmin
         out["elongation"] = out["major_axis_length"] / out["minor_axis_length"]
         out["circularity"] = 4 * np.pi * out["area"] / perim**2
