@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 from plankline.imaging.synth import make_roi_library
 from plankline.model.data import feature_names, list_images, model_inputs, read_image
-from plankline.model.export import export_model, write_triton_repository
+from plankline.model.export import export_model, parity, to_onnx_bytes, write_triton_repository
 from plankline.model.infer import (
     UNCLASSIFIED,
     Classifier,
     read_classification_csv,
     write_classification_csv,
 )
+from plankline.model.scnn import STEMS, build_model
 from plankline.model.train import (
     TrainConfig,
     checkpoint_path,
     load_checkpoint,
     model_from_checkpoint,
+    network,
     train,
 )
 
@@ -67,6 +69,23 @@ def test_onnx_matches_torch_within_1e4_for_any_batch_size(
         assert got.shape == (n, 5)
         assert np.abs(got - ref).max() <= 1e-4
         np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_each_scnn_stem_exports_with_parity(stem: str) -> None:
+    model = build_model("scnn", 4, members=2, width=4, layers=4, n_inputs=3, stem=stem)
+    assert parity(model.eval(), to_onnx_bytes(model, 32), 32) <= 1e-4
+
+
+def test_checkpoints_from_before_the_stem_choice_rebuild_the_pooled_stem(
+    exported: tuple[Path, Path, Path],
+) -> None:
+    from torch import nn
+
+    cfg = dict(load_checkpoint(checkpoint_path(exported[1], 1))["config"], members=1)
+    assert not isinstance(network(cfg, 5).features[3], nn.MaxPool2d)  # stride, the default
+    del cfg["stem"]
+    assert isinstance(network(cfg, 5).features[3], nn.MaxPool2d)
 
 
 def test_model_folder_holds_onnx_labels_and_meta(exported: tuple[Path, Path, Path]) -> None:

@@ -103,3 +103,5 @@ def test_bad_settings_are_refused_naming_the_field(tiny_library: Path, tmp_path:
         train(_cfg(tiny_library, tmp_path, start=3, stop=2))
     with pytest.raises(ValueError, match="balance"):
         train(_cfg(tiny_library, tmp_path, balance="magic"))
+    with pytest.raises(ValueError, match="stem"):
+        train(_cfg(tiny_library, tmp_path, stem="magic"))

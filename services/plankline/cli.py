@@ -147,6 +147,10 @@ def train(
     arch: Annotated[str, typer.Option(help="scnn (sparse-CNN) or resnet.")] = "scnn",
     canvas: Annotated[int, typer.Option(help="Input field side in px.")] = 64,
     width: Annotated[int, typer.Option(help="Filters step: layer i has width*(i+1).")] = 6,
+    stem: Annotated[
+        str,
+        typer.Option(help="sCNN first layer: stride (stride-2 conv) or pool (conv + max-pool)."),
+    ] = "stride",
     class_min: Annotated[int, typer.Option(help="Drop classes with fewer images.")] = 2,
     balance: Annotated[str, typer.Option(help="sampling, weighting or none.")] = "sampling",
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
@@ -192,6 +196,7 @@ def train(
         arch=arch,
         canvas=canvas,
         width=width,
+        stem=stem,
         class_min=class_min,
         balance=balance,
         optimizer=optimizer,
