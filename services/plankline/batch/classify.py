@@ -220,5 +220,6 @@ def classify_folder(
         ids += pred.ids
         probs.append(pred.probs)
     clf = load(job)
-    write_classification_csv(csv_path, ids, np.concatenate(probs), clf.class_names, clf.thresholds)
+    table = np.concatenate(probs) if probs else np.zeros((0, len(clf.class_names)), np.float32)
+    write_classification_csv(csv_path, ids, table, clf.class_names, clf.thresholds)
     return len(ids)

@@ -88,20 +88,19 @@ def _perimeters(masks: Sequence[np.ndarray], gap: int = 2, width: int = 2048) ->
     shelf_tops: list[int] = []  # canvas row where each shelf's band (gap included) starts
     starts = np.zeros(n, np.int64)  # shelf * width + first column: sorts ROIs left to right
     x = y = shelf = 0
-    canvas_rows = []
+    placed = []  # (ROI, canvas row, canvas column)
     # Tallest first, so each shelf holds masks of similar height and the canvas stays small.
-    order = sorted(range(n), key=lambda i: -masks[i].shape[0])
-    for i in order:
+    for i in sorted(range(n), key=lambda i: -masks[i].shape[0]):
         h, w = masks[i].shape
         if not shelf_tops or x + gap + w > width:
             y, x, shelf = (y + shelf + gap if shelf_tops else 0), 0, 0
             shelf_tops.append(y)
         starts[i] = (len(shelf_tops) - 1) * width + x + gap
-        canvas_rows.append((i, y + gap, x + gap))
+        placed.append((i, y + gap, x + gap))
         x += w + gap
         shelf = max(shelf, h)
     canvas = np.zeros((y + shelf + 2 * gap, width), np.uint8)
-    for i, r, c in canvas_rows:
+    for i, r, c in placed:
         h, w = masks[i].shape
         canvas[r : r + h, c : c + w] = masks[i]
     border = canvas - cv2.erode(canvas, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
