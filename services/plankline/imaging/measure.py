@@ -280,12 +280,16 @@ def _intensity(
     if not sixteen:
         hist = np.bincount(ids * 256 + (255 - raw), minlength=n * 256).reshape(n, 256)[sel]
         levels = np.arange(256, dtype=np.float64)
-        mean = hist @ levels / cnt
+        weights = hist.astype(np.float64)
+        mean = weights @ levels / cnt
         d = levels[None, :] - mean[:, None]
-        d2 = d * d
-        m2 = (hist * d2).sum(1) / cnt
-        m3 = (hist * d2 * d).sum(1) / cnt
-        m4 = (hist * d2 * d2).sum(1) / cnt
+        weights *= d  # hist * d, then hist * d**2 ...: each moment one product and one sum
+        weights *= d
+        m2 = weights.sum(1) / cnt
+        weights *= d
+        m3 = weights.sum(1) / cnt
+        weights *= d
+        m4 = weights.sum(1) / cnt
         nz = hist > 0
         vmin = nz.argmax(1).astype(np.float64)
         vmax = 255 - nz[:, ::-1].argmax(1).astype(np.float64)
