@@ -66,10 +66,11 @@ def job_status(store: S3Store, job: str) -> JobStatus:
                 status.rois += record.get("rois", 0)
                 status.records.append(record)
             if key("failed.json") in keys:
-                status.failed[chunk["name"]] = json.loads(store.get_bytes(key("failed.json")))[
-                    "error"
-                ]
-                status.abandoned += not done
+                failure = json.loads(store.get_bytes(key("failed.json")))
+                status.failed[chunk["name"]] = failure["error"]
+                # a chunk with a bad frame goes on with the ROIs before it: pending until
+                # its done.json; only a dead-lettered one never gets there
+                status.abandoned += not done and failure.get("dead_lettered", False)
     return status
 
 
