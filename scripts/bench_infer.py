@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def _rois(n: int) -> list[np.ndarray]:
     return [crops[i % len(crops)] for i in range(n)]
 
 
-def _eager(model: Path | None, threads: int) -> torch.nn.Module:
+def _eager(clf: Classifier, threads: int) -> torch.nn.Module:
     """A torch twin of the ONNX model: same architecture and canvas (timing does not depend
     on the weight values; ORT/torch parity is checked by `plankline export` and the tests)."""
     from plankline.model.scnn import WithSoftmax
@@ -50,7 +51,6 @@ def _eager(model: Path | None, threads: int) -> torch.nn.Module:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    clf = Classifier.load(model, providers=["CPUExecutionProvider"], threads=1)
     return WithSoftmax(network(clf.meta["train_config"], len(clf.class_names))).eval()
 
 
@@ -65,23 +65,22 @@ def _eager_predict(
     return np.concatenate(out)
 
 
-_worker: dict[str, object] = {}
+_worker: dict[str, Any] = {}  # "ort": Classifier, "torch": eager twin
 
 
 def _worker_start(model: Path | None) -> None:
     """Pool initializer: both engines loaded, one thread each, before anything is timed."""
     _worker["ort"] = load(ClassifyJob(model, cpu=True, threads=1))
-    _worker["torch"] = _eager(model, 1)
+    _worker["torch"] = _eager(_worker["ort"], 1)
 
 
 def _worker_predict(engine: str, batch: int, crops: list[np.ndarray]) -> int:
     """In a worker process: classify ``crops`` with one thread."""
     clf = _worker["ort"]
     if engine == "ort":
-        clf.predict(crops, batch_size=batch)  # type: ignore[attr-defined]
+        clf.predict(crops, batch_size=batch)
     else:
-        net = _worker["torch"]
-        _eager_predict(net, crops, clf.canvas, clf.shapes, batch)  # type: ignore[arg-type, attr-defined]
+        _eager_predict(_worker["torch"], crops, clf.canvas, clf.shapes, batch)
     return len(crops)
 
 
@@ -112,25 +111,13 @@ def main() -> None:
     )
 
     clf = Classifier.load(args.model, providers=["CPUExecutionProvider"], threads=args.threads)
-    # torch eager twin: same architecture and canvas (timing does not depend on the weight
-    # values; ORT/torch numerical parity is checked by `plankline export` and the tests)
-    from plankline.model.scnn import WithSoftmax
-    from plankline.model.train import network
-
-    torch.manual_seed(0)
-    net = network(clf.meta["train_config"], len(clf.class_names))
-    eager = WithSoftmax(net).eval()
+    eager = _eager(clf, args.threads)
 
     def run_ort() -> np.ndarray:
         return clf.predict(crops, batch_size=args.batch)
 
-    @torch.no_grad()
     def run_torch() -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), args.batch):
-            x, s = model_inputs(crops[i : i + args.batch], clf.canvas, shapes=clf.shapes)
-            out.append(eager(torch.from_numpy(x), torch.from_numpy(s)).numpy())
-        return np.concatenate(out)
+        return _eager_predict(eager, crops, clf.canvas, clf.shapes, args.batch)
 
     def run_pre() -> None:
         for i in range(0, len(crops), args.batch):

@@ -194,17 +194,11 @@ def describe_rois(chunk: Chunk, rois: Rois) -> dict[str, Any]:
     return columns
 
 
-_classifiers: dict[str, Any] = {}
-
-
 def load_classifier(settings: PipelineSettings) -> Any:
     """The settings' model, loaded once per process, one thread (one process per core)."""
-    from plankline.model.infer import Classifier
+    from plankline.model.infer import shared_classifier
 
-    key = str(settings.model)
-    if key not in _classifiers:
-        _classifiers[key] = Classifier.load(settings.model, threads=1)
-    return _classifiers[key]
+    return shared_classifier(settings.model, threads=1)
 
 
 # --- write -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from plankline.model.infer import write_classification_csv
+from plankline.model.infer import shared_classifier, write_classification_csv
 
 if TYPE_CHECKING:
     from plankline.model.infer import Classifier
@@ -61,17 +61,9 @@ class TarResult:
     error: str | None = None
 
 
-_loaded: dict[ClassifyJob, Classifier] = {}
-
-
 def load(job: ClassifyJob) -> Classifier:
     """The job's classifier, loaded once per process."""
-    from plankline.model.infer import Classifier
-
-    if job not in _loaded:
-        providers = ["CPUExecutionProvider"] if job.cpu else None
-        _loaded[job] = Classifier.load(job.model, providers=providers, threads=job.threads)
-    return _loaded[job]
+    return shared_classifier(job.model, cpu=job.cpu, threads=job.threads)
 
 
 def auto_workers(units: int) -> int:

@@ -245,15 +245,11 @@ def measure_rois(
         out["centroid_y"] = np.where(valid, mom[:, 2] / area, np.nan)
     for k in range(7):
         out[f"hu_{k + 1}"] = hu[:, k]
-    out.update(_intensity(crops, masks_u8, area))
+    out.update(_intensity(crops, masks_u8))
     return _add_units(out, pixel_size_um)
 
 
-def _intensity(
-    crops: Sequence[np.ndarray],
-    masks: Sequence[np.ndarray],
-    area: np.ndarray,
-) -> dict[str, np.ndarray]:
+def _intensity(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
     """Mean, std, min, max, median, skewness, kurtosis of the inverted object pixels.
 
     uint8 crops: one ``bincount`` of all object pixels into per-ROI 256-bin histograms, then

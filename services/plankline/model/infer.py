@@ -18,6 +18,7 @@ class's threshold and ``unclassified`` otherwise (the "cleaner product").
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import tempfile
@@ -202,6 +203,16 @@ def thresholded_classes(
         t = list(thresholds)
     thr = np.array([np.inf if v is None else float(v) for v in t])
     return [class_names[k] if p >= thr[k] else UNCLASSIFIED for k, p in zip(top, ptop, strict=True)]
+
+
+@functools.cache
+def shared_classifier(
+    model_dir: Path | None = None, *, cpu: bool = False, threads: int | None = None
+) -> Classifier:
+    """The model loaded once per process for these settings: worker processes (batch run,
+    classify, stream services) call this for every chunk."""
+    providers = ["CPUExecutionProvider"] if cpu else None
+    return Classifier.load(model_dir, providers=providers, threads=threads)
 
 
 def write_classification_csv(
