@@ -17,12 +17,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO, TypeAlias
 
 import av
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+#: A video file or folder path, or an open seekable binary file holding a video (e.g. a
+#: ranged-read view of an object in S3: only the bytes the frames need are read).
+Source: TypeAlias = str | Path | BinaryIO
 
 #: Codecs whose every frame is a keyframe: seeking lands exactly, no decode-and-skip.
 #: (FFV1 is intra-coded but may carry range-coder state between frames until the next
@@ -88,9 +93,22 @@ def _is_16bit(stream: av.video.stream.VideoStream) -> bool:
     return max((c.bits for c in fmt.components), default=8) > 8
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _is_file(source: Source) -> bool:
+    return not isinstance(source, str | Path)
+
+
+def _name(source: Source) -> str:
+    return str(getattr(source, "name", "<stream>")) if _is_file(source) else str(source)
+
+
+def _open(source: Source) -> av.container.InputContainer:
+    path = _name(source)
     try:
-        container = av.open(str(path))
+        if _is_file(source):
+            source.seek(0)  # type: ignore[union-attr]
+            container = av.open(source)
+        else:
+            container = av.open(str(source))
     except (av.FFmpegError, OSError) as error:
         raise VideoError(path, None, f"cannot open ({error})") from error
     if not container.streams.video:
@@ -113,20 +131,26 @@ def _frame_count(
 # --------------------------------------------------------------------------- public API
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: Source, *, n_frames: int | None = None) -> VideoInfo:
     """Frame count, rate, size and pixel type of a video, frame folder or single image.
 
     Parameters
     ----------
-    path : path
+    path : path or seekable binary file
         AVI/MP4/MKV (anything FFmpeg reads), a folder of TIFF/PNG/JPEG frames (sorted by
-        name, ``fps`` None), or one image file.
+        name, ``fps`` None), one image file, or an open video file.
+    n_frames : int, optional
+        The frame count when already known (from an earlier probe): skips counting by
+        demuxing the whole file for containers whose header lacks it (MKV), which on
+        an object store would read every byte to process one chunk.
 
     Raises
     ------
     VideoError
         Missing, empty or unreadable.
     """
+    if _is_file(path):
+        return _probe_av(path, n_frames)
     p = Path(path)
     if not p.exists():
         raise VideoError(p, None, "no such file or folder")
@@ -141,19 +165,24 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(str(p), 1, None, img.shape[1], img.shape[0], img.dtype.name)
     if p.stat().st_size == 0:
         raise VideoError(p, None, "empty file")
-    container = _open(p)
+    return _probe_av(p, n_frames)
+
+
+def _probe_av(source: Source, n_frames: int | None) -> VideoInfo:
+    p = _name(source)
+    container = _open(source)
     try:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
-        n = stream.frames or None
+        n = n_frames or stream.frames or None
         if n is None:
             n = _frame_count(container, stream) or None
         ctx = stream.codec_context
         if not ctx.width or not ctx.height:
             raise VideoError(p, None, "video stream has no frame size")
         dtype = "uint16" if _is_16bit(stream) else "uint8"
-        return VideoInfo(str(p), n, fps, ctx.width, ctx.height, dtype)
+        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype)
     except av.FFmpegError as error:
         raise VideoError(p, None, f"cannot read ({error})") from error
     finally:
@@ -161,16 +190,23 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def iter_frames(
-    path: str | Path,
+    path: Source,
     start: int = 0,
     stop: int | None = None,
+    *,
+    info: VideoInfo | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream ``(index, frame)`` for frames ``start <= index < stop``, one decoded at a time.
 
     Frames are 2-D gray: uint8, or uint16 when the source is more than 8 bits per sample;
     colour is converted to gray (luma). Seeking is exact: for intra-only codecs (rawvideo,
-    FFV1, MJPEG) the container index jumps straight to ``start``; for others (H.264, MPEG-4)
-    it lands on an earlier keyframe and decodes forward.
+    MJPEG) the container index jumps straight to ``start``; for others (FFV1, whose frames
+    may depend on the previous one up to the next keyframe, H.264, MPEG-4) it lands on an
+    earlier keyframe and decodes forward.
+
+    ``path`` may be an open seekable binary file (a view of an object in S3): the same
+    decoder and seek run on the same bytes, so the frames equal those of the file on
+    disk. ``info`` (from :func:`probe_video` on the same video) saves probing it again.
 
     Raises
     ------
@@ -183,14 +219,15 @@ def iter_frames(
     """
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
-    p = Path(path)
-    if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
-        yield from _iter_images(p, start, stop)
-        return
-    info = probe_video(p)
-    container = _open(p)
+    if not _is_file(path):
+        p = Path(path)
+        if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
+            yield from _iter_images(p, start, stop)
+            return
+    info = info or probe_video(path)
+    container = _open(path)
     try:
-        yield from _iter_av(container, p, info, start, stop)
+        yield from _iter_av(container, _name(path), info, start, stop)
     finally:
         container.close()
 
@@ -206,7 +243,7 @@ def _iter_images(p: Path, start: int, stop: int | None) -> Iterator[tuple[int, n
 
 
 def _iter_av(
-    container: av.container.InputContainer, p: Path, info: VideoInfo, start: int, stop: int | None
+    container: av.container.InputContainer, p: str, info: VideoInfo, start: int, stop: int | None
 ) -> Iterator[tuple[int, np.ndarray]]:
     stream = container.streams.video[0]
     stream.thread_type = "NONE"  # one core per worker; the batch runner parallelises videos
@@ -228,7 +265,13 @@ def _iter_av(
             try:
                 container.seek(target, stream=stream, backward=True, any_frame=codec in _INTRA_ONLY)
             except av.FFmpegError:
-                container.seek(0, stream=stream)
+                try:
+                    container.seek(0, stream=stream)
+                except av.FFmpegError as error:
+                    # e.g. EPERM: no keyframe at or before the start (a file cut mid-GOP)
+                    raise VideoError(
+                        p, start, f"cannot seek to frame {start} ({codec}): {error}"
+                    ) from error
             index = -1  # unknown until the first frame's pts
     expected = info.n_frames
     try:

@@ -164,7 +164,7 @@ def manifest_key(job_id: str) -> str:
 
 
 def source_key(job_id: str, video_id: str) -> str:
-    """A whole source video, uploaded once when it cannot be cut without re-encoding."""
+    """A whole source video, uploaded once per job; segmenters read its frames by range."""
     return f"{job_prefix(job_id)}videos/{_check_id('video_id', video_id)}/source"
 
 

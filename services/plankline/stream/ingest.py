@@ -1,38 +1,42 @@
-"""Ingest: split videos into chunks, upload each chunk's segment, publish VideoChunk messages.
+"""Ingest: plan videos into chunks, store each video once, publish VideoChunk messages.
 
 ``submit(videos, job, settings, store, bootstrap)`` is what ``plankline submit``
 runs. Per video it plans chunks exactly as the batch CLI (``pipeline.plan_chunks``
-with the same ``PipelineSettings``), writes the job manifest, then per chunk
-uploads a segment (see :mod:`plankline.stream.jobs` for the frames it covers):
+with the same ``PipelineSettings``), writes the job manifest, then publishes one
+message per chunk:
 
-- intra-only codecs (rawvideo, FFV1, MJPEG...): the packets REMUXED with PyAV
-  into a small video of the same codec, no re-encode, so pixel-exact;
-- a folder of frames: a tar of the frame files;
-- inter-frame codecs (H.264...), which cannot be cut without re-encoding: the
-  whole video once per job (key ``videos/<id>/source``), segmenters cache it.
+- a video file (any codec FFmpeg reads: uncompressed, FFV1, MJPEG, H.264... in
+  AVI/MP4/MKV) is uploaded ONCE, whole (key ``videos/<id>/source``), and every
+  segmenter reads the frames of its chunk from that object by frame index with
+  ranged GETs (``S3Store.open_object``): the same decoder and seek as the batch
+  CLI on the same bytes, hence the same frames. Cutting a compressed video into
+  per-chunk files cannot work in general: an FFV1 or H.264 chunk that starts
+  between keyframes cannot be decoded on its own (FFmpeg refuses to seek in it);
+- a video already in the object store (``s3://bucket/key``) is not copied at all:
+  it is planned and processed in place, by reference;
+- a folder of frames: a tar of the frame files each chunk reads (see
+  :mod:`plankline.stream.jobs` for the frames a chunk covers).
 
 Keys are deterministic, so re-running a submit overwrites; chunks already
-marked done are not published again (idempotent).
+marked done are not published again, and a source already stored whole with the
+same size is not uploaded again (idempotent).
 """
 
 from __future__ import annotations
 
-import tempfile
+import re
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import av
-
 from plankline.config import PipelineSettings
-from plankline.imaging.video import IMAGE_SUFFIXES, VideoError, probe_video
+from plankline.imaging.video import IMAGE_SUFFIXES, Source, VideoError, probe_video
 from plankline.pipeline import Chunk, plan_chunks, video_stem
 from plankline.stream import contracts
 from plankline.stream.jobs import (
     SEGMENT_FRAMES_TAR,
-    SEGMENT_VIDEO,
     SEGMENT_WHOLE_VIDEO,
     frames_tar,
     segment_range,
@@ -40,8 +44,8 @@ from plankline.stream.jobs import (
 )
 from plankline.stream.store import S3Store
 
-#: Codecs whose packets can be cut anywhere: every frame decodes on its own.
-REMUXABLE = {"rawvideo", "ffv1", "mjpeg", "png", "tiff"}
+#: ``s3://bucket/key`` (a shell-less ``Path`` collapses the ``//``: ``s3:/bucket/key``).
+_S3_URL = re.compile(r"^s3:/+([^/]+)/(.+)$")
 
 
 @dataclass
@@ -52,52 +56,75 @@ class SubmitReport:
     chunks: int = 0
     skipped: int = 0
     frames: int = 0
+    uploaded_bytes: int = 0
     failures: list[str] = field(default_factory=list)
 
 
-def remux_segment(source: Path, dest: Path, first: int, stop: int) -> int:
-    """Copy packets of frames ``[first, stop)`` into ``dest`` (same codec); returns how many.
+@dataclass(frozen=True)
+class VideoSource:
+    """One input of a submit: a local video or frame folder, or an object by reference."""
 
-    Fewer than ``stop - first`` means the source ends early (truncated); a damaged
-    last packet is copied as is, so the segmenter meets the same decode error.
+    name: str  # file or folder name, as the batch CLI sees it (its chunk names come from it)
+    path: Path | None = None  # local file or folder
+    bucket: str = ""  # object by reference
+    key: str = ""
+
+    @classmethod
+    def parse(cls, video: str | Path) -> VideoSource:
+        """``s3://bucket/key`` (an object to process in place) or a local path."""
+        match = _S3_URL.match(str(video))
+        if match:
+            bucket, key = match.groups()
+            if key.endswith("/"):
+                raise ValueError(
+                    f"{video}: by reference only a video object can be read, not a prefix of "
+                    "frames; submit the local frame folder instead"
+                )
+            return cls(PurePosixPath(key).name, bucket=bucket, key=key)
+        path = Path(video)
+        return cls(path.name, path=path)
+
+    @property
+    def is_frames(self) -> bool:
+        return self.path is not None and (
+            self.path.is_dir() or self.path.suffix.lower() in IMAGE_SUFFIXES
+        )
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else f"s3://{self.bucket}/{self.key}"
+
+
+def plan_video(
+    video: Path | VideoSource, settings: PipelineSettings, store: S3Store | None = None
+) -> tuple[list[Chunk], dict]:
+    """The batch CLI's chunk plan of one video, and its manifest entry.
+
+    A video by reference is probed through ranged reads of its object (``store``):
+    the header and index, or, for containers without a frame count (MKV), every
+    packet once.
     """
-    with av.open(str(source)) as inp, av.open(str(dest), "w") as out:
-        stream = inp.streams.video[0]
-        target = out.add_stream_from_template(stream)
-        target.time_base = stream.time_base
-        index, written = -1, 0
+    source = video if isinstance(video, VideoSource) else VideoSource.parse(video)
+    if source.path is not None:
+        info = probe_video(source.path)
+    else:
+        if store is None:
+            raise ValueError(f"{source}: a video by reference needs the object store")
         try:
-            for packet in inp.demux(stream):
-                if packet.size == 0 and packet.pts is None:
-                    continue  # the demuxer's end-of-stream flush packet
-                index += 1
-                if index < first:
-                    continue
-                if index >= stop:
-                    break
-                packet.stream = target
-                packet.pts = packet.dts = written
-                packet.time_base = target.time_base
-                out.mux(packet)
-                written += 1
-        except av.FFmpegError:
-            pass  # unreadable tail: the segment ends here, the segmenter reports the frame
-    return written
-
-
-def plan_video(video: Path, settings: PipelineSettings) -> tuple[list[Chunk], dict]:
-    """The batch CLI's chunk plan of one video, and its manifest entry."""
-    info = probe_video(video)
+            reader = store.open_object(source.key, bucket=source.bucket)
+        except KeyError as error:
+            raise VideoError(str(source), None, "no such object") from error
+        info = probe_video(reader)
     if not info.n_frames:
-        raise VideoError(str(video), None, "no frames")
+        raise VideoError(str(source), None, "no frames")
     chunks = plan_chunks(
-        video.name, info.n_frames, info.height, settings.fps or info.fps, settings.chunk_frames
+        source.name, info.n_frames, info.height, settings.fps or info.fps, settings.chunk_frames
     )
-    video_id = video_stem(video.name)
+    video_id = video_stem(source.name)
     contracts.message_key(video_id, 0)  # validates the id early, naming it
     entry = {
-        "video": video.name,
+        "video": source.name,
         "video_id": video_id,
+        "source": str(source),
         "n_frames": info.n_frames,
         "fps": chunks[0].fps,
         "frame_height": info.height,
@@ -108,59 +135,81 @@ def plan_video(video: Path, settings: PipelineSettings) -> tuple[list[Chunk], di
     return chunks, entry
 
 
-def _codec(video: Path) -> str | None:
-    if video.is_dir() or video.suffix.lower() in IMAGE_SUFFIXES:
-        return None
-    with av.open(str(video)) as container:
-        return container.streams.video[0].codec_context.name
+def store_source(
+    store: S3Store, job: str, source: VideoSource, video_id: str
+) -> tuple[str, str, int]:
+    """Where the segmenters read a video: ``(bucket, key, bytes uploaded)``.
+
+    A local file is uploaded whole once (skipped when the key already holds as many
+    bytes: a re-submit); an object by reference is used where it is.
+    """
+    if source.path is None:
+        return source.bucket, source.key, 0
+    key = contracts.source_key(job, video_id)
+    size = source.path.stat().st_size
+    try:
+        if store.size(key) == size:
+            return store.bucket, key, 0
+    except KeyError:
+        pass
+    store.put_file(key, source.path)
+    return store.bucket, key, size
 
 
-def _segment_format(video: Path) -> str:
-    codec = _codec(video)
-    if codec is None:
-        return SEGMENT_FRAMES_TAR
-    return SEGMENT_VIDEO if codec in REMUXABLE else SEGMENT_WHOLE_VIDEO
-
-
-def upload_chunk(
-    store: S3Store,
+def chunk_message(
     job: str,
-    video: Path,
+    source: VideoSource,
     entry: dict,
     chunk: Chunk,
-    settings: PipelineSettings,
+    *,
+    bucket: str,
+    key: str,
     mode: str,
-    tmp: Path,
+    first: int,
+    stop: int,
 ) -> contracts.VideoChunk:
-    """Store one chunk's segment under its deterministic key; returns its VideoChunk message."""
-    video_id, n = entry["video_id"], entry["n_frames"]
-    first, stop = segment_range(chunk, n, settings)
-    key = contracts.chunk_key(job, video_id, chunk.index, "video")
-    if mode == SEGMENT_VIDEO:
-        path = tmp / f"{video_id}-{chunk.index}{video.suffix}"
-        remux_segment(video, path, first, stop)
-        # one PUT from memory: ~2.5x faster than minio's multipart file upload
-        store.put_bytes(key, path.read_bytes() if path.exists() else b"")
-        path.unlink(missing_ok=True)
-    elif mode == SEGMENT_FRAMES_TAR:
-        from plankline.imaging.video import _image_files
-
-        store.put_bytes(key, frames_tar(_image_files(video)[first:stop]))
-    else:
-        key = contracts.source_key(job, video_id)
+    """The VideoChunk of one chunk whose frames ``[first, stop)`` are at ``bucket/key``."""
     return contracts.VideoChunk(
-        chunk=contracts.chunk_ref(job, video_id, chunk.index, chunk.name),
+        chunk=contracts.chunk_ref(job, entry["video_id"], chunk.index, chunk.name),
         first_frame=chunk.start,
         n_frames=chunk.stop - chunk.start,
         fps=chunk.fps or 0.0,
         video_key=key,
-        bucket=store.bucket,
-        video_name=video.name,
+        bucket=bucket,
+        video_name=source.name,
         frame_height=chunk.frame_height,
         segment_first_frame=first,
         segment_n_frames=stop - first,
-        video_n_frames=n,
+        video_n_frames=entry["n_frames"],
         segment_format=mode,
+    )
+
+
+def upload_frames_chunk(
+    store: S3Store,
+    job: str,
+    source: VideoSource,
+    entry: dict,
+    chunk: Chunk,
+    settings: PipelineSettings,
+) -> contracts.VideoChunk:
+    """Store the tar of the frame files one chunk of a frame folder reads; its message."""
+    from plankline.imaging.video import _image_files
+
+    assert source.path is not None
+    first, stop = segment_range(chunk, entry["n_frames"], settings)
+    key = contracts.chunk_key(job, entry["video_id"], chunk.index, "video")
+    store.put_bytes(key, frames_tar(_image_files(source.path)[first:stop]))
+    return chunk_message(
+        job,
+        source,
+        entry,
+        chunk,
+        bucket=store.bucket,
+        key=key,
+        mode=SEGMENT_FRAMES_TAR,
+        first=first,
+        stop=stop,
     )
 
 
@@ -174,7 +223,7 @@ def _publish(producer: Any, topic: str, message: contracts.VideoChunk) -> Any:
 
 
 def submit(
-    videos: list[Path],
+    videos: list[Source] | list[Path] | list[str],
     job: str,
     settings: PipelineSettings,
     store: S3Store,
@@ -183,35 +232,34 @@ def submit(
     topic: str = contracts.TOPIC_CHUNKS,
     upload_threads: int = 2,
 ) -> SubmitReport:
-    """Plan, upload and publish every chunk of ``videos`` as job ``job`` (see module)."""
+    """Plan, store and publish every chunk of ``videos`` as job ``job`` (see module).
+
+    ``videos`` holds local paths (video files, frame folders) and ``s3://bucket/key``
+    references to videos already in the object store (read in place with this
+    store's credentials).
+    """
     from kafka import KafkaProducer
 
     contracts.job_prefix(job)  # validates the job name
     store.ensure_bucket()
     report = SubmitReport(job)
-    plans: list[tuple[Path, list[Chunk], dict]] = []
+    plans: list[tuple[VideoSource, list[Chunk], dict]] = []
     for video in videos:
         try:
-            chunks, entry = plan_video(Path(video), settings)
+            source = VideoSource.parse(str(video))
+            chunks, entry = plan_video(source, settings, store)
         except (VideoError, ValueError) as error:
             report.failures.append(str(error))
             continue
-        plans.append((Path(video), chunks, entry))
+        plans.append((source, chunks, entry))
     write_manifest(store, job, settings, [entry for _, _, entry in plans])
     producer = KafkaProducer(
         bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=5, retries=5
     )
     sent = []
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="plankline-ingest-") as tmp,
-            ThreadPoolExecutor(max_workers=upload_threads) as pool,
-        ):
-            for video, chunks, entry in plans:
-                mode = _segment_format(video)
-                whole_key = contracts.source_key(job, entry["video_id"])
-                if mode == SEGMENT_WHOLE_VIDEO:
-                    store.put_file(whole_key, video)
+        with ThreadPoolExecutor(max_workers=upload_threads) as pool:
+            for source, chunks, entry in plans:
                 todo = [
                     c
                     for c in chunks
@@ -220,21 +268,38 @@ def submit(
                     )
                 ]
                 report.skipped += len(chunks) - len(todo)
-                # Uploads overlap (2 PUTs at once are ~1.7x faster than one after the other);
-                # messages still go out in chunk order, each once its segment is stored.
+                report.chunks += len(todo)
+                report.frames += sum(c.stop - c.start for c in todo)
+                if not todo:
+                    continue
+                if not source.is_frames:
+                    bucket, key, uploaded = store_source(store, job, source, entry["video_id"])
+                    report.uploaded_bytes += uploaded
+                    for chunk in todo:
+                        message = chunk_message(
+                            job,
+                            source,
+                            entry,
+                            chunk,
+                            bucket=bucket,
+                            key=key,
+                            mode=SEGMENT_WHOLE_VIDEO,
+                            first=0,
+                            stop=entry["n_frames"],
+                        )
+                        sent.append(_publish(producer, topic, message))
+                    continue
+                # Frame tars overlap (2 PUTs at once are ~1.7x faster than one after the
+                # other); messages still go out in chunk order, each once its tar is stored.
                 window: deque[Future[contracts.VideoChunk]] = deque()
                 for chunk in todo:
                     window.append(
-                        pool.submit(
-                            upload_chunk, store, job, video, entry, chunk, settings, mode, Path(tmp)
-                        )
+                        pool.submit(upload_frames_chunk, store, job, source, entry, chunk, settings)
                     )
                     if len(window) > upload_threads:
                         sent.append(_publish(producer, topic, window.popleft().result()))
                 while window:
                     sent.append(_publish(producer, topic, window.popleft().result()))
-                report.chunks += len(todo)
-                report.frames += sum(c.stop - c.start for c in todo)
         producer.flush()
         for future in sent:
             future.get(timeout=30)  # every chunk acknowledged by the broker

@@ -16,13 +16,16 @@ Between the steps the chunk's data travels as S3 objects (keys from
   measurement table and the class probabilities (the CSVs beside them are for
   people; the collector joins the exact copies so its files equal batch's).
 
-Segments: the chunk's video bytes cover frames ``[max(0, start - max(prime, 1)),
-min(n, max(stop + tail, prime_start + prime)))`` where ``tail =
-ceil(max_object_lines / frame_height) + 1``: the frames that prime the
-flat-field, the one frame of context before the chunk, the chunk, and enough
-frames after it to finish any object leaving it (the segmenter cuts objects at
-``max_object_lines``). :class:`SegmentReader` turns the segment back into a
-``FrameReader`` with GLOBAL frame indices and reports a truncated source as
+Sources: a video is one object (uploaded once, or already in the store and
+submitted by reference); the segmenter reads the frames a chunk needs from it
+by frame index through ranged GETs (``segment_format`` ``whole-video``). A
+frame folder travels as one tar per chunk (``frames-tar``) covering frames
+``[max(0, start - max(prime, 1)), min(n, max(stop + tail, prime_start + prime)))``
+where ``tail = ceil(max_object_lines / frame_height) + 1``: the frames that
+prime the flat-field, the one frame of context before the chunk, the chunk,
+and enough frames after it to finish any object leaving it (the segmenter cuts
+objects at ``max_object_lines``). :class:`SegmentReader` turns either back into
+a ``FrameReader`` with GLOBAL frame indices and reports a truncated source as
 :class:`VideoError` naming the source video and the first missing frame.
 """
 
@@ -36,20 +39,19 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from plankline.config import PipelineSettings
 from plankline.imaging.segment import POSITION_FIELDS, Rois
-from plankline.imaging.video import VideoError, iter_frames
+from plankline.imaging.video import VideoError, VideoInfo, iter_frames
 from plankline.outputs.rois import iter_roi_tar_bytes, write_roi_tar
 from plankline.outputs.tables import write_csv
 from plankline.pipeline import Chunk, describe_rois, segment_params
 from plankline.stream import contracts
 from plankline.stream.store import S3Store
 
-SEGMENT_VIDEO = "video"
 SEGMENT_FRAMES_TAR = "frames-tar"
 SEGMENT_WHOLE_VIDEO = "whole-video"
 
@@ -166,20 +168,23 @@ def _chunk_from_manifest(manifest: dict[str, Any], ref: contracts.ChunkRef) -> C
 
 @dataclass(frozen=True)
 class SegmentReader:
-    """A ``FrameReader`` over a downloaded segment that yields GLOBAL frame indices.
+    """A ``FrameReader`` over a chunk's source that yields GLOBAL frame indices.
 
-    ``path`` is a video file or a folder of frames holding source frames
-    ``[first, first + n_planned)`` (fewer when the source is truncated there).
+    ``path`` is a folder of frames holding source frames ``[first, first +
+    n_planned)`` (fewer when the source is truncated there), or the whole video
+    (``first`` 0): a file or an open ranged view of its object, with ``info``
+    from one probe of it (so each read does not probe again).
     Reading past what the segment holds raises :class:`VideoError` naming the
     source video and frame, as the batch reader does on the whole video; reading
     past the planned segment inside the video is a planning bug and says so.
     """
 
-    path: Path
+    path: Path | BinaryIO
     video: str
     first: int
     n_planned: int
     video_frames: int
+    info: VideoInfo | None = None
 
     def __call__(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
         end = self.first + self.n_planned
@@ -191,7 +196,7 @@ class SegmentReader:
         nxt = start
         try:
             for local, frame in iter_frames(
-                self.path, start - self.first, min(want, end) - self.first
+                self.path, start - self.first, min(want, end) - self.first, info=self.info
             ):
                 nxt = self.first + local
                 yield nxt, frame

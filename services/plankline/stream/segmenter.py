@@ -1,23 +1,27 @@
 """Segmenter service: VideoChunk -> flat-field + segment (``pipeline.find_rois``) -> RoiBatch.
 
-Downloads the chunk's segment, runs the very function the batch CLI runs, and
-writes the ROI images (the output tar), the raw crops + masks and the positions
-table to S3 before returning the RoiBatch message. A chunk with an unreadable
-frame keeps the ROIs found before it (as batch does): they go on downstream, and the chunk is
-recorded as failed (``failed.json``) and published to the dead-letter topic
-with an error naming the video and frame.
+Reads the chunk's frames (by frame index from the whole video object, with ranged
+GETs of only the bytes they need; or a frame folder's tar), runs the very function
+the batch CLI runs, and writes the ROI images (the output tar), the raw crops +
+masks and the positions table to S3 before returning the RoiBatch message. A
+chunk with an unreadable frame keeps the ROIs found before it (as batch does):
+they go on downstream, and the chunk is recorded as failed (``failed.json``) and
+published to the dead-letter topic with an error naming the video and frame.
 
 Run: ``python -m plankline.stream.runner plankline.stream.segmenter:from_env``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from plankline.imaging.video import VideoError
+from plankline.imaging.video import VideoError, probe_video
 from plankline.pipeline import PartialChunkError, find_rois
 from plankline.stream import contracts
 from plankline.stream._service import ServiceBase
@@ -37,35 +41,25 @@ log = logging.getLogger("plankline.stream.segmenter")
 class Segmenter(ServiceBase):
     """Handler of ``plankline.chunks``."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._whole: dict[str, Path] = {}  # source key -> cached download (whole-video mode)
-        self._cache_dir: object = None
-
-    def _segment(self, message: contracts.VideoChunk, folder: Path) -> Path:
+    def _reader(self, message: contracts.VideoChunk, folder: Path) -> SegmentReader:
+        """The chunk's frames by global index: ranged reads of the whole video object, or
+        the chunk's tar of frame files unpacked into ``folder``."""
+        video, n = message.video_name, int(message.video_n_frames)
         if message.segment_format == SEGMENT_WHOLE_VIDEO:
-            cached = self._whole.get(message.video_key)
-            if cached is None or not cached.exists():
-                if self._cache_dir is None:
-                    self._cache_dir = self.scratch()
-                root = Path(self._cache_dir.name)  # type: ignore[attr-defined]
-                cached = self.store.get_file(
-                    message.video_key, root / f"{len(self._whole)}{Path(message.video_name).suffix}"
-                )
-                self._whole[message.video_key] = cached
-            return cached
+            source = self.store.open_object(message.video_key, bucket=message.bucket or None)
+            return SegmentReader(source, video, 0, n, n)
         if message.segment_format == SEGMENT_FRAMES_TAR:
-            import io
-            import tarfile
-
             frames = folder / "frames"
             frames.mkdir()
             data = self.store.get_bytes(message.video_key)
             with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
                 tar.extractall(frames, filter="data")
-            return frames
-        suffix = Path(message.video_name).suffix or ".avi"
-        return self.store.get_file(message.video_key, folder / f"segment{suffix}")
+            first, planned = int(message.segment_first_frame), int(message.segment_n_frames)
+            return SegmentReader(frames, video, first, planned, n)
+        raise ValueError(
+            f"{video}: unknown segment format {message.segment_format!r} "
+            f"(this segmenter reads {SEGMENT_WHOLE_VIDEO!r} and {SEGMENT_FRAMES_TAR!r})"
+        )
 
     def handle(self, message: Incoming) -> list[Outgoing]:
         msg = message.parse()
@@ -77,16 +71,14 @@ class Segmenter(ServiceBase):
         error: str | None = None
         with self.scratch() as tmp:
             folder = Path(tmp)
-            read = SegmentReader(
-                self._segment(msg, folder),
-                chunk.video,
-                0 if msg.segment_format == SEGMENT_WHOLE_VIDEO else int(msg.segment_first_frame),
-                int(msg.video_n_frames)
-                if msg.segment_format == SEGMENT_WHOLE_VIDEO
-                else int(msg.segment_n_frames),
-                int(msg.video_n_frames),
-            )
+            read = self._reader(msg, folder)
             try:
+                if not isinstance(read.path, Path):  # probe once, not on every read
+                    try:
+                        info = probe_video(read.path, n_frames=read.video_frames)
+                    except VideoError as unreadable:
+                        raise VideoError(chunk.video, None, unreadable.reason) from unreadable
+                    read = replace(read, info=info)
                 rois, warning = find_rois(read, chunk, settings)
             except PartialChunkError as partial:
                 rois, warning, error = partial.rois, None, str(partial)
@@ -142,10 +134,6 @@ class Segmenter(ServiceBase):
             log.warning("chunk %s: %s", chunk.name, warning)
         log.info("chunk %s: %d ROIs in %.2f s", chunk.name, len(rois), time.perf_counter() - began)
         return out
-
-    def close(self) -> None:
-        if self._cache_dir is not None:
-            self._cache_dir.cleanup()  # type: ignore[attr-defined]
 
 
 def from_env() -> Segmenter:

@@ -13,7 +13,9 @@ fix them.
 from __future__ import annotations
 
 import io
+import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -198,6 +200,61 @@ class S3Store:
                 raise KeyError(f"s3://{self.bucket}/{key} does not exist") from error
             raise
 
+    def size(self, key: str, bucket: str | None = None) -> int:
+        """Bytes stored at ``key`` (of ``bucket``, default this store's); ``KeyError`` if none."""
+        return self._stat(key, bucket)[0]
+
+    def _stat(self, key: str, bucket: str | None) -> tuple[int, str]:
+        bucket = bucket or self.bucket
+        try:
+            stat = self._call(f"stat {key}", lambda: self.client.stat_object(bucket, key))
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"}:
+                raise KeyError(f"s3://{bucket}/{key} does not exist") from error
+            raise
+        return int(stat.size or 0), str(stat.etag or "")
+
+    def get_range(
+        self, key: str, offset: int, length: int, bucket: str | None = None, etag: str = ""
+    ) -> bytes:
+        """Bytes ``[offset, offset + length)`` of an object (one ranged GET, retried).
+
+        ``etag`` (from :meth:`open_object`) makes the read fail rather than mix two
+        versions of an object that was overwritten between reads.
+        """
+        if offset < 0 or length <= 0:
+            raise ValueError(f"need offset >= 0 and length > 0, got {offset}, {length}")
+        bucket = bucket or self.bucket
+        headers = {"If-Match": etag} if etag else None
+
+        def get() -> bytes:
+            response = self.client.get_object(
+                bucket, key, offset=offset, length=length, request_headers=headers
+            )
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call(f"get {key} bytes {offset}+{length}", get)
+        except S3Error as error:
+            if error.code == "NoSuchKey":
+                raise KeyError(f"s3://{bucket}/{key} does not exist") from error
+            raise
+
+    def open_object(
+        self, key: str, bucket: str | None = None, block_size: int = 4 << 20
+    ) -> RangedObjectReader:
+        """A seekable read-only file over ``key`` that fetches only the blocks read.
+
+        PyAV opens it like a local file (``iter_frames`` on it reads just the frames
+        asked for), so a video already in the object store is processed in place.
+        """
+        size, etag = self._stat(key, bucket)
+        return RangedObjectReader(self, key, bucket or self.bucket, size, etag, block_size)
+
     def put_file(self, key: str, path: Path | str) -> None:
         """Upload a local file to ``key`` (multipart for large files)."""
         path = Path(path)
@@ -247,3 +304,112 @@ class S3Store:
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it is already gone)."""
         self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, key))
+
+
+class RangedObjectReader(io.RawIOBase):
+    """Read-only, seekable file over one S3 object, fetched in blocks by ranged GETs.
+
+    Readers such as FFmpeg read a container's header, jump to its index at the end,
+    then read frame after frame; each read touches a few blocks, fetched once (one
+    GET for a run of missing blocks) and kept in a small LRU cache, so re-reading a
+    header on the next open costs nothing and a chunk of a long video costs its own
+    bytes, not the whole object. ``bytes_fetched``/``requests`` count the traffic.
+
+    Parameters
+    ----------
+    store : S3Store
+        Client, credentials and retry policy.
+    key, bucket : str
+        The object.
+    size : int
+        Its length in bytes (from a HEAD).
+    etag : str
+        Its ETag: every GET is conditional on it, so an overwrite mid-read fails
+        instead of mixing two versions.
+    block_size : int
+        Bytes per block (>= 64 KiB); the cache keeps ``cache_blocks`` of them.
+    """
+
+    def __init__(
+        self,
+        store: S3Store,
+        key: str,
+        bucket: str,
+        size: int,
+        etag: str = "",
+        block_size: int = 4 << 20,
+        cache_blocks: int = 6,
+    ) -> None:
+        super().__init__()
+        if block_size < 1 << 16 or cache_blocks < 2:
+            raise ValueError(
+                f"need block_size >= 64 KiB and cache_blocks >= 2, got {block_size}, {cache_blocks}"
+            )
+        self.store, self.key, self.bucket = store, key, bucket
+        self.size, self.etag = size, etag
+        self.block_size, self.cache_blocks = block_size, cache_blocks
+        self.name = f"s3://{bucket}/{key}"
+        self.bytes_fetched = 0
+        self.requests = 0
+        self._pos = 0
+        self._blocks: OrderedDict[int, memoryview] = OrderedDict()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}.get(whence)
+        if base is None:
+            raise ValueError(f"{self.name}: unsupported whence {whence}")
+        if base + offset < 0:
+            raise ValueError(f"{self.name}: seek to {base + offset} before the start")
+        self._pos = base + offset
+        return self._pos
+
+    def _fetch(self, first: int, last: int) -> None:
+        """Fetch blocks ``first..last`` (inclusive) that are not cached, in runs."""
+        missing = [b for b in range(first, last + 1) if b not in self._blocks]
+        while missing:
+            run = [missing.pop(0)]
+            while missing and missing[0] == run[-1] + 1:
+                run.append(missing.pop(0))
+            start = run[0] * self.block_size
+            length = min(self.size, (run[-1] + 1) * self.block_size) - start
+            data = self.store.get_range(self.key, start, length, self.bucket, self.etag)
+            if len(data) != length:
+                raise OSError(f"{self.name}: asked bytes {start}+{length}, got {len(data)}")
+            self.bytes_fetched += length
+            self.requests += 1
+            view = memoryview(data)
+            for i, block in enumerate(run):
+                self._blocks[block] = view[i * self.block_size : (i + 1) * self.block_size]
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes from the current position (all the rest when negative)."""
+        want = self.size - self._pos if size is None or size < 0 else size
+        want = min(want, self.size - self._pos)
+        if want <= 0:
+            return b""
+        first, last = self._pos // self.block_size, (self._pos + want - 1) // self.block_size
+        self._fetch(first, last)
+        parts = []
+        for block in range(first, last + 1):
+            self._blocks.move_to_end(block)
+            lo = max(0, self._pos - block * self.block_size)
+            hi = min(self.block_size, self._pos + want - block * self.block_size)
+            parts.append(self._blocks[block][lo:hi])
+        while len(self._blocks) > max(self.cache_blocks, last - first + 1):
+            self._blocks.popitem(last=False)
+        self._pos += want
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
