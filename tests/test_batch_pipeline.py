@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from plankline.batch.project import Project
 from plankline.batch.run import run_batch
@@ -137,36 +139,39 @@ def test_corrupt_and_empty_videos_are_recorded_and_the_batch_completes(tmp_path:
     assert len(list(Project(root).done_records())) == 3  # A: 2 chunks, B: first chunk
 
 
-def test_killed_run_resumes_to_the_same_outputs(tmp_path: Path) -> None:
-    clean = make_project(tmp_path / "clean", {VIDEO_A: 8, VIDEO_B: 5})
-    run_batch(BatchSettings(project=clean, chunk_frames=1, workers=1, fps=10.0))
-    root = make_project(tmp_path / "killed", {VIDEO_A: 8, VIDEO_B: 5})
-    command = [
-        sys.executable,
-        "-m",
-        "plankline.cli",
-        "run",
-        str(root),
-        "--chunk-frames",
-        "1",
-        "--workers",
-        "1",
-        "--set",
-        "fps=10",
-    ]
-    process = subprocess.Popen(
+def start_run(root: Path, workers: int) -> subprocess.Popen[bytes]:
+    """``plankline run`` on ``root`` (1-frame chunks) as a real process, in its own group."""
+    command = [sys.executable, "-m", "plankline.cli", "run", str(root), "--chunk-frames", "1"]
+    command += ["--workers", str(workers), "--set", "fps=10"]
+    return subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    done = root / ".plankline" / "done"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(done.glob("*.json"))) < 3:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    finished_before = len(list(done.glob("*.json")))
-    assert 3 <= finished_before < 13, "the kill should land mid-run"
-    resumed = run_batch(BatchSettings(project=root, chunk_frames=1, workers=1, fps=10.0))
-    assert resumed.chunks_skipped == finished_before
+
+
+def freeze_once_done(process: subprocess.Popen[bytes], done: Path, at_least: int) -> int:
+    """Wait until ``at_least`` chunks are done, then SIGSTOP the run's whole process group.
+
+    The kill that follows hits exactly the state counted here (nothing moves while frozen);
+    returns the number of done chunks at that moment.
+    """
+    deadline = time.monotonic() + 180
+    while len(list(done.glob("*.json"))) < at_least:
+        assert process.poll() is None, f"the run exited early ({process.returncode})"
+        assert time.monotonic() < deadline, "no chunk finished in 180 s"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGSTOP)
+    return len(list(done.glob("*.json")))
+
+
+def gone(process: psutil.Process) -> bool:
+    """True once the process has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def assert_same_rois_as(root: Path, clean: Path) -> None:
     assert not [
         p
         for p in root.rglob("*")
@@ -176,6 +181,67 @@ def test_killed_run_resumes_to_the_same_outputs(tmp_path: Path) -> None:
     assert len(set(resumed_rois["image"])) == len(resumed_rois["image"])  # no duplicates
     for key in ("image", "line", "column", "area", "perimeter"):
         np.testing.assert_array_equal(resumed_rois[key], clean_rois[key])
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference: the kill tests' videos processed without interruption."""
+    clean = make_project(tmp_path_factory.mktemp("clean"), KILL_VIDEOS)
+    run_batch(BatchSettings(project=clean, chunk_frames=1, workers=1, fps=10.0))
+    return clean
+
+
+KILL_VIDEOS = {VIDEO_A: 12, VIDEO_B: 8}
+KILL_CHUNKS = 20
+
+
+def test_killed_run_resumes_to_the_same_outputs(tmp_path: Path, clean_run: Path) -> None:
+    root = make_project(tmp_path / "killed", KILL_VIDEOS)
+    process = start_run(root, workers=1)
+    done = root / ".plankline" / "done"
+    finished_before = freeze_once_done(process, done, 3)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 3 <= finished_before < KILL_CHUNKS, "the kill must land mid-run"
+    assert len(list(done.glob("*.json"))) == finished_before
+    resumed = run_batch(BatchSettings(project=root, chunk_frames=1, workers=1, fps=10.0))
+    assert resumed.chunks_skipped == finished_before
+    assert resumed.chunks_done == KILL_CHUNKS - finished_before
+    assert_same_rois_as(root, clean_run)
+
+
+def test_kill_9_of_a_two_worker_run_s_parent_leaves_no_worker_and_resume_is_exact(
+    tmp_path: Path, clean_run: Path
+) -> None:
+    """Only the parent is killed: its pool workers must follow it (PR_SET_PDEATHSIG)."""
+    root = make_project(tmp_path / "killed", KILL_VIDEOS)
+    process = start_run(root, workers=2)
+    done = root / ".plankline" / "done"
+    finished_before = freeze_once_done(process, done, 1)
+    parent = psutil.Process(process.pid)
+    descendants = parent.children(recursive=True)
+    workers = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]
+    try:
+        assert len(workers) == 2, [p.cmdline() for p in descendants]
+        assert finished_before < KILL_CHUNKS, "the kill must land mid-run"
+        process.kill()  # kill -9 of the parent alone
+        process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)  # thaw whatever is left of the group
+        deadline = time.monotonic() + 5
+        while not all(gone(p) for p in descendants) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [p.pid for p in descendants if not gone(p)]
+        assert left == [], f"processes left behind by the killed run: {left}"
+    finally:
+        for p in descendants:  # the test failed: leave nothing behind
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    resumed = run_batch(BatchSettings(project=root, chunk_frames=1, workers=2, fps=10.0))
+    assert resumed.failures == []
+    assert resumed.chunks_skipped == finished_before  # nothing moved after the freeze
+    assert resumed.chunks_done == KILL_CHUNKS - finished_before
+    assert_same_rois_as(root, clean_run)
 
 
 def test_settings_precedence_cli_over_env_over_ini(tmp_path: Path, monkeypatch) -> None:

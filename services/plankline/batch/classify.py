@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from plankline.model.infer import shared_classifier, write_classification_csv
+from plankline.processes import pool_initializer
 
 if TYPE_CHECKING:
     from plankline.model.infer import Classifier
@@ -166,7 +167,13 @@ def map_ordered(
     one_thread = replace(job, threads=1)
     # spawn, not fork: the parent runs a progress-bar thread (see batch.run)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # workers die with this process (kill -9 included), see plankline.processes
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=pool_initializer,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures = [pool.submit(fn, *a, one_thread) for a in args]
         for f in futures:
             yield f.result()

@@ -21,6 +21,7 @@ from plankline.batch.project import Project
 from plankline.config import BatchSettings
 from plankline.imaging.video import VideoError, iter_frames, probe_video
 from plankline.pipeline import Chunk, PartialChunkError, plan_chunks, process_chunk
+from plankline.processes import pool_initializer
 
 log = logging.getLogger("plankline.batch")
 
@@ -176,7 +177,13 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
     # spawn, not fork: the parent runs a progress-bar thread, and a fork taken while a
     # thread holds a lock leaves the child waiting on it forever.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=settings.workers, mp_context=context) as pool:
+    # workers die with this process (kill -9 included): no idle orphans holding ~0.5 GB each
+    with ProcessPoolExecutor(
+        max_workers=settings.workers,
+        mp_context=context,
+        initializer=pool_initializer,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: set[Future[ChunkResult]] = set()
         queue = iter(todo)
         for chunk in queue:
