@@ -123,3 +123,82 @@ def test_empty_and_missing_files_raise_video_error(tmp_path) -> None:
     (tmp_path / "nothing").mkdir()
     with pytest.raises(VideoError, match="no image frames"):
         probe_video(tmp_path / "nothing")
+
+
+#: (codec, container, keyframe_every): every codec the batch reads, in each container that
+#: holds it; FFV1 and H.264 with keyframes every 4 frames, as the ffmpeg tool writes them.
+CONTAINERS = [
+    ("rawvideo", ".avi", None),
+    ("rawvideo", ".mkv", None),
+    ("ffv1", ".avi", 4),
+    ("ffv1", ".mkv", 4),
+    ("mjpeg", ".avi", None),
+    ("mjpeg", ".mp4", None),
+    ("mjpeg", ".mkv", None),
+    ("h264", ".avi", 4),
+    ("h264", ".mp4", 4),
+    ("h264", ".mkv", 4),
+]
+
+
+@pytest.mark.parametrize(("codec", "suffix", "gop"), CONTAINERS)
+def test_every_frame_comes_out_at_its_own_index_in_every_container(
+    tmp_path, codec: str, suffix: str, gop: int | None
+) -> None:
+    """Whole reads and reads starting between keyframes give each frame its own index (an
+    H.264 AVI, which stores decode times, once gave every frame the next one's index)."""
+    frames = _frames(14)
+    path = tmp_path / f"v{suffix}"
+    write_video(path, frames, fps=10, codec=codec, keyframe_every=gop)
+    assert probe_video(path).n_frames == 14
+    for start, stop in ((0, None), (6, 11), (13, 14)):
+        got = list(iter_frames(path, start, stop))
+        assert [i for i, _ in got] == list(range(start, stop or 14))
+        for i, frame in got:
+            errors = [np.abs(frame.astype(int) - ref).mean() for ref in frames]
+            assert int(np.argmin(errors)) == i
+
+
+@pytest.mark.parametrize(("codec", "suffix", "gop"), [*CONTAINERS, ("ffv1", ".mkv", 12)])
+def test_an_open_file_gives_the_frames_of_the_path(
+    tmp_path, codec: str, suffix: str, gop: int | None
+) -> None:
+    """The stream reads videos through file objects over S3: same decoder, same frames."""
+    import dataclasses
+    import io
+
+    frames = _frames(10)
+    if codec == "ffv1" and gop == 12:
+        frames = [f.astype(np.uint16) * 257 + 3 for f in frames]  # 16-bit
+    path = tmp_path / f"v{suffix}"
+    write_video(path, frames, fps=10, codec=codec, keyframe_every=gop)
+    data = io.BytesIO(path.read_bytes())
+    info = probe_video(data)
+    assert info == dataclasses.replace(probe_video(path), path=info.path)
+    for start, stop in ((0, None), (5, 9)):
+        a = list(iter_frames(path, start, stop))
+        b = list(iter_frames(data, start, stop, info=info))
+        assert [i for i, _ in a] == [i for i, _ in b] == list(range(start, stop or 10))
+        assert all(x.dtype == y.dtype and np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+
+
+def test_a_video_cut_between_keyframes_names_the_frame_it_cannot_seek_to(tmp_path) -> None:
+    """Packets copied from the middle of an FFV1 group of frames cannot be decoded alone:
+    a clear error naming the file and frame, not FFmpeg's bare 'Operation not permitted'."""
+    import av
+
+    path = tmp_path / "v.avi"
+    write_video(path, _frames(12), fps=10, codec="ffv1", keyframe_every=12)
+    cut = tmp_path / "cut.avi"
+    with av.open(str(path)) as src, av.open(str(cut), "w") as out:
+        stream = src.streams.video[0]
+        target = out.add_stream_from_template(stream)
+        for k, packet in enumerate(p for p in src.demux(stream) if p.size):
+            if k >= 2:
+                packet.stream, packet.pts, packet.dts = target, k - 2, k - 2
+                packet.time_base = stream.time_base
+                out.mux(packet)
+    with pytest.raises(VideoError) as err:
+        list(iter_frames(cut, 3, 6))
+    assert err.value.path == str(cut) and err.value.frame is not None
+    assert "cut.avi: frame" in str(err.value)

@@ -56,6 +56,9 @@ class VideoInfo:
     width: int
     height: int
     dtype: str
+    #: pts of the first frame shown, when the codec reorders frames and it differs from the
+    #: stream's start time (an H.264 AVI stores decode times: its first frame has pts 1).
+    start_pts: int | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -117,15 +120,28 @@ def _open(source: Source) -> av.container.InputContainer:
     return container
 
 
-def _frame_count(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> int:
-    """Count frames by demuxing (no decoding) when the container has no count."""
-    n = 0
+#: Most frames a decoder may hold back to reorder them (H.264's limit is 16).
+_MAX_REORDER = 16
+
+
+def _scan_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, count: bool
+) -> tuple[int | None, int | None]:
+    """Demux (no decoding): the frame count when ``count``, and, for codecs that reorder
+    frames (B-frames), the smallest pts among the first packets: the first frame's."""
+    reorders = bool(stream.codec_context.has_b_frames)
+    if not count and not reorders:
+        return None, None
+    n, first_pts = 0, None
     for packet in container.demux(stream):
-        if packet.size:
-            n += 1
-    return n
+        if not packet.size:
+            continue
+        if reorders and n <= _MAX_REORDER and packet.pts is not None:
+            first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+        n += 1
+        if not count and n > _MAX_REORDER:
+            break
+    return (n if count else None), first_pts
 
 
 # --------------------------------------------------------------------------- public API
@@ -176,13 +192,13 @@ def _probe_av(source: Source, n_frames: int | None) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
         n = n_frames or stream.frames or None
-        if n is None:
-            n = _frame_count(container, stream) or None
+        counted, start_pts = _scan_packets(container, stream, count=n is None)
+        n = n or counted or None
         ctx = stream.codec_context
         if not ctx.width or not ctx.height:
             raise VideoError(p, None, "video stream has no frame size")
         dtype = "uint16" if _is_16bit(stream) else "uint8"
-        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype)
+        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype, start_pts)
     except av.FFmpegError as error:
         raise VideoError(p, None, f"cannot read ({error})") from error
     finally:
@@ -250,7 +266,7 @@ def _iter_av(
     fmt = "gray16le" if info.dtype == "uint16" else "gray"
     fps = info.fps or 1.0
     tb = stream.time_base
-    t0 = stream.start_time or 0
+    t0 = info.start_pts if info.start_pts is not None else (stream.start_time or 0)
 
     def index_of(frame: av.VideoFrame, fallback: int) -> int:
         if frame.pts is None or tb is None:
@@ -274,10 +290,17 @@ def _iter_av(
                     ) from error
             index = -1  # unknown until the first frame's pts
     expected = info.n_frames
+    # AVI stores no presentation times: with B-frames the demuxer's pts are decode-order
+    # counters, right only for a keyframe (the first frame shown of its group). Count
+    # frames in output order from there.
+    counted = bool(stream.codec_context.has_b_frames) and "avi" in container.format.name
+    located = False
     try:
         decoder = container.decode(stream)
         for frame in decoder:
-            index = index_of(frame, index if index >= 0 else 0)
+            if not (counted and located):
+                index = index_of(frame, index if index >= 0 else 0)
+                located = True
             if index < start:
                 index += 1
                 continue
@@ -295,7 +318,12 @@ def _iter_av(
 
 
 def write_video(
-    path: str | Path, frames: Iterable[np.ndarray], fps: float, codec: str = "rawvideo"
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    codec: str = "rawvideo",
+    *,
+    keyframe_every: int | None = None,
 ) -> None:
     """Write 2-D gray frames to a video file (AVI for rawvideo/ffv1/mjpeg, MP4/MKV for h264).
 
@@ -310,7 +338,13 @@ def write_video(
     codec : {"rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"}
         ``rawvideo`` is uncompressed gray8 (what ISIIS records); ``ffv1`` lossless;
         ``mjpeg`` lossy intra-only (quality ~95); ``h264``/``mpeg4`` lossy inter-frame.
+    keyframe_every : int, optional
+        Frames between keyframes for ``ffv1`` (default 1: exact, cheap seeks; FFmpeg's
+        own default is 12, as in archives made with the ``ffmpeg`` tool), ``h264`` and
+        ``mpeg4`` (default: the encoder's).
     """
+    if keyframe_every is not None and keyframe_every < 1:
+        raise ValueError(f"keyframe_every must be >= 1, got {keyframe_every}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     if codec not in ("rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"):
@@ -326,7 +360,7 @@ def write_video(
                 )
             sixteen = frame.dtype == np.uint16
             if stream is None:
-                stream = _add_stream(container, codec, fps, frame.shape, sixteen)
+                stream = _add_stream(container, codec, fps, frame.shape, sixteen, keyframe_every)
             elif (frame.shape[0], frame.shape[1]) != (stream.height, stream.width):
                 raise ValueError(
                     f"{p}: frame {i}: shape {frame.shape} differs from the first frame"
@@ -351,6 +385,7 @@ def _add_stream(
     fps: float,
     shape: tuple[int, ...],
     sixteen: bool,
+    keyframe_every: int | None = None,
 ) -> av.video.stream.VideoStream:
     rate = Fraction(fps).limit_denominator(1001)
     name = {"h264": "libx264"}.get(codec, codec)
@@ -359,13 +394,16 @@ def _add_stream(
     stream.time_base = 1 / rate
     if sixteen and codec not in ("rawvideo", "ffv1"):
         raise ValueError(f"codec {codec} cannot store 16-bit frames; use rawvideo or ffv1")
+    if codec == "rawvideo" and Path(container.name).suffix.lower() in (".mov", ".mp4"):
+        raise ValueError("rawvideo gray in MOV/MP4 reads back wrong; use AVI or MKV")
     if sixteen and codec == "rawvideo" and Path(container.name).suffix.lower() != ".nut":
         # AVI/MKV cannot label raw gray16 (readers see rgb555); NUT can, FFV1 anywhere.
         raise ValueError("16-bit rawvideo needs a .nut file; use codec='ffv1' for AVI")
     if codec in ("rawvideo", "ffv1"):
         stream.pix_fmt = "gray16le" if sixteen else "gray"
         if codec == "ffv1":
-            stream.codec_context.gop_size = 1  # every frame a keyframe: exact, cheap seeks
+            # every frame a keyframe by default: exact, cheap seeks
+            stream.codec_context.gop_size = keyframe_every or 1
             # Version 3 with per-slice CRCs (FFmpeg logs mismatches; decoding still conceals
             # them, see iter_frames), and slices that decode in parallel where allowed.
             stream.options = {"level": "3", "slicecrc": "1"}
@@ -381,4 +419,6 @@ def _add_stream(
     else:
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = 40_000_000
+    if keyframe_every is not None and codec in ("h264", "mpeg4"):
+        stream.codec_context.gop_size = keyframe_every
     return stream
