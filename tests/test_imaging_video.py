@@ -179,7 +179,9 @@ def test_an_open_file_gives_the_frames_of_the_path(
         a = list(iter_frames(path, start, stop))
         b = list(iter_frames(data, start, stop, info=info))
         assert [i for i, _ in a] == [i for i, _ in b] == list(range(start, stop or 10))
-        assert all(x.dtype == y.dtype and np.array_equal(x, y) for (_, x), (_, y) in zip(a, b))
+        assert all(
+            x.dtype == y.dtype and np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True)
+        )
 
 
 def test_a_video_cut_between_keyframes_names_the_frame_it_cannot_seek_to(tmp_path) -> None:
