@@ -10,9 +10,11 @@ from above are recognised as the previous chunk's.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,100 @@ FrameReader = Callable[[int, int | None], Iterator[tuple[int, np.ndarray]]]
 """``read(start, stop)`` yields ``(frame_index, frame)`` of one video (stop None = to the end)."""
 
 OUTPUT_KINDS = ("rois", "measurements", "classification", "ecotaxa")
+STAGES = ("decode", "flatfield", "segment", "measure", "encode", "classify", "write")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each step of the method, each step counted without the steps
+    it calls (segmentation pulls flat-fielded frames, flat-fielding pulls decoded ones).
+
+    The steps are lazy generators feeding each other, so a plain timer around
+    ``find_rois`` could not tell decoding from segmentation; a stack of open
+    stages charges every interval to the innermost one. Cost: two ``perf_counter``
+    calls per stage entry (a few per frame, none per ROI).
+
+    Examples
+    --------
+    >>> times = StageTimes()
+    >>> with times.stage("decode"):
+    ...     pass
+    >>> sorted(times.seconds) == sorted(STAGES)
+    True
+    """
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    _open: list[str] = field(default_factory=list)
+    _mark: float = 0.0
+
+    def _charge(self) -> None:
+        now = time.perf_counter()
+        if self._open:
+            self.seconds[self._open[-1]] += now - self._mark
+        self._mark = now
+
+    def stage(self, name: str) -> AbstractContextManager[None]:
+        """Context manager charging the time inside it (less nested stages) to ``name``."""
+        if name not in self.seconds:
+            raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+        return _Stage(self, name)
+
+    def iterate(self, name: str, items: Iterable[Any]) -> Iterator[Any]:
+        """Yield from ``items``, charging the time spent producing each item to ``name``."""
+        it = iter(items)
+        while True:
+            with self.stage(name):
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+
+    def add(self, other: StageTimes) -> None:
+        """Add another run's seconds (e.g. the next chunk's) into these."""
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+class _Stage:
+    __slots__ = ("name", "times")
+
+    def __init__(self, times: StageTimes, name: str) -> None:
+        self.times, self.name = times, name
+
+    def __enter__(self) -> None:
+        self.times._charge()
+        self.times._open.append(self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self.times._charge()
+        self.times._open.pop()
+
+
+def _stage(times: StageTimes | None, name: str) -> AbstractContextManager[None]:
+    return nullcontext() if times is None else times.stage(name)
+
+
+def one_core() -> None:
+    """Keep this process on one core: OpenCV and the BLAS library single-threaded.
+
+    A chunk is one core's work (the batch runs one process per core, the stream one
+    service replica per core). Left alone, OpenBLAS spreads even the flat-field's tiny
+    row-block products (64 x 3 by 3 x 2048) over every core: on a loaded 2-core
+    machine that made the ``both`` flat-field 10x slower (2.5 vs 25 frames/s, same
+    run), the threads waiting for each other and for the other workers.
+    """
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(1)
+    global _ONE_CORE
+    if not _ONE_CORE:
+        threadpool_limits(limits=1, user_api="blas")
+        _ONE_CORE = True
+
+
+_ONE_CORE = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +189,10 @@ def segment_params(settings: PipelineSettings) -> SegmentParams:
 
 
 def flatfielded_frames(
-    read: FrameReader, chunk: Chunk, settings: PipelineSettings
+    read: FrameReader,
+    chunk: Chunk,
+    settings: PipelineSettings,
+    times: StageTimes | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The chunk's frames flat-fielded, from one frame before it on, read lazily.
 
@@ -101,12 +200,24 @@ def flatfielded_frames(
     its own first frames for chunk 0), so its first frame is corrected as well
     as its tenth.
     """
+    if times is not None:
+        read = _timed_reader(read, times)
     flat = FlatField(mode=settings.flatfield)
     if settings.prime_frames:
         prime_start = max(0, chunk.start - settings.prime_frames)
-        flat.prime(_good_frames(read, prime_start, prime_start + settings.prime_frames))
+        with _stage(times, "flatfield"):
+            flat.prime(_good_frames(read, prime_start, prime_start + settings.prime_frames))
     for index, frame in read(max(0, chunk.start - 1), None):
-        yield index, flat.correct(frame)
+        with _stage(times, "flatfield"):
+            corrected = flat.correct(frame)
+        yield index, corrected
+
+
+def _timed_reader(read: FrameReader, times: StageTimes) -> FrameReader:
+    def timed(start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+        return times.iterate("decode", read(start, stop))
+
+    return timed
 
 
 def _good_frames(read: FrameReader, start: int, stop: int) -> Iterator[np.ndarray]:
@@ -120,19 +231,28 @@ def _good_frames(read: FrameReader, start: int, stop: int) -> Iterator[np.ndarra
 
 
 def find_rois(
-    read: FrameReader, chunk: Chunk, settings: PipelineSettings
+    read: FrameReader,
+    chunk: Chunk,
+    settings: PipelineSettings,
+    times: StageTimes | None = None,
 ) -> tuple[Rois, str | None]:
     """The chunk's ROIs, and a warning when data ended inside an object leaving the chunk.
 
-    Raises ``PartialChunkError`` (holding the ROIs found before it) when a frame the
-    chunk owns cannot be decoded, so nothing already found is lost.
+    Runs on one core (:func:`one_core`). Raises ``PartialChunkError`` (holding the ROIs
+    found before it) when a frame the chunk owns cannot be decoded, so nothing already
+    found is lost. ``times``, when given, receives the seconds of decode, flat-field
+    and segmentation.
     """
+    one_core()
     found: list[Rois] = []
-    frames = flatfielded_frames(read, chunk, settings)
+    frames = flatfielded_frames(read, chunk, settings, times)
+    batches = segment_stream(
+        frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
+    )
+    if times is not None:
+        batches = times.iterate("segment", batches)
     try:
-        for rois in segment_stream(
-            frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
-        ):
+        for rois in batches:
             found.append(rois)
     except VideoError as error:
         if error.frame is None or error.frame < chunk.stop:
@@ -213,65 +333,76 @@ def write_outputs(
     probs: np.ndarray | None = None,
     class_names: list[str] | None = None,
     thresholds: Mapping[str, float | None] | None = None,
+    times: StageTimes | None = None,
 ) -> None:
     """The chunk's ROI tar, measurements CSV, classification CSV and EcoTaxa zip.
 
     ``images`` are the crops in ``table`` order, as pixels or already encoded in
     ``settings.image_format`` (the stream's collector passes the segmenter's
-    bytes); each is encoded once for both the tar and the zip.
+    bytes); each is encoded once for both the tar and the zip. ``times``, when
+    given, receives the seconds of encoding and of writing.
     """
     ids = list(table["image"])
-    images = encode_images(ids, images, settings.image_format)
-    write_roi_tar(paths["rois"], ids, images, fmt=settings.image_format)
-    write_csv(paths["measurements"], table)
-    predicted = None
-    if probs is not None and class_names is not None:
-        from plankline.model.infer import write_classification_csv
+    with _stage(times, "encode"):
+        images = encode_images(ids, images, settings.image_format)
+    with _stage(times, "write"):
+        write_roi_tar(paths["rois"], ids, images, fmt=settings.image_format)
+        write_csv(paths["measurements"], table)
+        predicted = None
+        if probs is not None and class_names is not None:
+            from plankline.model.infer import write_classification_csv
 
-        write_classification_csv(
-            paths["classification"], ids, probs, class_names, thresholds=thresholds
+            write_classification_csv(
+                paths["classification"], ids, probs, class_names, thresholds=thresholds
+            )
+            predicted = [class_names[k] for k in probs.argmax(axis=1)] if len(ids) else []
+        start = parse_timestamp(video_stem(chunk.video))
+        write_ecotaxa_zip(
+            paths["ecotaxa"],
+            object_ids=ids,
+            images=images,
+            measurements={
+                k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
+            },
+            datetimes=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
+            if start is not None and "seconds" in table
+            else None,
+            lat=settings.lat,
+            lon=settings.lon,
+            depth=settings.depth_m,
+            sample_id=video_stem(chunk.video),
+            acq_id=chunk.name,
+            predicted=predicted,
+            pixel_size_um=settings.pixel_size_um,
+            image_format=settings.image_format,
         )
-        predicted = [class_names[k] for k in probs.argmax(axis=1)] if len(ids) else []
-    start = parse_timestamp(video_stem(chunk.video))
-    write_ecotaxa_zip(
-        paths["ecotaxa"],
-        object_ids=ids,
-        images=images,
-        measurements={
-            k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
-        },
-        datetimes=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
-        if start is not None and "seconds" in table
-        else None,
-        lat=settings.lat,
-        lon=settings.lon,
-        depth=settings.depth_m,
-        sample_id=video_stem(chunk.video),
-        acq_id=chunk.name,
-        predicted=predicted,
-        pixel_size_um=settings.pixel_size_um,
-        image_format=settings.image_format,
-    )
 
 
 def process_chunk(
-    read: FrameReader, chunk: Chunk, settings: PipelineSettings, paths: Mapping[str, Path]
+    read: FrameReader,
+    chunk: Chunk,
+    settings: PipelineSettings,
+    paths: Mapping[str, Path],
+    times: StageTimes | None = None,
 ) -> tuple[int, dict[str, int], str | None]:
     """The whole method on one chunk; returns (ROIs, counts per class, warning).
 
     Raises ``PartialChunkError`` after writing the outputs of the ROIs found before
-    an unreadable frame the chunk owns.
+    an unreadable frame the chunk owns. ``times``, when given, receives the seconds
+    of every stage (:data:`STAGES`); ``scripts/bench_cli.py`` prints them.
     """
     partial: PartialChunkError | None = None
     try:
-        rois, warning = find_rois(read, chunk, settings)
+        rois, warning = find_rois(read, chunk, settings, times)
     except PartialChunkError as error:
         partial, rois, warning = error, error.rois, None
-    table = measure_chunk(chunk, rois, settings)
+    with _stage(times, "measure"):
+        table = measure_chunk(chunk, rois, settings)
     counts: dict[str, int] = {}
     if settings.classify:
-        classifier = load_classifier(settings)
-        probs = classifier.predict(rois.crops)
+        with _stage(times, "classify"):
+            classifier = load_classifier(settings)
+            probs = classifier.predict(rois.crops)
         write_outputs(
             paths,
             chunk,
@@ -281,11 +412,12 @@ def process_chunk(
             probs,
             classifier.class_names,
             classifier.thresholds,
+            times,
         )
         names, tally = np.unique(probs.argmax(axis=1), return_counts=True)
         counts = {classifier.class_names[k]: int(c) for k, c in zip(names, tally, strict=True)}
     else:
-        write_outputs(paths, chunk, rois.crops, table, settings)
+        write_outputs(paths, chunk, rois.crops, table, settings, times=times)
     if partial is not None:
         raise partial
     return len(rois), counts, warning

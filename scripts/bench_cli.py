@@ -1,0 +1,269 @@
+"""Benchmark: the whole batch CLI on real frames, beside a naive OpenCV path, with a
+per-stage profile.
+
+Prints figures and ratios (never asserts); every figure is measured in the same run,
+because the development machine is shared and noisy (best of ``--repeat`` runs each,
+ours and the naive path alternating).
+
+    python scripts/bench_cli.py                      # real-frame video, 60 frames, one core
+    python scripts/bench_cli.py --classify           # + classification on all cores
+    python scripts/bench_cli.py --montage rois.png   # + a montage of the ROIs written
+
+Sources:
+
+* **real**: ``../shared/data/isiis-frames/mbari-isiis-raw-2048.jpg`` (a raw, vignetted
+  2048x2048 ISIIS frame, ~230 ROIs) made into an uncompressed ISIIS-named AVI of
+  ``--frames`` frames: the four flips of the frame in turn, each shifted by up to 48 px
+  (``np.roll``), so consecutive frames differ but the vignetting stays put;
+* **synthetic**: ``plankline.imaging.synth.write_synth_video`` (``--synth-frames``).
+
+Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
+
+* **ours**: ``plankline.batch.run.run_batch`` with ``workers=1, classify=False`` and the
+  CLI's other defaults, i.e. ``plankline run PROJECT --set workers=1 --set classify=false``
+  without the progress bar: decode, flat-field, segmentation, measurement, ROI tar,
+  measurements CSV, EcoTaxa zip, done markers and summary;
+* **naive**: the usual first OpenCV script: column-mean flat-field in float64, fixed
+  threshold, ``connectedComponentsWithStats``, crop and PNG-encode each object (nothing
+  measured, nothing written);
+* **profile**: ``pipeline.process_chunk`` with a ``StageTimes`` (the same calls as ours),
+  seconds per stage turned into frames/s and ROIs/s so the slowest stage is visible.
+
+With ``--classify``: ``run_batch`` on all cores with classification (default model) and
+without it, same chunking, beside each other (frames/s, ROIs/s, ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+from plankline.batch.project import Project
+from plankline.batch.run import plan_video, run_batch
+from plankline.config import BatchSettings
+from plankline.imaging.synth import write_synth_video
+from plankline.imaging.video import iter_frames, write_video
+from plankline.outputs.rois import iter_roi_tar
+from plankline.pipeline import STAGES, StageTimes, one_core, process_chunk
+
+REAL = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "isiis-frames"
+    / "mbari-isiis-raw-2048.jpg"
+)
+VIDEO_NAME = "20180706170805.476.avi"  # ISIIS names: the start time, to the millisecond
+
+
+def real_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` frames made from one: its four flips in turn, each rolled by up to 48 px."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        f = frame[:: 1 if i % 2 == 0 else -1, :: 1 if (i // 2) % 2 == 0 else -1]
+        shift = tuple(int(v) for v in rng.integers(-48, 49, 2))
+        out.append(np.ascontiguousarray(np.roll(f, shift, axis=(0, 1))))
+    return out
+
+
+def make_real_project(root: Path, n: int) -> Path:
+    frame = cv2.imread(str(REAL), cv2.IMREAD_GRAYSCALE)
+    if frame is None:
+        raise FileNotFoundError(f"{REAL}: cannot read the real ISIIS frame")
+    (root / "raw").mkdir(parents=True)
+    write_video(root / "raw" / VIDEO_NAME, real_frames(frame, n), fps=13.7)
+    return root
+
+
+def make_synth_project(root: Path, n: int) -> Path:
+    (root / "raw").mkdir(parents=True)
+    video = root / "raw" / VIDEO_NAME
+    write_synth_video(video, n, seed=0)
+    for extra in (root / "raw").iterdir():  # the ground truth CSV is no video: move it out
+        if extra != video:
+            extra.rename(root / extra.name)
+    return root
+
+
+def clear_outputs(project: Path) -> None:
+    for sub in ("segmentation", "measurements", "classification", "ecotaxa", "summary"):
+        shutil.rmtree(project / sub, ignore_errors=True)
+    shutil.rmtree(project / ".plankline", ignore_errors=True)
+
+
+def ours(project: Path, **settings: object) -> tuple[int, int, float, list[str]]:
+    """``run_batch`` as ``plankline run`` calls it; frames, ROIs, seconds, failures."""
+    clear_outputs(project)
+    s = BatchSettings(project=project, **{"workers": 1, "classify": False, **settings})
+    t = time.perf_counter()
+    report = run_batch(s)
+    return report.frames, report.rois, time.perf_counter() - t, report.failures
+
+
+def naive(video: Path, threshold: int = 200) -> tuple[int, int, float]:
+    """Column-mean flat-field (float64), fixed threshold, label, crop + PNG-encode."""
+    cv2.setNumThreads(1)
+    t = time.perf_counter()
+    n = count = 0
+    for _, f in iter_frames(video):
+        col = f.mean(axis=0)
+        flat = np.clip(f / col[None, :] * 235.0, 0, 255).astype(np.uint8)
+        _, binary = cv2.threshold(flat, threshold - 1, 255, cv2.THRESH_BINARY_INV)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+        for x, y, w, h, area in stats[1:]:
+            if area >= 25:
+                crop = flat[max(0, y - 6) : y + h + 6, max(0, x - 6) : x + w + 6]
+                cv2.imencode(".png", crop)
+                count += 1
+        n += 1
+    return n, count, time.perf_counter() - t
+
+
+def profile(project: Path, **settings: object) -> tuple[StageTimes, int, int, float]:
+    """``process_chunk`` over every chunk with stage timers; times, frames, ROIs, seconds."""
+    one_core()
+    clear_outputs(project)
+    s = BatchSettings(project=project, **{"workers": 1, "classify": False, **settings})
+    proj = Project(project)
+    proj.create()
+    total = StageTimes()
+    frames = rois = 0
+    t = time.perf_counter()
+    for video in proj.videos():
+        for chunk in plan_video(video, s):
+            times = StageTimes()
+            try:
+                rois += process_chunk(
+                    partial(iter_frames, video), chunk, s, proj.outputs(chunk.name), times
+                )[0]
+            except Exception as error:  # report, keep the profile of what ran
+                print(f"  profile: chunk {chunk.name} failed: {error!r}")
+            total.add(times)
+            frames += chunk.stop - chunk.start
+    return total, frames, rois, time.perf_counter() - t
+
+
+def print_profile(times: StageTimes, frames: int, rois: int, wall: float) -> None:
+    staged = sum(times.seconds.values())
+    print(f"  {'stage':10s} {'seconds':>8s} {'share':>6s} {'frames/s':>9s} {'ROIs/s':>9s}")
+    for name in STAGES:
+        sec = times.seconds[name]
+        if sec == 0:
+            print(f"  {name:10s} {'-':>8s}")
+            continue
+        print(f"  {name:10s} {sec:8.2f} {sec / wall:6.1%} {frames / sec:9.1f} {rois / sec:9.0f}")
+    other = wall - staged
+    print(f"  {'other':10s} {other:8.2f} {other / wall:6.1%}   (markers, planning, Python glue)")
+    print(f"  {'total':10s} {wall:8.2f} {1:6.0%} {frames / wall:9.1f} {rois / wall:9.0f}")
+
+
+def bench_source(label: str, project: Path, repeat: int, classify: bool, workers: int) -> None:
+    video = project / "raw" / VIDEO_NAME
+    print(f"\n== {label}: {video.name}, {video.stat().st_size / 2**20:.0f} MiB ==")
+    best_ours = best_naive = None
+    for _ in range(repeat):
+        r = ours(project)
+        if best_ours is None or r[2] < best_ours[2]:
+            best_ours = r
+        q = naive(video)
+        if best_naive is None or q[2] < best_naive[2]:
+            best_naive = q
+    assert best_ours is not None and best_naive is not None
+    n, rois, dt, failures = best_ours
+    nn, nrois, ndt = best_naive
+    print(
+        f"ours  (plankline run, workers=1, classify=false): {n / dt:6.1f} frames/s "
+        f"{rois / dt:7.0f} ROIs/s  ({rois / max(n, 1):.0f} ROIs/frame, {dt:.2f} s)"
+    )
+    if failures:
+        print(f"  FAILED chunks ({len(failures)}): {failures[0][:200]}")
+    print(
+        f"naive (col-mean, fixed threshold, PNG crops):     {nn / ndt:6.1f} frames/s "
+        f"{nrois / ndt:7.0f} ROIs/s  ({nrois / max(nn, 1):.0f} ROIs/frame, {ndt:.2f} s)"
+    )
+    print(f"ratio ours/naive (frames/s): {(n / dt) / (nn / ndt):.2f}x   (best of {repeat} each)")
+    times, pf, pr, pwall = profile(project)
+    print(f"per-stage profile, one core ({pf} frames, {pr} ROIs; process_chunk + StageTimes):")
+    print_profile(times, pf, pr, pwall)
+    if classify:
+        chunk = max(1, -(-n // (2 * workers)))  # two chunks per worker: both cores busy
+        off = ours(project, workers=workers, chunk_frames=chunk)
+        on = ours(project, workers=workers, chunk_frames=chunk, classify=True)
+        print(f"all cores ({workers} workers, chunks of {chunk} frames):")
+        for name, (fr, ro, sec, fail) in (("without classification", off), ("with", on)):
+            print(
+                f"  {name:22s} {fr / sec:6.1f} frames/s {ro / sec:7.0f} ROIs/s ({sec:.2f} s)"
+                + (f"  FAILED: {fail[0][:120]}" if fail else "")
+            )
+        print(f"  classification keeps {off[2] / on[2]:.0%} of the throughput")
+
+
+def montage(project: Path, out: Path, n: int = 120, cell: int = 96) -> None:
+    """Up to ``n`` ROIs of the project's tars on a grid, largest first, each scaled to fit a
+    ``cell`` box (never enlarged more than 3x), its size in px written under it."""
+    items = []
+    for tar in sorted((project / "segmentation").glob("*.tar")):
+        items += [img for _, img in iter_roi_tar(tar)]
+    if not items:
+        print(f"montage: no ROIs in {project / 'segmentation'}")
+        return
+    rng = np.random.default_rng(0)
+    big = sorted(items, key=lambda a: -a.size)[: n // 3]
+    rest = [items[i] for i in rng.permutation(len(items))[: n - len(big)]]
+    chosen = big + rest
+    cols = 12
+    rows = -(-len(chosen) // cols)
+    sheet = np.full((rows * (cell + 14), cols * cell), 128, np.uint8)
+    for k, img in enumerate(chosen):
+        h, w = img.shape[:2]
+        s = min((cell - 4) / max(h, w), 3.0)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), cv2.INTER_AREA)
+        y0, x0 = (k // cols) * (cell + 14), (k % cols) * cell
+        sh, sw = small.shape[:2]
+        sheet[y0 + 2 : y0 + 2 + sh, x0 + 2 : x0 + 2 + sw] = small
+        cv2.putText(sheet, f"{w}x{h}", (x0 + 2, y0 + cell + 10), 0, 0.35, 0, 1)
+    cv2.imwrite(str(out), sheet)
+    print(f"montage: {len(chosen)} of {len(items)} ROIs ({len(big)} largest + random) -> {out}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=60, help="real-frame video length")
+    ap.add_argument("--synth-frames", type=int, default=30, help="synthetic video length")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of ours and naive (best kept)")
+    ap.add_argument("--classify", action="store_true", help="+ all cores with classification")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--no-synth", action="store_true", help="skip the synthetic source")
+    ap.add_argument("--montage", type=Path, help="PNG montage of the real video's ROIs")
+    ap.add_argument("--tmp", type=Path, default=None, help="scratch folder")
+    a = ap.parse_args()
+    one_core()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_cli_", dir=a.tmp))
+    try:
+        if REAL.exists():
+            real = make_real_project(tmp / "real", a.frames)
+            bench_source(f"real ISIIS frame x{a.frames}", real, a.repeat, a.classify, a.workers)
+            if a.montage:
+                ours(real)
+                montage(real, a.montage)
+        else:
+            print(f"real source skipped: {REAL} not found")
+        if not a.no_synth:
+            synth = make_synth_project(tmp / "synth", a.synth_frames)
+            bench_source(f"synthetic x{a.synth_frames}", synth, a.repeat, a.classify, a.workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
