@@ -61,8 +61,18 @@ class PipelineSettings(BaseSettings):
     flatfield: Literal["column", "vignetting", "both"] = "both"
     prime_frames: int = Field(8, ge=0, description="Frames used to warm the background estimate.")
     # segmentation
-    method: Literal["static", "percentile", "otsu", "mser"] = "static"
+    polarity: Literal["auto", "bright-field", "dark-field"] = Field(
+        "auto",
+        description="Dark organisms on light (bright-field) or bright on black (dark-field);"
+        " auto decides from the first frame and inverts dark-field video once.",
+    )
+    method: Literal["adaptive", "static", "percentile", "otsu", "mser"] = Field(
+        "adaptive",
+        description="adaptive: levels from the footage's own background noise, hysteresis.",
+    )
     threshold: float | None = Field(None, description="Static threshold on the flat-fielded frame.")
+    k_high: float | None = Field(None, gt=0, description="Adaptive seed level, noise sigmas.")
+    k_low: float | None = Field(None, gt=0, description="Adaptive growth level, noise sigmas.")
     min_area_px: int | None = Field(None, ge=1)
     max_area_px: int | None = Field(None, ge=1)
     pixel_size_um: float | None = Field(None, gt=0, description="Pixel size; enables _um columns.")
@@ -81,6 +91,8 @@ class PipelineSettings(BaseSettings):
     @field_validator(
         "fps",
         "threshold",
+        "k_high",
+        "k_low",
         "min_area_px",
         "max_area_px",
         "pixel_size_um",

@@ -174,6 +174,8 @@ def segment_params(settings: PipelineSettings) -> SegmentParams:
     names = (
         "method",
         "threshold",
+        "k_high",
+        "k_low",
         "min_area_px",
         "max_area_px",
         "pixel_size_um",

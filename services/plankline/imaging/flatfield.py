@@ -9,6 +9,26 @@ exponential memory and updated only from background pixels (objects excluded), a
 every frame to ``level * frame / B``: background at ``level`` (255 like the OSU pipeline's
 flat-fielded TIFFs), objects dark.
 
+Line-scan sensor artefacts handled here (documented rules, counted for the log):
+
+* *stuck columns* (dead, hot, or frozen at one value): a column whose row-to-row variation
+  is below a quarter of the median of its 8 nearest neighbours' (when those vary by more
+  than half a grey level), or whose background level is under half or over twice theirs.
+  Its corrected pixels are replaced by the mean of the nearest good columns on either
+  side, so an organism crossing it stays one object and the column itself is no 1-px
+  "organism". :attr:`FlatField.stuck_columns` lists them (re-evaluated at every update).
+* *lamp flicker*: the per-line gain (``rows=True``) divides out frame-wide and per-line
+  light changes; lines whose gain differs from the frame's median by more than 2% are
+  counted in :attr:`FlatField.flicker_lines` (cumulative; ``last_flicker_lines`` for the
+  last frame).
+
+Polarity: ``polarity="auto"`` decides from the first frame whether the video is
+bright-field (dark organisms on a light background: ISIIS, FlowCam, ZooScan) or dark-field
+(bright organisms on black: UVP5/6, some lake and holographic cameras; see
+:func:`detect_polarity`). Dark-field frames are inverted once, before the correction, so
+everything downstream (segmentation, crops, measurements, classifier) sees the bright-field
+convention: background at ``level``, organisms dark.
+
 Cost per 2048x2048 frame is a few ms: one broadcast multiply, a saturating cast, and the
 estimate update on every ``sample_step``-th row (the column statistics need far fewer than
 2048 rows to beat the noise).
@@ -51,6 +71,11 @@ class FlatField:
     rows : bool
         Also correct a per-line gain estimated from each frame itself (line-scan lamp
         drift/flicker along the tape; ignored in ``vignetting`` mode).
+    polarity : {"auto", "bright-field", "dark-field"}
+        ``auto`` decides from the first frame (:func:`detect_polarity`); dark-field frames
+        are inverted before correction. The decision is in :attr:`polarity_found`.
+    repair_columns : bool
+        Detect and interpolate stuck (dead/hot) columns (see the module docstring).
 
     Examples
     --------
@@ -70,6 +95,8 @@ class FlatField:
         grid: int = 32,
         smooth: float = 1.5,
         rows: bool = True,
+        polarity: Literal["auto", "bright-field", "dark-field"] = "auto",
+        repair_columns: bool = True,
     ) -> None:
         if mode not in ("column", "vignetting", "both"):
             raise ValueError(f"FlatField mode must be column, vignetting or both, got {mode!r}")
@@ -79,6 +106,20 @@ class FlatField:
             raise ValueError("FlatField level must be in (0, 255], object_margin in (0, 1)")
         if sample_step < 1 or grid < 2 or smooth < 0:
             raise ValueError("FlatField sample_step >= 1, grid >= 2 and smooth >= 0 required")
+        if polarity not in ("auto", "bright-field", "dark-field"):
+            raise ValueError(
+                f"FlatField polarity must be auto, bright-field or dark-field, got {polarity!r}"
+            )
+        self.polarity = polarity
+        self.repair_columns = bool(repair_columns)
+        #: "bright-field" or "dark-field" once decided (auto: from the first frame).
+        self.polarity_found: str | None = None if polarity == "auto" else polarity
+        #: Indices of the columns found stuck (dead/hot) at the last update.
+        self.stuck_columns = np.zeros(0, np.int64)
+        #: Lines whose lamp gain differed from their frame's median by more than 2%.
+        self.flicker_lines = 0
+        self.last_flicker_lines = 0
+        self._col_var: np.ndarray | None = None  # (W,) running row-to-row variation
         self.mode = mode
         self.memory = float(memory)
         self.level = float(level)
@@ -104,12 +145,32 @@ class FlatField:
         self.shape = self.column = self.vignette = None
         self._basis = self._weights = self._gain_sub = self._corr_sub = None
         self._blocks = []
+        self._col_var = None
+        self.stuck_columns = np.zeros(0, np.int64)
+        if self.polarity == "auto":
+            self.polarity_found = None
+
+    def artefacts(self) -> dict[str, int]:
+        """Counts for the log: stuck columns now repaired, flickering lines so far."""
+        return {
+            "stuck_columns": len(self.stuck_columns),
+            "flicker_lines": int(self.flicker_lines),
+        }
+
+    def _oriented(self, frame: np.ndarray) -> np.ndarray:
+        """The frame in bright-field convention (decides the polarity on first use)."""
+        if self.polarity_found is None:
+            self.polarity_found = detect_polarity(frame)
+        if self.polarity_found == "dark-field":
+            return np.invert(frame)  # max - value, for uint8 and uint16 alike
+        return frame
 
     def prime(self, frames: Iterable[np.ndarray]) -> None:
         """Warm the estimate on some frames so a chunk's first frame is corrected as well
         as its tenth (e.g. the first few frames of the chunk, or the ones before it)."""
         for frame in frames:
             self._check(frame)
+            frame = self._oriented(frame)
             if self.column is None:
                 self._initialise(frame)
             self._apply(frame, self._scratch(frame))
@@ -129,6 +190,7 @@ class FlatField:
             Background ~``level``, objects dark.
         """
         self._check(frame)
+        frame = self._oriented(frame)
         if self.column is None:
             self._initialise(frame)
         out = np.empty(frame.shape, np.uint8)
@@ -292,6 +354,39 @@ class FlatField:
             first = -(-y0 // step) * step
             if first < y1:
                 self._corr_sub[first // step : -(-y1 // step)] = f[first - y0 :: step]
+        if len(self.stuck_columns):
+            self._repair(out)
+
+    def _repair(self, out: np.ndarray) -> None:
+        """Replace stuck columns by the mean of the nearest good columns on each side."""
+        w = out.shape[1]
+        bad = np.zeros(w, bool)
+        bad[self.stuck_columns] = True
+        good = np.flatnonzero(~bad)
+        if len(good) == 0:
+            return
+        cols = self.stuck_columns
+        pos = np.searchsorted(good, cols)
+        left = good[np.clip(pos - 1, 0, len(good) - 1)]
+        right = good[np.clip(pos, 0, len(good) - 1)]
+        pair = out[:, left].astype(np.uint16) + out[:, right]
+        out[:, cols] = ((pair + 1) >> 1).astype(np.uint8)
+
+    def _find_stuck(self, raw: np.ndarray) -> None:
+        """Flag stuck columns from the sampled raw rows (rule in the module docstring)."""
+        if raw.shape[0] < 3 or raw.shape[1] < 9:
+            return
+        var = np.abs(np.diff(raw, axis=0)).mean(axis=0)
+        if self._col_var is None or self._col_var.shape != var.shape:
+            self._col_var = var
+        else:
+            self._col_var = self.memory * self._col_var + (1 - self.memory) * var
+        level = np.median(raw, axis=0)
+        nb_var = _neighbour_median(self._col_var)
+        nb_level = _neighbour_median(level)
+        frozen = (self._col_var < 0.25 * nb_var) & (nb_var > 0.5)
+        off = (level < 0.5 * nb_level) | (level > 2.0 * np.maximum(nb_level, 1.0))
+        self.stuck_columns = np.flatnonzero(frozen | off)
 
     def _row_gain(self, corr: np.ndarray) -> np.ndarray:
         """Per-line gain from this frame alone: lamp drift and flicker along the tape.
@@ -313,7 +408,11 @@ class FlatField:
             counts, (1, 0), sigmaX=0, sigmaY=6, borderType=cv2.BORDER_REPLICATE
         )
         mean = np.where(counts[:, 0] > 2, sums[:, 0] / np.maximum(counts[:, 0], 1e-6), self.level)
-        return (self.level / np.maximum(mean, 1e-3)).astype(np.float32)
+        gain = (self.level / np.maximum(mean, 1e-3)).astype(np.float32)
+        dev = np.abs(gain / max(float(np.median(gain)), 1e-6) - 1)
+        self.last_flicker_lines = int(np.count_nonzero(dev > 0.02))
+        self.flicker_lines += self.last_flicker_lines
+        return gain
 
     def _update(self, frame: np.ndarray) -> None:
         """Blend in this frame's background (uses the corrected rows kept by ``_apply``).
@@ -325,6 +424,8 @@ class FlatField:
         step = self.sample_step
         corr = self._corr_sub
         raw = frame[::step].astype(np.float32)
+        if self.repair_columns:
+            self._find_stuck(raw)
         _, is_bg = cv2.threshold(
             corr, self.level * (1 - self.object_margin) - 1e-3, 1.0, cv2.THRESH_BINARY
         )
@@ -364,3 +465,27 @@ class FlatField:
             self.column = ((1 - a) * self.column + a * scale).astype(np.float32)
         self.vignette = ((1 - a) * self.vignette + a * self._blur(new_v)).astype(np.float32)
         self._refresh_gain()
+
+
+def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
+    """Median of the ``2 * half`` nearest neighbours of every element (itself excluded)."""
+    padded = np.pad(x, half, mode="reflect")
+    win = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    return np.median(np.delete(win, half, axis=1), axis=1)
+
+
+def detect_polarity(frame: np.ndarray) -> str:
+    """``"bright-field"`` or ``"dark-field"`` from one raw frame.
+
+    Dark-field footage has its background in the lower half of the grey range AND a
+    longer bright tail than dark tail (``p99.9 - median > median - p0.1``): organisms are
+    the bright exceptions. Bright-field footage, even heavily vignetted or underexposed,
+    fails one of the two (its organisms and vignetted corners make the dark tail long).
+    """
+    if not isinstance(frame, np.ndarray) or frame.ndim != 2:
+        raise ValueError(f"frame must be a 2-D array, got {getattr(frame, 'shape', frame)}")
+    sub = frame[::4, ::4]
+    lo, med, hi = np.percentile(sub, [0.1, 50, 99.9])
+    top = float(np.iinfo(frame.dtype).max) if frame.dtype.kind == "u" else float(sub.max())
+    dark = med < 0.5 * top and (hi - med) > (med - lo)
+    return "dark-field" if dark else "bright-field"

@@ -7,6 +7,7 @@ detection quality is computed the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -117,3 +118,121 @@ def score_detections(
         area_error=float(np.median(area_rel)) if len(area_rel) else 0.0,
         esd_error=float(np.median(esd_rel)) if len(esd_rel) else 0.0,
     )
+
+
+#: Contrast bins (peak darkness) of :func:`score_video`'s recall table.
+CONTRAST_BINS = (0.0, 0.15, 0.2, 0.3, 0.45, 0.7, 1.01)
+
+
+@dataclass(frozen=True)
+class VideoScore:
+    """Detection quality of a segmentation against a synthetic video's ground truth.
+
+    ``whole``: fraction of countable truth objects found as ONE detection that covers at
+    least 90% of the truth box, with no other detection lying mostly (>= 50% of its box)
+    inside that box. ``edge_whole``: the same over objects crossing a frame cut (the
+    line-scan case that needs carrying rows between frames). ``recall_by_contrast``:
+    ``(lo, hi, n, recall)`` per contrast bin of the truth's peak darkness.
+    """
+
+    detection: DetectionScore
+    whole: float
+    edge_whole: float
+    n_edge: int
+    recall_by_contrast: tuple[tuple[float, float, int, float], ...]
+
+    @property
+    def recall(self) -> float:
+        return self.detection.recall
+
+    @property
+    def precision(self) -> float:
+        return self.detection.precision
+
+    def summary(self) -> str:
+        """One line per figure, for benchmarks and test failure messages."""
+        d = self.detection
+        bins = ", ".join(
+            f"[{lo:.2f},{hi:.2f}) {rec:.3f} (n={n})" for lo, hi, n, rec in self.recall_by_contrast
+        )
+        return (
+            f"recall {d.recall:.3f} precision {d.precision:.3f} whole {self.whole:.3f} "
+            f"edge-whole {self.edge_whole:.3f} (n={self.n_edge}) area error "
+            f"{d.area_error:.3f} ESD error {d.esd_error:.3f} "
+            f"({d.n_truth} truth, {d.n_detected} detected)\nrecall by contrast: {bins}"
+        )
+
+
+def score_video(truth, rois, *, min_area_px: int, min_iou: float = 0.5) -> VideoScore:
+    """Score ROIs (``line, column, height, width, area_px``) against a ``GroundTruth``.
+
+    Parameters
+    ----------
+    truth : synth.GroundTruth (columns ``line, column, height, width, area_px, row,
+        contrast`` and ``frame_height``)
+    rois : segment.Rois or anything with the same columns
+    min_area_px : the segmentation's size filter
+    """
+    tb = np.stack([truth.line, truth.column, truth.height, truth.width], 1)
+    db = np.stack([rois.line, rois.column, rois.height, rois.width], 1)
+    det = score_detections(
+        tb, truth.area_px, db, rois.area_px, min_area_px=min_area_px, min_iou=min_iou
+    )
+    countable = np.asarray(truth.area_px) >= min_area_px
+    whole = np.zeros(len(tb), bool)
+    if len(det.truth_index):
+        t_box = tb[det.truth_index].astype(np.float64)
+        d_box = db[det.detected_index].astype(np.float64)
+        top = np.maximum(t_box[:, 0], d_box[:, 0])
+        left = np.maximum(t_box[:, 1], d_box[:, 1])
+        bottom = np.minimum(t_box[:, 0] + t_box[:, 2], d_box[:, 0] + d_box[:, 2])
+        right = np.minimum(t_box[:, 1] + t_box[:, 3], d_box[:, 1] + d_box[:, 3])
+        cover = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+        whole[det.truth_index] = cover >= 0.9 * t_box[:, 2] * t_box[:, 3]
+        # fragments: any other detection mostly inside a matched truth box
+        frag_t, frag_d = _mostly_inside(db, tb)
+        paired = dict(zip(det.truth_index.tolist(), det.detected_index.tolist(), strict=True))
+        for t, d in zip(frag_t.tolist(), frag_d.tolist(), strict=True):
+            if paired.get(t, d) != d:
+                whole[t] = False
+    frame_h = int(truth.frame_height)
+    edge = countable & (np.asarray(truth.row) + np.asarray(truth.height) > frame_h)
+    contrast = np.asarray(truth.contrast, np.float64)
+    found = np.zeros(len(tb), bool)
+    found[det.truth_index] = True
+    bins = []
+    for lo, hi in pairwise(CONTRAST_BINS):
+        sel = countable & (contrast >= lo) & (contrast < hi)
+        if sel.any():
+            bins.append((lo, hi, int(sel.sum()), float(found[sel].mean())))
+    n_count = int(countable.sum())
+    return VideoScore(
+        detection=det,
+        whole=float(whole[countable].sum() / n_count) if n_count else 1.0,
+        edge_whole=float(whole[edge].mean()) if edge.any() else 1.0,
+        n_edge=int(edge.sum()),
+        recall_by_contrast=tuple(bins),
+    )
+
+
+def _mostly_inside(detected: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (truth, detection) where >= 50% of the detection's box lies in the truth box."""
+    order = np.argsort(truth[:, 0], kind="stable")
+    starts = truth[order, 0]
+    tallest = int(truth[:, 2].max()) if len(truth) else 0
+    ts, ds = [], []
+    for d, box in enumerate(detected):
+        lo = np.searchsorted(starts, box[0] - tallest, "left")
+        hi = np.searchsorted(starts, box[0] + box[2], "right")
+        if lo == hi:
+            continue
+        cand = truth[order[lo:hi]]
+        top = np.maximum(cand[:, 0], box[0])
+        left = np.maximum(cand[:, 1], box[1])
+        bottom = np.minimum(cand[:, 0] + cand[:, 2], box[0] + box[2])
+        right = np.minimum(cand[:, 1] + cand[:, 3], box[1] + box[3])
+        inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+        for t in order[lo:hi][inter >= 0.5 * box[2] * box[3]]:
+            ts.append(int(t))
+            ds.append(d)
+    return np.array(ts, np.int64), np.array(ds, np.int64)

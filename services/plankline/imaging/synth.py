@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -300,7 +301,14 @@ _DRAW = {
 
 
 def render_darkness(
-    kind: str, rng: np.random.Generator, size_px: float
+    kind: str,
+    rng: np.random.Generator,
+    size_px: float,
+    *,
+    blur_sigma: float = 0.6,
+    texture: tuple[float, float] = (0.85, 1.08),
+    texture_cell: float = 8.0,
+    relative: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one organism as a darkness map in [0, 1] and its ground-truth mask.
 
@@ -316,6 +324,18 @@ def render_darkness(
         Source of all randomness (orientation, proportions, texture).
     size_px : float
         Overall body length in pixels, >= 4 (6-600 is the realistic range).
+    blur_sigma : float
+        Optical blur (px): 0.6 is a sharp image, 1-2.5 the soft edges of a slightly
+        defocused or moving organism.
+    texture, texture_cell :
+        Range of the multiplicative low-frequency texture and its cell size as a fraction
+        divisor of the body length (``size_px / texture_cell`` px per cell).
+    relative : bool
+        Normalise the map so its darkest pixel is 1 before taking the mask: the mask is
+        then the organism at a quarter of *its own* contrast, and the caller scales the
+        map by the contrast it wants (the hard video mode). Edge at a fraction of the
+        object's own contrast is what the eye calls the outline of a faint organism, and it
+        does not depend on the camera's noise.
 
     Returns
     -------
@@ -341,11 +361,13 @@ def render_darkness(
     pen.canvas = cv2.warpAffine(canvas, m, canvas.shape[::-1], flags=cv2.INTER_LINEAR)
     dark = pen.darkness()
     # Optical blur and a low-frequency texture so the interior is not flat.
-    dark = cv2.GaussianBlur(dark, (0, 0), 0.6)
-    tex_side = max(2, int(size_px / 8))
-    tex = rng.uniform(0.85, 1.08, (tex_side, tex_side)).astype(np.float32)
+    dark = cv2.GaussianBlur(dark, (0, 0), blur_sigma)
+    tex_side = max(2, int(size_px / texture_cell))
+    tex = rng.uniform(texture[0], texture[1], (tex_side, tex_side)).astype(np.float32)
     tex = cv2.resize(tex, dark.shape[::-1], interpolation=cv2.INTER_CUBIC)
     dark = np.clip(dark * tex, 0, 1)
+    if relative and dark.max() > 0:
+        dark *= np.float32(1 / dark.max())
 
     mask = dark >= MASK_LEVEL
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
@@ -463,7 +485,10 @@ class GroundTruth:
 
     ``line`` is the global top line (``frame * height + row``) of the mask's bounding box,
     ``column`` its left column; ``height``/``width`` the mask's bbox; ``area_px`` the mask's
-    pixel count; ``esd_px`` the equivalent circular diameter ``2 sqrt(area / pi)``.
+    pixel count; ``esd_px`` the equivalent circular diameter ``2 sqrt(area / pi)``;
+    ``contrast`` the organism's peak darkness (0-1 of the local background: 0.1 is barely
+    visible, 0.95 nearly black). The mask is the organism at a quarter of full contrast
+    (default mode) or at a quarter of its own contrast (hard mode, see ``render_darkness``).
     """
 
     frame: np.ndarray
@@ -476,6 +501,11 @@ class GroundTruth:
     esd_px: np.ndarray
     kind: np.ndarray
     frame_height: int = 2048
+    contrast: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.contrast is None:
+            self.contrast = np.ones(len(self.line), np.float64)
 
     def __len__(self) -> int:
         return len(self.line)
@@ -499,6 +529,8 @@ class GroundTruth:
         data: dict = {n: np.array([int(r[n]) for r in rows], np.int64) for n in ints}
         data["esd_px"] = np.array([float(r["esd_px"]) for r in rows], np.float64)
         data["kind"] = np.array([r["kind"] for r in rows], dtype=object)
+        if rows and "contrast" in rows[0]:
+            data["contrast"] = np.array([float(r["contrast"]) for r in rows], np.float64)
         fh_ = int(rows[0]["frame_height"]) if rows else 2048
         return cls(**data, frame_height=fh_)
 
@@ -520,8 +552,14 @@ def _plan(
     size_exponent: float,
     kinds: tuple[str, ...],
     kind_weights: np.ndarray,
+    hard: bool = False,
+    contrast_range: tuple[float, float] = (0.1, 0.7),
 ) -> tuple[list[_Placed], GroundTruth]:
-    """Place organisms on the tape without overlap; render each once."""
+    """Place organisms on the tape without overlap; render each once.
+
+    ``hard``: soft edges (blur 0.8-2.2 px), strong texture, and a peak contrast drawn
+    uniformly from ``contrast_range`` with the mask at a quarter of that contrast.
+    """
     placed: list[_Placed] = []
     rows: list[tuple] = []
     active: list[tuple[int, int, int, int]] = []  # mask bboxes (y0, x0, y1, x1), global lines
@@ -536,7 +574,21 @@ def _plan(
             u = rng.random()
             size = (lo**a + u * (hi**a - lo**a)) ** (1 / a) if a != 0 else lo * (hi / lo) ** u
             kind = kinds[rng.choice(len(kinds), p=kind_weights)]
-            dark, mask = render_darkness(kind, rng, size)
+            if hard:
+                dark, mask = render_darkness(
+                    kind,
+                    rng,
+                    size,
+                    blur_sigma=float(rng.uniform(0.8, 2.2)),
+                    texture=(0.5, 1.1),
+                    texture_cell=5.0,
+                    relative=True,
+                )
+                contrast = float(rng.uniform(*contrast_range))
+                dark *= np.float32(contrast)
+            else:
+                dark, mask = render_darkness(kind, rng, size)
+                contrast = float(dark.max())
             pw = dark.shape[1]
             if pw + 4 >= width:
                 continue
@@ -572,17 +624,19 @@ def _plan(
                     area,
                     2 * math.sqrt(area / math.pi),
                     kind,
+                    contrast,
                 )
             )
     order = np.argsort([r[1] for r in rows], kind="stable")
     rows = [rows[i] for i in order]
     placed.sort(key=lambda p: p.line)
-    cols = list(zip(*rows, strict=True)) if rows else [()] * 9
+    cols = list(zip(*rows, strict=True)) if rows else [()] * 10
     truth = GroundTruth(
         *(np.array(c, np.int64) for c in cols[:7]),
         esd_px=np.array(cols[7], np.float64),
         kind=np.array(cols[8], dtype=object),
         frame_height=height,
+        contrast=np.array(cols[9], np.float64),
     )
     return placed, truth
 
@@ -604,17 +658,20 @@ def synth_frames(
     height: int = 2048,
     width: int = 2048,
     seed: int = 0,
+    difficulty: Literal["easy", "hard"] = "easy",
     density: float = 40.0,
     size_range: tuple[float, float] = (8.0, 500.0),
     size_exponent: float = 2.2,
     kinds: tuple[str, ...] = SHAPE_CLASSES,
     kind_weights: tuple[float, ...] | None = None,
-    background: float = 200.0,
+    background: float | None = None,
     column_gain: float = 0.08,
     vignetting: float = 0.3,
     drift: float = 0.06,
     drift_period_frames: float = 25.0,
     noise_sigma: float = 2.0,
+    contrast_range: tuple[float, float] = (0.1, 0.7),
+    artefacts: dict[str, float] | None = None,
 ) -> tuple[Iterator[np.ndarray], GroundTruth]:
     """A raw (not flat-fielded) ISIIS-like line-scan video with ground truth.
 
@@ -622,23 +679,49 @@ def synth_frames(
     tape lazily, so objects straddle frame boundaries and memory holds only the organisms,
     not the frames.
 
+    ``difficulty="hard"`` is the footage defaults are chosen on (the quality benchmark's
+    default). Organisms: peak contrast uniform in ``contrast_range`` (down to 0.1 of the
+    background), soft edges (blur 0.8-2.2 px), strong texture; ground truth is each
+    organism at a quarter of its own contrast. Camera, modelled on the MBARI ISIIS frame
+    in ``shared/data``: a 2-D vignette on top of the column profile (edges at ~55% of the
+    centre), shot noise ``sqrt(read**2 + gain * signal)`` rather than constant Gaussian
+    noise, and line-scan artefacts that are *not* organisms and have no truth rows:
+
+    * stuck columns: ``dead`` columns read ~0-12, ``hot`` ones 255, ``stuck`` ones a
+      constant mid-grey, for the whole video;
+    * ``streaks``: Poisson mean per frame of 1-2 px wide vertical dark streaks 30-600
+      lines long (dust on the sensor line, a transient column defect), placed off the
+      organisms;
+    * lamp flicker: per-line jitter (``jitter``, relative sigma), a frame-wide level change
+      per frame (``frame_flicker``) and, in ``flicker_prob`` of the frames, a sinusoidal
+      ripple of 2-6% with a 60-400 line period over part of the frame.
+
+    ``artefacts`` overrides those rates, e.g. ``{"streaks": 0}``.
+
     Parameters
     ----------
     n_frames, height, width : int
         Video length and frame size.
     seed : int
         Everything (placement, shapes, artefacts, noise) follows from it.
+    difficulty : {"easy", "hard"}
+        See above; "easy" is the original generator (byte-identical for a seed).
     density : float
         Mean organisms starting per frame (Poisson).
     size_range, size_exponent :
         Body length in px follows a truncated power law ``p(s) ~ s**-size_exponent``.
     kinds, kind_weights :
         Classes to draw and their relative frequencies (uniform by default).
-    background : float
-        Mean raw background level (0-255) before gain and vignetting.
+    background : float or None
+        Mean raw background level (0-255) before gain and vignetting; default 200 (easy)
+        or 170 (hard, whose centre still reaches ~200 after the row/column gains).
     column_gain, vignetting, drift, drift_period_frames, noise_sigma :
         Artefacts: stripe amplitude (relative), 1-D edge falloff (relative), slow
-        background drift amplitude (relative) and period (frames), Gaussian noise (levels).
+        background drift amplitude (relative) and period (frames), Gaussian noise (levels;
+        hard mode: the read noise is ``noise_sigma / 2`` and shot noise gives
+        ``noise_sigma`` at the mean background).
+    contrast_range : (float, float)
+        Hard mode: range of the organisms' peak contrast.
 
     Returns
     -------
@@ -649,16 +732,37 @@ def synth_frames(
         raise ValueError(
             f"need n_frames >= 1 and frames >= 16x16, got {n_frames} x {height}x{width}"
         )
+    if difficulty not in ("easy", "hard"):
+        raise ValueError(f"difficulty must be 'easy' or 'hard', got {difficulty!r}")
+    hard = difficulty == "hard"
+    if background is None:
+        background = 170.0 if hard else 200.0
     rng = np.random.default_rng(seed)
     weights = np.ones(len(kinds)) if kind_weights is None else np.asarray(kind_weights, float)
     weights = weights / weights.sum()
     placed, truth = _plan(
-        n_frames, height, width, rng, density, size_range, size_exponent, tuple(kinds), weights
+        n_frames,
+        height,
+        width,
+        rng,
+        density,
+        size_range,
+        size_exponent,
+        tuple(kinds),
+        weights,
+        hard,
+        contrast_range,
     )
     colp = column_profile(width, rng, column_gain=column_gain, vignetting=vignetting)
     phase = rng.uniform(0, 2 * np.pi)
     noise = rng.standard_normal((height + 128, width), dtype=np.float32) * noise_sigma
     offsets = rng.integers(0, 128, n_frames)
+    camera = _HardCamera(n_frames, height, width, rng, truth, artefacts) if hard else None
+    if camera is not None:
+        colp = colp * camera.vignette_cols
+        noise *= np.float32(1 / noise_sigma)  # unit noise, scaled per pixel below
+        read2 = (noise_sigma / 2) ** 2
+        shot_gain = (noise_sigma**2 - read2) / background
 
     def frames() -> Iterator[np.ndarray]:
         start = 0
@@ -680,13 +784,113 @@ def synth_frames(
                 1 + drift * np.sin(2 * np.pi * lines / (drift_period_frames * height) + phase)
             ).astype(np.float32)
             img = np.subtract(1.0, dark, out=dark)
+            if camera is not None:
+                camera.streaks(f, img)
+                rowp = rowp * camera.flicker(f)
+                img *= camera.vignette_rows[:, None]
             img *= colp[None, :]
             img *= rowp[:, None]
-            img += noise[offsets[f] : offsets[f] + height]
+            if camera is None:
+                img += noise[offsets[f] : offsets[f] + height]
+            else:
+                sd = np.sqrt(np.float32(shot_gain) * np.maximum(img, 0) + np.float32(read2))
+                img += sd * noise[offsets[f] : offsets[f] + height]
+                camera.stuck(img)
             np.clip(img, 0, 255, out=img)
             yield img.astype(np.uint8)
 
     return frames(), truth
+
+
+class _HardCamera:
+    """The line-scan artefacts and uneven illumination of ``synth_frames(difficulty="hard")``."""
+
+    def __init__(
+        self,
+        n_frames: int,
+        height: int,
+        width: int,
+        rng: np.random.Generator,
+        truth: GroundTruth,
+        rates: dict[str, float] | None,
+    ) -> None:
+        r = {
+            "dead": 2,
+            "hot": 1,
+            "stuck": 1,
+            "streaks": 1.5,
+            "jitter": 0.003,
+            "frame_flicker": 0.02,
+            "flicker_prob": 0.3,
+        }
+        unknown = set(rates or {}) - set(r)
+        if unknown:
+            raise ValueError(f"unknown artefacts {sorted(unknown)}; known: {sorted(r)}")
+        r.update(rates or {})
+        self.height, self.width = height, width
+        # A 2-D vignette (area-scan-like, as the MBARI frame): edges ~55% of the centre.
+        y = np.linspace(-1, 1, height, dtype=np.float32)
+        x = np.linspace(-1, 1, width, dtype=np.float32)
+        self.vignette_rows = (1 - 0.25 * y**2).astype(np.float32)
+        self.vignette_cols = (1 - 0.25 * x**2).astype(np.float32)
+        n_dead, n_hot, n_stuck = int(r["dead"]), int(r["hot"]), int(r["stuck"])
+        cols = rng.choice(np.arange(4, width - 4), n_dead + n_hot + n_stuck, replace=False)
+        values = np.concatenate(
+            [
+                rng.uniform(0, 12, n_dead),
+                np.full(n_hot, 255.0),
+                rng.uniform(90, 160, n_stuck),
+            ]
+        )
+        self.stuck_cols = cols.astype(np.int64)
+        self.stuck_values = values.astype(np.float32)
+        # Per-line lamp gain for the whole video, one array (n_frames * height,).
+        n_lines = n_frames * height
+        gain = 1 + rng.normal(0, r["jitter"], n_lines)
+        gain *= np.repeat(1 + rng.normal(0, r["frame_flicker"], n_frames), height)
+        for f in np.flatnonzero(rng.random(n_frames) < r["flicker_prob"]):
+            length = int(rng.integers(height // 4, height + 1))
+            start = f * height + int(rng.integers(0, height - length + 1))
+            t = np.arange(length)
+            period = rng.uniform(60, 400)
+            window = np.sin(np.pi * t / length) ** 2
+            gain[start : start + length] *= 1 + rng.uniform(0.02, 0.06) * window * np.sin(
+                2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)
+            )
+        self.gain = gain.astype(np.float32)
+        # Streaks: (line0, line1, col, width, darkness), off every organism's box (+3 px).
+        boxes = np.stack(
+            [truth.line, truth.column, truth.line + truth.height, truth.column + truth.width], 1
+        )
+        streaks = []
+        for _ in range(rng.poisson(r["streaks"] * n_frames)):
+            w = int(rng.integers(1, 3))
+            length = int(rng.integers(30, 601))
+            l0 = int(rng.integers(0, max(1, n_lines - length)))
+            c = int(rng.integers(8, width - 10))
+            hit = (
+                (boxes[:, 0] - 3 < l0 + length)
+                & (boxes[:, 2] + 3 > l0)
+                & (boxes[:, 1] - 3 < c + w)
+                & (boxes[:, 3] + 3 > c)
+            )
+            if not hit.any():
+                streaks.append((l0, l0 + length, c, w, float(rng.uniform(0.15, 0.5))))
+        self.streak_list = streaks
+
+    def flicker(self, f: int) -> np.ndarray:
+        return self.gain[f * self.height : (f + 1) * self.height]
+
+    def streaks(self, f: int, img: np.ndarray) -> None:
+        """Darken the streaks crossing frame ``f`` (multiplicative, before noise)."""
+        top = f * self.height
+        for l0, l1, c, w, d in self.streak_list:
+            y0, y1 = max(l0, top) - top, min(l1, top + self.height) - top
+            if y0 < y1:
+                img[y0:y1, c : c + w] *= np.float32(1 - d)
+
+    def stuck(self, img: np.ndarray) -> None:
+        img[:, self.stuck_cols] = self.stuck_values[None, :]
 
 
 def write_synth_video(
