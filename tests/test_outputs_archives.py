@@ -1,0 +1,87 @@
+"""The fast tar/zip writers give the bytes tarfile/zipfile write, so every reader agrees."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from plankline.outputs.archives import tar_bytes, write_tar, write_zip
+
+STAMP = 1_530_896_885  # 2018-07-06 17:08:05 UTC
+
+
+def _members(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    rng = np.random.default_rng(seed)
+    sizes = [0, 1, 511, 512, 513, 1024, *rng.integers(1, 5000, max(0, n - 6)).tolist()][:n]
+    return [
+        (f"20180706170805.476_f{i:06d}_l{i * 37:08d}_x00012_r{i:04d}.png", rng.bytes(s))
+        for i, s in enumerate(sizes)
+    ]
+
+
+def _tarfile_bytes(members: list[tuple[str, bytes]], mtime: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 40])
+def test_tar_is_byte_identical_to_tarfile_gnu_format(n: int) -> None:
+    members = _members(n)
+    assert b"".join(tar_bytes(members, mtime=STAMP)) == _tarfile_bytes(members, STAMP)
+
+
+def test_tar_long_and_non_ascii_names_fall_back_to_tarfile_headers() -> None:
+    members = [("x" * 150 + ".png", b"abc"), ("copépode.png", b"\x00" * 700), ("a.png", b"z")]
+    got = b"".join(tar_bytes(members, mtime=STAMP))
+    assert got == _tarfile_bytes(members, STAMP)
+    with tarfile.open(fileobj=io.BytesIO(got)) as tar:
+        assert [(m.name, tar.extractfile(m).read()) for m in tar] == members  # type: ignore[union-attr]
+
+
+def _zipfile_bytes(members: list[tuple[str, bytes, bool]], date_time: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data, deflate in members:
+            info = zipfile.ZipInfo(name, date_time)  # type: ignore[arg-type]
+            info.external_attr = 0o600 << 16
+            z.writestr(info, data, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("n", [0, 1, 25])
+def test_zip_is_byte_identical_to_zipfile(n: int) -> None:
+    when = (2018, 7, 6, 17, 8, 5)
+    members = [("ecotaxa_x.tsv", b"object_id\tobject_area\n[t]\t[f]\n" * 40, True)]
+    members += [(name, data, False) for name, data in _members(n)]
+    buf = io.BytesIO()
+    write_zip(buf, members, date_time=when)
+    assert buf.getvalue() == _zipfile_bytes(members, when)
+    with zipfile.ZipFile(buf) as z:
+        assert z.testzip() is None
+        assert [(i.filename, z.read(i)) for i in z.infolist()] == [(m, d) for m, d, _ in members]
+
+
+def test_zip_with_more_members_than_the_zip_format_counts_goes_through_zipfile() -> None:
+    members = [(f"{i}.png", b"\x89PNG", False) for i in range(70_000)]
+    buf = io.BytesIO()
+    write_zip(buf, members, date_time=(2020, 1, 1, 0, 0, 0))
+    with zipfile.ZipFile(buf) as z:
+        names = z.namelist()
+    assert len(names) == 70_000 and names[-1] == "69999.png"
+
+
+def test_write_tar_to_a_file_reads_back(tmp_path) -> None:
+    members = _members(12, seed=3)
+    with open(tmp_path / "a.tar", "wb") as f:
+        write_tar(f, members, mtime=STAMP)
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        got = [(m.name, tar.extractfile(m).read(), m.mtime, m.mode) for m in tar]  # type: ignore[union-attr]
+    assert got == [(n, d, STAMP, 0o644) for n, d in members]
