@@ -12,9 +12,10 @@ is either blind to faint organisms or floods the noisy edges.
 
 Sensor artefacts are not organisms (rule, applied to every method, ``drop_artefacts``):
 
-* a *column streak* is an object at most ``streak_max_width`` (2) px wide and at least
-  ``streak_min_length`` (12) lines tall: a line-scan sensor draws dust or a transient pixel
-  defect as a 1-2 px vertical line, and no plankter is that thin over that length;
+* a *column streak* is an object whose box is at most ``streak_max_width`` (2) px wide,
+  plus one pixel the noise may add at its edge, and at least ``streak_min_length`` (12)
+  lines and 6 widths tall: a line-scan sensor draws dust or a transient pixel defect as a
+  1-2 px vertical line, and no plankter is that thin over that length;
 * a *flicker band* is an object spanning at least ``flicker_min_span`` (90%) of the frame
   width but at most ``flicker_max_lines`` (16) lines: a lamp flicker the flat-field's
   per-line gain did not follow darkens whole lines, organisms do not.
@@ -556,7 +557,7 @@ def _extract(
         x: int, y: int, w: int, h: int, area: int, x0: int, y0: int, m: np.ndarray, crop
     ) -> None:
         if drop:
-            if w <= params.streak_max_width and h >= params.streak_min_length:
+            if w <= params.streak_max_width + 1 and h >= max(params.streak_min_length, 6 * w):
                 counts["streaks"] += 1
                 return
             if w >= params.flicker_min_span * bw and h <= params.flicker_max_lines:
