@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 from plankline.cli import app
 from plankline.imaging.synth import make_roi_library
@@ -55,8 +62,9 @@ def test_classify_folder_skips_unreadable_and_empty_files_naming_them(
         app, ["classify", "-i", str(tmp_path / "rois"), "-o", str(out), "--model", str(model_dir)]
     )
     assert res.exit_code == 0, res.output
-    text = res.output.replace("\n", "")  # rich wraps long lines
-    assert "broken.png: skipped" in text and "empty.png: skipped" in text
+    lines = res.output.splitlines()  # each warning whole on its line, however long the path
+    assert f"warning: unreadable image {rois / 'broken.png'}: skipped" in lines, res.output
+    assert f"warning: unreadable image {rois / 'empty.png'}: skipped" in lines, res.output
     ids, probs, names = read_classification_csv(out)
     assert sorted(ids) == ["good1", "good2"]
     assert names == Classifier.load(model_dir).class_names
@@ -101,11 +109,13 @@ def test_classify_tars_writes_one_csv_per_chunk_matching_predict(
             str(workers),
         ],
     )
-    text = " ".join(res.output.split())
+    lines = res.output.splitlines()  # whole lines, whatever the path length and COLUMNS
     assert res.exit_code == 1, res.output
-    assert "failed: " in text and "20260101120200.000.tar: not a readable tar archive" in text
-    assert "classified 10 ROIs from 3 of 4 tar(s)" in text
-    assert "20260101120300.000.tar: archive is corrupt or truncated" in text
+    (failed,) = [line for line in lines if line.startswith("failed: ")]
+    assert failed.startswith("failed: 20260101120200.000.tar: not a readable tar archive")
+    assert f"classified 10 ROIs from 3 of 4 tar(s) into {out}/" in lines
+    (warned,) = [line for line in lines if "archive is corrupt or truncated" in line]
+    assert warned.startswith("warning: 20260101120300.000.tar: archive is corrupt"), warned
     assert not (out / "20260101120200.000.csv").exists()
     clf = Classifier.load(model_dir)
     chunks["20260101120300.000"] = chunks["20260101120300.000"][:1]
@@ -142,6 +152,75 @@ def test_classify_folder_in_a_pool_keeps_the_files_order(model_dir: Path, tmp_pa
     np.testing.assert_allclose(probs, ref, atol=2e-6)
 
 
+def test_kill_9_of_classify_s_parent_leaves_no_worker_and_a_rerun_is_complete(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Only the parent of a 2-worker ``classify`` is killed: its workers must follow it."""
+    files = list_images(model_dir.parent / "lib")
+    images = [read_image(f) for f in files]
+    seg, out = tmp_path / "segmentation", tmp_path / "classification"
+    seg.mkdir()
+    n_tars, per_tar = 40, 150  # ~2 s of work on 2 workers: the freeze lands long before the end
+    for t in range(n_tars):
+        picks = [(t * per_tar + i) % len(files) for i in range(per_tar)]
+        write_roi_tar(
+            seg / f"20260101{t:06d}.000.tar",
+            [f"roi{t}_{i}" for i in range(per_tar)],
+            [images[k] for k in picks],
+        )
+    command = [sys.executable, "-m", "plankline.cli", "classify", "-i", str(seg), "-o", str(out)]
+    command += ["--model", str(model_dir), "--cpu", "--workers", "2"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("*.csv")):  # work has started: a worker wrote a chunk's CSV
+            assert process.poll() is None, f"classify exited early ({process.returncode})"
+            assert time.monotonic() < deadline, "no CSV written in 180 s"
+            time.sleep(0.005)
+        os.killpg(process.pid, signal.SIGSTOP)  # freeze: the state counted is the state killed
+        written = len(list(out.glob("*.csv")))
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        workers = [p for p in descendants if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in descendants]
+        assert written < n_tars, "the kill must land mid-run"
+        process.kill()  # kill -9 of the parent alone
+        process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while not all(_gone(p) for p in descendants) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p.pid for p in descendants if not _gone(p)] == [], "workers left behind"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for p in descendants:  # the test failed: leave nothing behind
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    res = CliRunner().invoke(
+        app, ["classify", "-i", str(seg), "-o", str(out), "--model", str(model_dir), "--cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"classified {n_tars * per_tar} ROIs from {n_tars} of {n_tars} tar(s)" in res.output
+    ids, probs, _ = read_classification_csv(out / "20260101000007.000.csv")
+    assert ids == [f"roi7_{i}" for i in range(per_tar)]
+    ref = Classifier.load(model_dir).predict(
+        [images[(7 * per_tar + i) % len(files)] for i in range(per_tar)]
+    )
+    np.testing.assert_allclose(probs, ref, atol=2e-6)
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         app,
@@ -156,7 +235,7 @@ def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
         ],
     )
     assert res.exit_code == 2
-    assert "lacks model.onnx" in " ".join(res.output.split())
+    assert f"error: model folder {tmp_path / 'nope'} lacks model.onnx" in res.output.splitlines()
 
 
 def test_train_cli_defaults_are_the_training_defaults() -> None:

@@ -11,6 +11,7 @@ import typer
 
 from plankline.batch.project import ProjectLockedError
 from plankline.config import BatchSettings
+from plankline.terminal import echo, escape
 
 app = typer.Typer(
     name="plankline",
@@ -18,6 +19,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # usage errors in a rich panel wrap at the panel's width; in a log or pipe, click's
+    # plain one-line "Error: ..." instead (help on a terminal stays rich)
+    rich_markup_mode="rich" if sys.stderr.isatty() else None,
 )
 
 # --- batch pipeline commands (run, demo, synth) -----------------------------
@@ -110,7 +114,7 @@ def synth(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     truth = write_synth_video(path, frames, seed=seed, codec=codec)
-    rich.print(f"wrote {path} ({frames} frames, {len(truth)} organisms)")
+    echo(f"wrote {escape(path)} ({frames} frames, {len(truth)} organisms)")
 
 
 # --- classifier commands (train, evaluate, export, classify) -----------------
@@ -343,12 +347,15 @@ def classify(
         TimeRemainingColumn,
     )
 
+    from plankline import terminal
     from plankline.batch import classify as job_
     from plankline.model.data import list_images
 
+    err = terminal.console(stderr=True)  # progress, warnings and failures: whole lines in logs
+
     def warn(messages: list[str]) -> None:
         for m in messages:
-            rich.print(f"[yellow]warning:[/] {m}", file=sys.stderr)
+            err.print(f"[yellow]warning:[/] {escape(m)}")
 
     try:
         if batch_size < 1 or workers < 0:
@@ -371,6 +378,7 @@ def classify(
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
+            console=err,
         ) as bar:
             if tars:
                 task = bar.add_task("chunks", total=len(tars))
@@ -378,14 +386,14 @@ def classify(
                 def tar_done(res: job_.TarResult) -> None:
                     warn(res.warnings)
                     if res.error:
-                        rich.print(f"[red]failed:[/] {res.error}", file=sys.stderr)
+                        err.print(f"[red]failed:[/] {escape(res.error)}")
                     bar.advance(task)
 
                 results = job_.classify_tars(tars, output, job, workers, tar_done)
                 ok = [r for r in results if not r.error]
-                rich.print(
+                echo(
                     f"classified {sum(r.rois for r in ok)} ROIs from {len(ok)} of {len(tars)} "
-                    f"tar(s) into {output}/"
+                    f"tar(s) into {escape(output)}/"
                 )
                 if len(ok) < len(tars):
                     raise typer.Exit(1)
@@ -399,7 +407,7 @@ def classify(
                     bar.advance(task, n)
 
                 n = job_.classify_folder(files, output, job, workers, shard_done)
-                rich.print(f"classified {n} of {len(files)} images into {output}")
+                echo(f"classified {n} of {len(files)} images into {escape(output)}")
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
 
@@ -502,7 +510,7 @@ def pull_images_cmd(
         raise typer.BadParameter("-o/--output and -r/--raw-tars are required")
 
     def show(message: Warning | str, *_args: object, **_kwargs: object) -> None:
-        rich.print(f"[yellow]warning:[/] {message}", file=sys.stderr)
+        echo(f"[yellow]warning:[/] {escape(message)}", err=True)
 
     try:
         with warnings.catch_warnings():
@@ -522,7 +530,7 @@ def pull_images_cmd(
                 log=typer.echo,
             )
     except (PullError, FileNotFoundError) as error:
-        rich.print(f"[bold red]error:[/] {error}", file=sys.stderr)
+        echo(f"[bold red]error:[/] {escape(error)}", err=True)
         if debug:
             raise
         raise typer.Exit(2) from None
@@ -607,11 +615,11 @@ def stack_up_command(
     except (ServerError, ValueError, FileNotFoundError) as error:
         _fail(str(error), debug)
     for name, handle in handles.items():
-        rich.print(
+        echo(
             f"[green]up[/] {name:12} pid {handle.pid:<8} {handle.endpoint:24} "
-            f"ready in {handle.extra.get('ready_s', '?')} s  log {handle.log_path}"
+            f"ready in {handle.extra.get('ready_s', '?')} s  log {escape(handle.log_path)}"
         )
-    rich.print(f"point other tools at it: [bold]source {state_dir / 'env'}[/]")
+    echo(f"point other tools at it: [bold]source {escape(state_dir / 'env')}[/]")
 
 
 @stack_app.command("down", epilog="Example: plankline stack down")
@@ -623,9 +631,9 @@ def stack_down_command(
 
     results = stop_recorded(state_dir)
     if not results:
-        rich.print(f"no stack recorded in {state_dir}")
+        echo(f"no stack recorded in {escape(state_dir)}")
     for name, was_running in results.items():
-        rich.print(f"{name:10} {'stopped' if was_running else 'was not running'}")
+        echo(f"{name:10} {'stopped' if was_running else 'was not running'}")
 
 
 @stack_app.command("status", epilog="Example: plankline stack status")
@@ -638,7 +646,7 @@ def stack_status_command(
 
     handles = read_state(state_dir)
     if not handles:
-        rich.print(f"no stack recorded in {state_dir}")
+        echo(f"no stack recorded in {escape(state_dir)}")
         raise typer.Exit(1)
     down = 0
     for name, handle in handles.items():
@@ -648,16 +656,16 @@ def stack_status_command(
         state = "[green]running[/]" if alive else "[red]not running[/]"
         cpu = handle.cpu_s()
         used = f"cpu {cpu:8.1f} s" if cpu is not None else " " * 14
-        rich.print(f"{name:12} {state} pid {handle.pid:<8} {used} {handle.endpoint:24} {ports}")
+        echo(f"{name:12} {state} pid {handle.pid:<8} {used} {handle.endpoint:24} {ports}")
     from plankline.stream.launch import stage_stats
 
     stages = stage_stats(state_dir)
     if stages:
-        rich.print("stage         ok  dead-letter  errors  mean latency  lag (committed)")
+        echo("stage         ok  dead-letter  errors  mean latency  lag (committed)")
         for row in stages:
             latency = row["mean_latency_s"]
             shown = f"{latency * 1000:9.1f} ms" if latency is not None else "        -   "
-            rich.print(
+            echo(
                 f"{row['name']:12} {row['ok']:4} {row['dead_letter']:12} {row['errors']:7}"
                 f"  {shown}  {row['lag']:6}" + ("" if row["up"] else "  (no metrics)")
             )
@@ -705,7 +713,7 @@ def submit(
         report = ingest(videos, job, settings, store, runner.bootstrap_servers)
     except (ValueError, FileNotFoundError, KeyError, ConnectionError) as error:
         _fail(str(error), debug)
-    rich.print(
+    echo(
         f"job {job}: {report.chunks} chunks ({report.frames} frames) submitted, "
         f"{report.skipped} already done"
     )
@@ -739,7 +747,7 @@ def results(
         files = download_results(store, job, out_dir, status)
     except (ValueError, KeyError, ConnectionError) as error:
         _fail(str(error), debug)
-    rich.print(
+    echo(
         f"job {job}: {status.done}/{status.planned} chunks done, {status.pending} pending, "
         f"{len(status.failed)} failed, {status.rois} ROIs; {len(files)} files in {out_dir}"
     )

@@ -4,7 +4,6 @@ frames/s, ROIs/s and ETA, and a closing summary. Nothing here computes results.
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from plankline import terminal
 from plankline.batch.project import Project
 from plankline.batch.run import BatchReport, ChunkResult, configure_logging, run_batch
 from plankline.config import BatchSettings
@@ -22,16 +22,20 @@ from plankline.imaging.segment import SegmentParams
 from plankline.imaging.synth import GroundTruth, truth_path, write_synth_video
 from plankline.outputs.naming import format_timestamp
 from plankline.outputs.tables import read_csv
+from plankline.terminal import escape
 
-# logs and CI capture output: keep tables readable there too
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+def _console() -> Console:
+    """Progress, tables and messages go to stderr; whole lines in logs (``plankline.terminal``)."""
+    return terminal.console(stderr=True)
 
 
 def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) -> BatchReport:
     """Run the batch with a live progress bar, then print the summary."""
     configure_logging(settings.project)
+    console = _console()
     shown = ", ".join(f"{k}={v}" for k, v in settings.masked().items() if v is not None)
-    console.print(f"[bold]plankline[/] {shown}", highlight=False)
+    console.print(f"[bold]plankline[/] {escape(shown)}", highlight=False)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -58,17 +62,18 @@ def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) ->
             task, advance=frames, fps=state["frames"] / elapsed, rps=state["rois"] / elapsed
         )
         if result.error:
-            progress.console.print(f"[red]failed:[/] {result.error.splitlines()[0]}")
+            progress.console.print(f"[red]failed:[/] {escape(result.error.splitlines()[0])}")
 
     with progress:
         report = run_batch(
             settings, retry_failed=retry_failed, on_plan=on_plan, on_progress=on_progress
         )
-    print_summary(Project(settings.project), report)
+    print_summary(Project(settings.project), report, console)
     return report
 
 
-def print_summary(project: Project, report: BatchReport) -> None:
+def print_summary(project: Project, report: BatchReport, console: Console | None = None) -> None:
+    console = console or _console()
     rate = report.frames / report.seconds if report.seconds else 0.0
     console.print(
         f"[bold green]done:[/] {report.chunks_done} chunks ({report.chunks_skipped} already done), "
@@ -84,13 +89,13 @@ def print_summary(project: Project, report: BatchReport) -> None:
         table.add_column("class")
         table.add_column("ROIs", justify="right")
         for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
-            table.add_row(name, str(count))
+            table.add_row(escape(name), str(count))
         console.print(table)
     for message in report.failures:
-        console.print(f"[bold red]failed:[/] {message}")
+        console.print(f"[bold red]failed:[/] {escape(message)}")
     console.print(
-        f"outputs in {project.root}/ (segmentation/ measurements/ classification/ "
-        f"ecotaxa/ summary/), log in {project.log_file}"
+        f"outputs in {escape(project.root)}/ (segmentation/ measurements/ classification/ "
+        f"ecotaxa/ summary/), log in {escape(project.log_file)}"
     )
 
 
@@ -106,7 +111,7 @@ def run_demo(folder: Path, *, videos: int, frames: int, workers: int | None) -> 
         start = DEMO_START + timedelta(seconds=i * frames / DEMO_FPS)
         path = project.raw / f"{format_timestamp(start)}.avi"
         if not path.exists():
-            console.print(f"generating {path} ({frames} frames with ground truth)")
+            _console().print(f"generating {escape(path)} ({frames} frames with ground truth)")
             write_synth_video(path, frames, seed=i, fps=DEMO_FPS)
     settings = BatchSettings(project=folder, **({"workers": workers} if workers else {}))
     report = run_with_progress(settings)
@@ -164,7 +169,7 @@ def print_demo_scores(project: Project, min_area_px: int) -> None:
             accuracy,
             accuracy_big,
         )
-    console.print(table)
+    _console().print(table)
 
 
 def read_project_table(project: Project, video_name: str) -> dict[str, np.ndarray]:

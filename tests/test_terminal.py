@@ -1,0 +1,47 @@
+"""Output that survives logs: whole lines in pipes whatever COLUMNS says, data printed verbatim."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+from rich.table import Table
+from plankline.terminal import console, echo, escape
+path = "/data/" + "cruise 42 " * 20 + "[t]/:cat:/frame.png"
+echo(f"[yellow]warning:[/] unreadable image {escape(path)}: skipped", err=True)
+echo(f"wrote {escape(path)}")
+table = Table(title="ROIs per predicted class")
+table.add_column("class")
+table.add_column("ROIs", justify="right")
+table.add_row("a very long class name of a rare appendicularian, with words", "12345")
+console(stderr=True).print(table)
+"""
+PATH = "/data/" + "cruise 42 " * 20 + "[t]/:cat:/frame.png"
+
+
+def run_piped(columns: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, COLUMNS=columns, LINES="10")
+    env.pop("FORCE_COLOR", None)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_messages_in_a_pipe_are_never_wrapped_nor_cut_at_a_narrow_columns() -> None:
+    for columns in ("20", "80"):
+        done = run_piped(columns)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"wrote {PATH}\n"  # brackets and :cat: printed as they are
+        err = done.stderr.splitlines()
+        assert err[0] == f"warning: unreadable image {PATH}: skipped"
+        assert "\x1b" not in done.stderr  # no colour codes in a log
+
+
+def test_tables_in_a_pipe_keep_every_cell_whole() -> None:
+    err = run_piped("20").stderr.splitlines()
+    (row,) = [line for line in err if "appendicularian" in line]
+    assert "a very long class name of a rare appendicularian, with words" in row
+    assert row.rstrip().endswith("12345 │")
+    assert len({len(line) for line in err[2:] if line.strip()}) == 1  # the table is aligned
