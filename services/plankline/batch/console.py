@@ -113,7 +113,12 @@ def run_demo(folder: Path, *, videos: int, frames: int, workers: int | None) -> 
         if not path.exists():
             _console().print(f"generating {escape(path)} ({frames} frames with ground truth)")
             write_synth_video(path, frames, seed=i, fps=DEMO_FPS)
-    settings = BatchSettings(project=folder, **({"workers": workers} if workers else {}))
+    # the demo scores classes against the generator's truth: it needs the generator's model
+    from plankline.model.infer import SYNTHETIC_MODEL_DIR
+
+    settings = BatchSettings(
+        project=folder, model=SYNTHETIC_MODEL_DIR, **({"workers": workers} if workers else {})
+    )
     report = run_with_progress(settings)
     print_demo_scores(project, SegmentParams().min_area_px)
     return report

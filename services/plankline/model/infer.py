@@ -1,7 +1,7 @@
 """Classifying ROIs with an exported model (ONNX Runtime) and the classification CSV.
 
 A model folder (``plankline export`` output, or the shipped
-``plankline/models/default``) holds ``model.onnx``, ``labels.txt``,
+``plankline/models/<name>``) holds ``model.onnx``, ``labels.txt``,
 ``meta.json`` (canvas, inputs, training figures) and optionally
 ``thresholds.json`` (per-class probability thresholds for a target precision,
 written by ``plankline evaluate``).
@@ -29,8 +29,14 @@ import numpy as np
 
 from plankline.model.data import feature_names, model_inputs
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
-"""The shipped default model (synthetic classes), used when no model folder is given."""
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+DEFAULT_MODEL_DIR = MODELS_DIR / "synthetic"
+"""The shipped default model, used when no model folder is given."""
+
+SYNTHETIC_MODEL_DIR = MODELS_DIR / "synthetic"
+"""The shipped model of the synthetic generator's five classes: ``plankline demo`` scores
+its classes against the generator's truth, so it needs the generator's names."""
 
 UNCLASSIFIED = "unclassified"
 """``thresholded_class`` of ROIs whose top probability is below their class's threshold."""
