@@ -12,9 +12,8 @@ ours and the naive path alternating).
 Sources:
 
 * **real**: ``../shared/data/isiis-frames/mbari-isiis-raw-2048.jpg`` (a raw, vignetted
-  2048x2048 ISIIS frame, ~230 ROIs) made into an uncompressed ISIIS-named AVI of
-  ``--frames`` frames: the four flips of the frame in turn, each shifted by up to 48 px
-  (``np.roll``), so consecutive frames differ but the vignetting stays put;
+  2048x2048 ISIIS frame) made into an uncompressed ISIIS-named AVI of ``--frames``
+  frames: the frame and its upside-down mirror in turn (see :func:`real_frames`);
 * **synthetic**: ``plankline.imaging.synth.write_synth_video`` (``--synth-frames``).
 
 Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
@@ -64,15 +63,16 @@ REAL = (
 VIDEO_NAME = "20180706170805.476.avi"  # ISIIS names: the start time, to the millisecond
 
 
-def real_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` frames made from one: its four flips in turn, each rolled by up to 48 px."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        f = frame[:: 1 if i % 2 == 0 else -1, :: 1 if (i // 2) % 2 == 0 else -1]
-        shift = tuple(int(v) for v in rng.integers(-48, 49, 2))
-        out.append(np.ascontiguousarray(np.roll(f, shift, axis=(0, 1))))
-    return out
+def real_frames(frame: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` frames made from one: the frame and its upside-down mirror in turn.
+
+    A line-scan video is one continuous image cut into frames; mirroring every other
+    frame keeps the cuts continuous (the last line of one frame is the first of the
+    next) and the vignetting where it was. Left-right flips or shifts would put the
+    dark left edge beside the brighter right one at every cut, and the flat-field
+    would chase that jump instead of the camera's.
+    """
+    return [frame if i % 2 == 0 else np.ascontiguousarray(frame[::-1]) for i in range(n)]
 
 
 def make_real_project(root: Path, n: int) -> Path:
