@@ -2,26 +2,51 @@
 
 Prints figures and the ratio, measured in the same run on one core (never asserts).
 
-    python scripts/bench_measure.py                 # ROIs segmented from a synthetic video
-    python scripts/bench_measure.py --rois 5000 --min-size 20 --max-size 200
+    python scripts/bench_measure.py                  # real ISIIS ROIs (default)
+    python scripts/bench_measure.py --flatfield column  # ... as on a raw vignetted camera
+    python scripts/bench_measure.py --source flowcam # FlowCam collages with the instrument's masks
+    python scripts/bench_measure.py --source synthetic
+    python scripts/bench_measure.py --source rendered --min-size 20 --max-size 200
+    python scripts/bench_measure.py --repeats 3      # three timed runs, each printed
 
-ROIs come from segmenting a synthetic ISIIS-like video (realistic power-law sizes), or
-with ``--min-size/--max-size`` from rendered organisms of log-uniform size. skimage is run
-the fastest way it can be: all masks packed on one label image, one call.
+Sources:
+
+- ``isiis`` (default): the raw MBARI ISIIS frame in ``../shared/data/isiis-frames/``,
+  flat-fielded and segmented with the pipeline's own default settings
+  (:class:`~plankline.imaging.flatfield.FlatField`, :func:`~plankline.pipeline.segment_params`,
+  :func:`~plankline.imaging.segment.segment_stream`): ~50 ROIs per frame, median ~40 px.
+  The frame is used in its 8 orientations (rotations and mirror images).
+  ``--flatfield column`` corrects only the columns, as on the raw, vignetted camera of
+  issue 11: ~220 ROIs per frame, median ~45 px, plus a few huge dark vignetted corners
+  (up to 600,000 px) that dominate the time.
+- ``flowcam``: the FlowCam collage pages in ``../shared/data/flowcam-collages/``, ROIs
+  being the connected components of the instrument's own ``_bin.tif`` masks.
+- ``synthetic``: ROIs segmented from a synthetic ISIIS-like video (power-law sizes).
+- ``rendered``: rendered organisms of log-uniform length ``--min-size..--max-size``.
+
+The ROI set is cycled up to ``--rois`` ROIs for timing. skimage is run the fastest way it
+can be: all masks packed on one label image, one ``regionprops_table`` call, with the
+ZooProcess-equivalent property set (shape, convex hull, Feret, Hu moments, intensity).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
+from plankline.config import PipelineSettings
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.measure import measure_rois
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.synth import SHAPE_CLASSES, render_organism, synth_frames
+from plankline.pipeline import segment_params
 from skimage.measure import regionprops_table
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 SKIMAGE_PROPS = [
     "area",
@@ -43,8 +68,63 @@ SKIMAGE_PROPS = [
     "centroid",
 ]
 
+Set = tuple[list[np.ndarray], list[np.ndarray]]
 
-def video_rois(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+
+def _orientations(frame: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/mirror images of a frame (same organisms, other poses)."""
+    out = []
+    for flip in (frame, frame[:, ::-1]):
+        for k in range(4):
+            out.append(np.ascontiguousarray(np.rot90(flip, k)))
+    return out
+
+
+def isiis_rois(flatfield: str | None = None, data: Path = DATA) -> Set:
+    """Real ISIIS ROIs: the MBARI frame through the pipeline's flat-field and segmentation.
+
+    ``flatfield`` overrides the pipeline's flat-field mode (``column`` leaves the vignetted
+    corners of this camera dark: ~220 ROIs per frame, a few of them huge).
+    """
+    path = data / "isiis-frames" / "mbari-isiis-raw-2048.jpg"
+    raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if raw is None:
+        raise SystemExit(f"{path}: missing or unreadable (real ISIIS frame needed)")
+    settings = PipelineSettings()
+    params = segment_params(settings)
+    crops: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for frame in _orientations(raw):
+        flat = FlatField(mode=flatfield or settings.flatfield)
+        flat.prime([frame] * max(1, settings.prime_frames))
+        rois = Rois.concat(segment_stream([(0, flat.correct(frame))], params))
+        crops += rois.crops
+        masks += rois.masks
+    return crops, masks
+
+
+def flowcam_rois(data: Path = DATA) -> Set:
+    """Real FlowCam ROIs: components of the instrument's masks, crops from the gray page."""
+    crops: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for bin_path in sorted(glob.glob(str(data / "flowcam-collages" / "*" / "*_bin.tif"))):
+        binary = cv2.imread(bin_path, cv2.IMREAD_GRAYSCALE)
+        page = cv2.imread(bin_path.replace("_bin.tif", ".tif"), cv2.IMREAD_GRAYSCALE)
+        if binary is None or page is None:
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((binary > 0).view(np.uint8))
+        for k in range(1, n):
+            x, y, w, h = stats[k, :4]
+            y0, x0 = max(y - 2, 0), max(x - 2, 0)
+            y1, x1 = min(y + h + 2, page.shape[0]), min(x + w + 2, page.shape[1])
+            crops.append(page[y0:y1, x0:x1].copy())
+            masks.append(labels[y0:y1, x0:x1] == k)
+    if not crops:
+        raise SystemExit(f"{data / 'flowcam-collages'}: no collage with a _bin.tif mask")
+    return crops, masks
+
+
+def video_rois(n: int) -> Set:
     crops: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     seed = 0
@@ -60,7 +140,7 @@ def video_rois(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return crops[:n], masks[:n]
 
 
-def rendered_rois(n: int, lo: float, hi: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def rendered_rois(n: int, lo: float, hi: float) -> Set:
     rng = np.random.default_rng(0)
     crops, masks = [], []
     for i in range(n):
@@ -70,6 +150,20 @@ def rendered_rois(n: int, lo: float, hi: float) -> tuple[list[np.ndarray], list[
         crops.append(np.pad(noisy, 4, constant_values=255))
         masks.append(np.pad(m, 4))
     return crops, masks
+
+
+def load_set(
+    source: str, n: int, lo: float, hi: float, flatfield: str | None = None
+) -> tuple[Set, str]:
+    """The named ROI set and a one-line description of it."""
+    if source == "isiis":
+        how = f"flat-field {flatfield}" if flatfield else "pipeline defaults"
+        return isiis_rois(flatfield), f"real ISIIS frame (MBARI), {how}, 8 orientations"
+    if source == "flowcam":
+        return flowcam_rois(), "real FlowCam collages, the instrument's masks"
+    if source == "synthetic":
+        return video_rois(n), "segmented from a synthetic ISIIS video"
+    return rendered_rois(n, lo, hi), f"rendered organisms {lo:g}-{hi:g} px long"
 
 
 def skimage_packed(crops: list[np.ndarray], masks: list[np.ndarray]) -> dict:
@@ -94,39 +188,58 @@ def skimage_packed(crops: list[np.ndarray], masks: list[np.ndarray]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rois", type=int, default=4000)
-    ap.add_argument("--min-size", type=float, default=None, help="rendered ROIs: min length px")
-    ap.add_argument("--max-size", type=float, default=None, help="rendered ROIs: max length px")
+    ap.add_argument(
+        "--source", choices=("isiis", "flowcam", "synthetic", "rendered"), default="isiis"
+    )
+    ap.add_argument(
+        "--flatfield",
+        choices=("column", "vignetting", "both"),
+        default=None,
+        help="isiis: flat-field mode instead of the pipeline's default",
+    )
+    ap.add_argument("--rois", type=int, default=4000, help="ROIs timed (the set is cycled)")
+    ap.add_argument("--min-size", type=float, default=20, help="rendered ROIs: min length px")
+    ap.add_argument("--max-size", type=float, default=200, help="rendered ROIs: max length px")
     ap.add_argument("--skimage-rois", type=int, default=1000, help="ROIs timed with skimage")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs, each printed")
     args = ap.parse_args()
     cv2.setNumThreads(1)
 
-    if args.min_size or args.max_size:
-        crops, masks = rendered_rois(args.rois, args.min_size or 20, args.max_size or 200)
-        source = f"rendered organisms {args.min_size or 20:g}-{args.max_size or 200:g} px long"
-    else:
-        crops, masks = video_rois(args.rois)
-        source = "segmented from a synthetic ISIIS video"
-    sizes = np.array([max(m.shape) for m in masks])
-    areas = np.array([m.sum() for m in masks])
+    (base_crops, base_masks), source = load_set(
+        args.source, args.rois, args.min_size, args.max_size, args.flatfield
+    )
+    n_base = len(base_crops)
+    crops = [base_crops[i % n_base] for i in range(args.rois)]
+    masks = [base_masks[i % n_base] for i in range(args.rois)]
+    sizes = np.array([max(m.shape) for m in base_masks])
+    areas = np.array([np.count_nonzero(m) for m in base_masks])
     print(
-        f"{len(crops)} ROIs {source}: bbox side median {np.median(sizes):.0f} px "
-        f"(p10 {np.percentile(sizes, 10):.0f}, p90 {np.percentile(sizes, 90):.0f}), "
-        f"area median {np.median(areas):.0f} px"
+        f"{n_base} distinct ROIs ({source}), cycled to {len(crops)}: bbox side median "
+        f"{np.median(sizes):.0f} px (p10 {np.percentile(sizes, 10):.0f}, "
+        f"p90 {np.percentile(sizes, 90):.0f}), area median {np.median(areas):.0f} px "
+        f"(p10 {np.percentile(areas, 10):.0f}, p90 {np.percentile(areas, 90):.0f})"
     )
 
     measure_rois(crops[:50], masks[:50])  # warm-up
-    t = time.perf_counter()
-    table = measure_rois(crops, masks)
-    ours = len(crops) / (time.perf_counter() - t)
     k = min(args.skimage_rois, len(crops))
-    t = time.perf_counter()
-    sk = skimage_packed(crops[:k], masks[:k])
-    theirs = k / (time.perf_counter() - t)
-    print(f"plankline measure_rois:            {ours:9.0f} ROIs/s ({len(table)} columns)")
-    print(f"skimage regionprops_table (packed):{theirs:9.0f} ROIs/s ({len(sk)} columns)")
-    print(f"ratio: {ours / theirs:.1f}x")
-    err = np.abs(table["perimeter"][:k] - sk["perimeter"]) / sk["perimeter"]
+    ratios = []
+    for run in range(args.repeats):
+        t = time.perf_counter()
+        table = measure_rois(crops, masks)
+        ours = len(crops) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        sk = skimage_packed(crops[:k], masks[:k])
+        theirs = k / (time.perf_counter() - t)
+        ratios.append(ours / theirs)
+        print(
+            f"run {run + 1}: plankline measure_rois {ours:7.0f} ROIs/s ({len(table)} columns), "
+            f"skimage regionprops_table (packed) {theirs:6.0f} ROIs/s ({len(sk)} columns), "
+            f"ratio {ours / theirs:.1f}x"
+        )
+    if args.repeats > 1:
+        print(f"ratio median {np.median(ratios):.1f}x over {args.repeats} runs")
+    finite = np.isfinite(sk["perimeter"]) & (sk["perimeter"] > 0)
+    err = np.abs(table["perimeter"][:k][finite] - sk["perimeter"][finite]) / sk["perimeter"][finite]
     print(f"check: perimeter max rel. difference to skimage {err.max():.2e}")
 
 

@@ -86,7 +86,8 @@ def test_table_has_every_feature_and_physical_units(organisms) -> None:
     empty = measure_rois([], [])
     assert all(len(v) == 0 for v in empty.values())
     blank = measure_rois([np.full((5, 5), 255, np.uint8)], [np.zeros((5, 5), bool)])
-    assert np.isnan(blank["area"][0])
+    assert blank["area"][0] == 0 and blank["esd"][0] == 0
+    assert all(np.isnan(blank[k][0]) for k in FEATURE_COLUMNS if k not in ("area", "esd"))
     with pytest.raises(ValueError, match="differ"):
         measure_rois([np.zeros((4, 4), np.uint8)], [np.zeros((4, 5), bool)])
 
