@@ -55,27 +55,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 # --------------------------------------------------------------------------
 
 
-def normalize_crop(crop: np.ndarray) -> np.ndarray:
-    """Gray, inverted, background-subtracted float32 copy of one ROI in [0, 1].
+POLARITIES: tuple[str, ...] = ("bright", "dark")
+"""Imager conventions. ``bright``: bright-field, a dark organism on a bright background
+(ISIIS, FlowCam, ZooScan); ``dark``: dark-field, a bright organism on a black background
+(UVP5/UVP6, the Scripps Plankton Camera, IFCB dark-field)."""
 
-    Parameters
-    ----------
-    crop : ndarray
-        ``(h, w)`` gray or ``(h, w, 3|4)`` BGR(A) image, uint8 or uint16,
-        dark organism on a bright background (the imager's convention).
 
-    Returns
-    -------
-    ndarray
-        ``(h, w)`` float32: 0 where the pixel is as bright as the background
-        (median of the border pixels) or brighter, up to 1 for black on a
-        white background.
-
-    Raises
-    ------
-    ValueError
-        On empty crops or unsupported shapes/dtypes.
-    """
+def _gray(crop: np.ndarray) -> tuple[np.ndarray, float]:
+    """The crop as one gray channel (unchanged dtype) and the factor that maps it to [0, 1]."""
     a = np.asarray(crop)
     if a.ndim == 3 and a.shape[2] in (3, 4):
         code = cv2.COLOR_BGR2GRAY if a.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
@@ -85,19 +72,139 @@ def normalize_crop(crop: np.ndarray) -> np.ndarray:
     if a.size == 0:
         raise ValueError(f"ROI is empty, shape {a.shape}")
     if a.dtype == np.uint8:
-        scale = 1.0 / 255.0
-    elif a.dtype == np.uint16:
-        scale = 1.0 / 65535.0
-    elif a.dtype.kind == "f":
-        scale = 1.0
-    else:
-        raise ValueError(f"ROI must be uint8, uint16 or float, got {a.dtype}")
-    border = np.concatenate((a[0], a[-1], a[:, 0], a[:, -1]))
+        return a, 1.0 / 255.0
+    if a.dtype == np.uint16:
+        return a, 1.0 / 65535.0
+    if a.dtype.kind == "f":
+        return a, 1.0
+    raise ValueError(f"ROI must be uint8, uint16 or float, got {a.dtype}")
+
+
+def _border(a: np.ndarray) -> np.ndarray:
+    return np.concatenate((a[0], a[-1], a[:, 0], a[:, -1]))
+
+
+def normalize_crop(crop: np.ndarray, polarity: str = "bright") -> np.ndarray:
+    """Gray, background-subtracted float32 copy of one ROI in [0, 1], organism positive.
+
+    Every imager's crops end in the same internal convention (background 0,
+    organism > 0), so one network, one canvas and one set of measurements
+    serve bright-field and dark-field instruments alike.
+
+    Parameters
+    ----------
+    crop : ndarray
+        ``(h, w)`` gray or ``(h, w, 3|4)`` BGR(A) image, uint8 or uint16.
+    polarity : {"bright", "dark"}
+        The imager's convention (:data:`POLARITIES`): ``bright`` (dark organism
+        on a bright background) is inverted, ``dark`` (bright organism on
+        black) is not. The library's polarity is found by
+        :func:`library_polarity` at training and stored with the model.
+
+    Returns
+    -------
+    ndarray
+        ``(h, w)`` float32: 0 where the pixel is as bright as the background
+        (median of the border pixels) or on the background's side of it, up to
+        1 for black on white (bright-field) or white on black (dark-field).
+
+    Raises
+    ------
+    ValueError
+        On empty crops, unsupported shapes/dtypes or an unknown polarity.
+    """
+    return _normalize(crop, polarity, check=False)[0]
+
+
+def _normalize(crop: np.ndarray, polarity: str, *, check: bool) -> tuple[np.ndarray, str | None]:
+    """:func:`normalize_crop`, and with ``check`` the crop's own polarity from the same pass."""
+    a, scale = _gray(crop)
+    border = _border(a)
     bg = float(np.median(border))
-    out = np.subtract(bg, a, dtype=np.float32)
+    if polarity == "bright":
+        out = np.subtract(bg, a, dtype=np.float32)
+    elif polarity == "dark":
+        out = np.subtract(a, bg, dtype=np.float32)
+    else:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    own = _own_polarity(out, border, bg, scale, polarity) if check else None
     out *= scale
     np.maximum(out, 0.0, out=out)
-    return out
+    return out, own
+
+
+def _own_polarity(d: np.ndarray, border: np.ndarray, bg: float, scale: float, assumed: str) -> str:
+    """The polarity a crop shows, from its departure ``d`` from the background towards the
+    ``assumed`` polarity's organism side (in the crop's own units); see :func:`detect_polarity`."""
+    noise = 1.4826 * _median(np.abs(border.astype(np.float32) - np.float32(bg)))
+    t = max(3.0 * noise, 0.04 / scale)
+    toward = float(np.maximum(d - t, 0.0).sum())
+    away = float(np.maximum(-d - t, 0.0).sum())
+    if toward == away:  # nothing departs from the background: decide by its level
+        return "bright" if bg * scale >= 0.5 else "dark"
+    other = "dark" if assumed == "bright" else "bright"
+    return assumed if toward > away else other
+
+
+def detect_polarity(crop: np.ndarray) -> str:
+    """``"bright"`` or ``"dark"``: which side of the background the organism lies on.
+
+    The background is the median of the border pixels; the organism is what
+    departs from it by more than the border's noise (3 robust standard
+    deviations, at least 4% of the grey range). Whichever side holds more of
+    that departure (sum of the excess) is the organism's: darker than the
+    background means bright-field. Thin bright halos around a dark FlowCam cell
+    or dark specks on a dark-field image weigh less than the organism's body.
+    A uniform crop (no organism) is decided by the background's level.
+
+    Examples
+    --------
+    >>> img = np.full((20, 20), 220, np.uint8); img[5:15, 5:15] = 40
+    >>> detect_polarity(img), detect_polarity(255 - img)
+    ('bright', 'dark')
+    """
+    own = _normalize(crop, "bright", check=True)[1]
+    assert own is not None
+    return own
+
+
+def _median(v: np.ndarray) -> float:
+    """Median of a 1-D array by partial sort (np.median costs ~40 us per call on small ones)."""
+    n = len(v)
+    k = n // 2
+    if n % 2:
+        return float(np.partition(v, k)[k])
+    p = np.partition(v, (k - 1, k))
+    return 0.5 * (float(p[k - 1]) + float(p[k]))
+
+
+def library_polarity(crops: Sequence[np.ndarray]) -> tuple[str, int]:
+    """The majority polarity of a set of raw ROIs and how many images disagree with it.
+
+    One imager records one polarity; single crops can fool
+    :func:`detect_polarity` (an empty frame, a crop cut through a big
+    organism), the majority of a library does not. Ties go to ``bright``
+    (the convention of models trained before polarity was detected).
+    """
+    n_dark = sum(detect_polarity(c) == "dark" for c in crops)
+    n_bright = len(crops) - n_dark
+    return ("dark", n_bright) if n_dark > n_bright else ("bright", n_dark)
+
+
+def to_bright_field(crop: np.ndarray, polarity: str) -> np.ndarray:
+    """The crop in the bright-field convention (gray, inverted when ``polarity == "dark"``).
+
+    For code that reads raw crops with the bright-field convention in mind
+    (the feature baseline's measurements of grey levels). Bright-field crops
+    are returned unchanged.
+    """
+    if polarity == "bright":
+        return crop
+    if polarity != "dark":
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    a, scale = _gray(crop)
+    top = a.dtype.type(1.0 / scale) if a.dtype.kind != "f" else a.dtype.type(1.0)
+    return np.subtract(top, a)
 
 
 def place_on_canvas(norm_crops: Sequence[np.ndarray], canvas: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +344,7 @@ def network_inputs(
 
 
 def model_inputs(
-    crops: Sequence[np.ndarray], canvas: int, *, shapes: bool
+    crops: Sequence[np.ndarray], canvas: int, *, shapes: bool, polarity: str = "bright"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs for a batch of raw ROIs (the one preprocessing path).
 
@@ -249,6 +356,9 @@ def model_inputs(
         Input field side in pixels (the model's ``canvas``, see ``meta.json``).
     shapes : bool
         Whether the model takes the measurements (``meta.json`` ``shapes``).
+    polarity : {"bright", "dark"}
+        The imager's convention the model was trained on (``meta.json``
+        ``polarity``; models without it are bright-field).
 
     Returns
     -------
@@ -266,7 +376,37 @@ def model_inputs(
     """
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 px, got {canvas}")
-    return network_inputs([normalize_crop(c) for c in crops], canvas, shapes=shapes)
+    return network_inputs([normalize_crop(c, polarity) for c in crops], canvas, shapes=shapes)
+
+
+def checked_model_inputs(
+    crops: Sequence[np.ndarray], canvas: int, *, shapes: bool, polarity: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`model_inputs`, plus which crops look like the other polarity than ``polarity``.
+
+    The check comes from the normalisation's own pass (one more sum per crop):
+    a bright-field model fed dark-field ROIs (or the reverse) sees the
+    background as the organism and its answers are noise, so the classifier
+    warns instead of failing silently.
+
+    Returns
+    -------
+    image, features : ndarray
+        As :func:`model_inputs` (identical values).
+    disagree : ndarray
+        ``(n,)`` bool, True where :func:`detect_polarity` of the crop differs
+        from ``polarity``.
+    """
+    if canvas < 8:
+        raise ValueError(f"canvas must be >= 8 px, got {canvas}")
+    norm: list[np.ndarray] = []
+    disagree = np.zeros(len(crops), bool)
+    for i, c in enumerate(crops):
+        n, own = _normalize(c, polarity, check=True)
+        norm.append(n)
+        disagree[i] = own != polarity
+    x, f = network_inputs(norm, canvas, shapes=shapes)
+    return x, f, disagree
 
 
 # --------------------------------------------------------------------------
@@ -363,6 +503,11 @@ class Library:
         Source file of each crop.
     skipped : list of str
         Human-readable reasons for every class or file left out.
+    polarity : str
+        The imager's convention the crops were normalised with (:data:`POLARITIES`).
+    polarity_disagree : int
+        Images whose own polarity (:func:`detect_polarity`) differs from the
+        library's majority (when it was detected).
     """
 
     class_names: list[str]
@@ -370,6 +515,8 @@ class Library:
     labels: np.ndarray
     paths: list[str]
     skipped: list[str] = field(default_factory=list)
+    polarity: str = "bright"
+    polarity_disagree: int = 0
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -385,6 +532,7 @@ class Library:
             [self.crops[i] for i in idx],
             self.labels[idx],
             [self.paths[i] for i in idx],
+            polarity=self.polarity,
         )
 
 
@@ -409,7 +557,7 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-def load_library(root: Path, *, class_min: int = 1) -> Library:
+def load_library(root: Path, *, class_min: int = 1, polarity: str = "auto") -> Library:
     """Read a folder-per-class library: ``root/<class name>/**/*.png|jpg|...``.
 
     Warns (``UserWarning``) and skips, naming the culprit: unreadable or empty
@@ -422,6 +570,9 @@ def load_library(root: Path, *, class_min: int = 1) -> Library:
         Library folder; each sub-folder is a class (its name is the label).
     class_min : int
         Minimum readable images for a class to be kept.
+    polarity : {"auto", "bright", "dark"}
+        The imager's convention; ``auto`` takes the majority of the images' own
+        (:func:`library_polarity`), so dark-field libraries need no setting.
 
     Returns
     -------
@@ -432,11 +583,13 @@ def load_library(root: Path, *, class_min: int = 1) -> Library:
     FileNotFoundError
         If ``root`` is not a folder.
     ValueError
-        If fewer than two classes remain.
+        If fewer than two classes remain, or on an unknown polarity.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"training library {root} is not a folder")
+    if polarity != "auto" and polarity not in POLARITIES:
+        raise ValueError(f"polarity must be 'auto' or one of {POLARITIES}, got {polarity!r}")
     skipped: list[str] = []
     per_class: dict[str, tuple[list[np.ndarray], list[str]]] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -446,7 +599,7 @@ def load_library(root: Path, *, class_min: int = 1) -> Library:
             warnings.warn(msg, stacklevel=2)
             skipped.append(msg)
             continue
-        crops, paths = [], []
+        raws, paths = [], []
         for f in files:
             img = read_image(f)
             if img is None:
@@ -455,37 +608,49 @@ def load_library(root: Path, *, class_min: int = 1) -> Library:
                 skipped.append(msg)
                 continue
             try:
-                crops.append(normalize_crop(img))
+                img, _ = _gray(img)  # one channel: the library is held twice for a moment
             except ValueError as e:
                 msg = f"bad image {f}: {e}: skipped"
                 warnings.warn(msg, stacklevel=2)
                 skipped.append(msg)
                 continue
+            raws.append(img)
             paths.append(str(f))
-        if len(crops) < class_min:
+        if len(raws) < class_min:
             msg = (
-                f"class '{d.name}' has {len(crops)} readable images, "
+                f"class '{d.name}' has {len(raws)} readable images, "
                 f"fewer than class_min={class_min}: dropped"
             )
             warnings.warn(msg, stacklevel=2)
             skipped.append(msg)
             continue
-        per_class[d.name] = (crops, paths)
+        per_class[d.name] = (raws, paths)
     if len(per_class) < 2:
         raise ValueError(
             f"training library {root} needs at least 2 classes with >= {class_min} "
             f"images, found {sorted(per_class)}"
         )
     names = sorted(per_class)
+    disagree = 0
+    if polarity == "auto":
+        polarity, disagree = library_polarity([r for n in names for r in per_class[n][0]])
     crops_all: list[np.ndarray] = []
     paths_all: list[str] = []
     labels: list[int] = []
     for k, name in enumerate(names):
-        c, p = per_class[name]
-        crops_all += c
+        raws, p = per_class[name]
+        crops_all += [normalize_crop(r, polarity) for r in raws]
         paths_all += p
-        labels += [k] * len(c)
-    return Library(names, crops_all, np.asarray(labels, np.int64), paths_all, skipped)
+        labels += [k] * len(raws)
+    return Library(
+        names,
+        crops_all,
+        np.asarray(labels, np.int64),
+        paths_all,
+        skipped,
+        polarity=polarity,
+        polarity_disagree=disagree,
+    )
 
 
 def split_indices(

@@ -127,15 +127,19 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Scores:
     )
 
 
-def feature_matrix(crops: Sequence[np.ndarray]) -> np.ndarray:
+def feature_matrix(crops: Sequence[np.ndarray], polarity: str = "bright") -> np.ndarray:
     """Shape features of each ROI's main object (the ecologists' baseline input).
 
     Uses :func:`plankline.imaging.segment.object_mask` and
-    :func:`plankline.imaging.measure.measure_rois`; NaNs become 0.
+    :func:`plankline.imaging.measure.measure_rois` on the crops in the
+    bright-field convention (dark-field ones inverted, so grey-level features
+    mean the same on every imager); NaNs become 0.
     """
     from plankline.imaging.measure import FEATURE_COLUMNS, measure_rois
     from plankline.imaging.segment import object_mask
+    from plankline.model.data import to_bright_field
 
+    crops = [to_bright_field(c, polarity) for c in crops]
     masks = [object_mask(c) for c in crops]
     table = measure_rois(list(crops), masks)
     x = np.column_stack([np.asarray(table[c], np.float64) for c in FEATURE_COLUMNS])
@@ -148,23 +152,29 @@ def baseline_predict(
     test_crops: Sequence[np.ndarray],
     *,
     seed: int = 0,
-) -> np.ndarray:
-    """Random-forest class probabilities on shape features (trained on the training split).
+    polarity: str = "bright",
+    small_cnn: bool = False,
+    n_classes: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Class probabilities of the baselines trained on the training split, by name.
 
-    500 trees, balanced class weights: the classic ZooProcess/EcoTaxa
-    baseline (seed 001: "previous feature-based classifier, random forest").
-    Returns ``(n_test, n_classes_seen)`` probabilities in label order 0..K-1.
+    The random forest and gradient boosting on shape features
+    (:mod:`plankline.model.baselines`; seed 001: "previous feature-based
+    classifier, random forest"), and with ``small_cnn`` the plain small CNN
+    (minutes on a CPU). Each is ``(n_test, n_classes)`` in label order 0..K-1.
     """
-    from sklearn.ensemble import RandomForestClassifier
+    from plankline.model.baselines import SMALL_CNN, feature_baselines, small_cnn_predict
 
-    rf = RandomForestClassifier(
-        n_estimators=500, class_weight="balanced", random_state=seed, n_jobs=2
+    k = n_classes if n_classes is not None else int(max(train_labels.max(), 0)) + 1
+    out = feature_baselines(
+        feature_matrix(train_crops, polarity),
+        train_labels,
+        feature_matrix(test_crops, polarity),
+        k,
+        seed=seed,
     )
-    rf.fit(feature_matrix(train_crops), train_labels)
-    p = rf.predict_proba(feature_matrix(test_crops))
-    n_classes = int(max(train_labels.max(), 0)) + 1
-    out = np.zeros((len(test_crops), n_classes))
-    out[:, rf.classes_] = p
+    if small_cnn:
+        out[SMALL_CNN] = small_cnn_predict(train_crops, train_labels, test_crops, k, seed=seed)[0]
     return out
 
 
@@ -174,7 +184,7 @@ class EvalResult:
 
     class_names: list[str]
     cnn: Scores
-    baseline: Scores | None
+    baseline: Scores | None  # the random forest (``baselines["RF"]``)
     thresholds: list[float]
     threshold_precision: list[float]
     threshold_recall: list[float]
@@ -184,6 +194,7 @@ class EvalResult:
     n_test: int
     probs: np.ndarray = field(repr=False)
     y_true: np.ndarray = field(repr=False)
+    baselines: dict[str, Scores] = field(default_factory=dict)
 
     def thresholds_dict(self) -> dict[str, float | None]:
         """Thresholds by class name (None where the target precision is unreachable)."""
@@ -198,12 +209,15 @@ def evaluate_predictions(
     y_true: np.ndarray,
     class_names: Sequence[str],
     *,
-    baseline_probs: np.ndarray | None = None,
+    baseline_probs: np.ndarray | dict[str, np.ndarray] | None = None,
     target_precision: float = 0.95,
     tta: int = 1,
     n_train: int = 0,
 ) -> EvalResult:
-    """Score CNN probabilities (and optionally the baseline's) against the truth."""
+    """Score CNN probabilities (and optionally the baselines', by name) against the truth.
+
+    A single array of ``baseline_probs`` is the random forest's.
+    """
     probs = np.asarray(probs, np.float64)
     y_true = np.asarray(y_true, np.int64)
     if probs.ndim != 2 or probs.shape != (len(y_true), len(class_names)):
@@ -214,9 +228,13 @@ def evaluate_predictions(
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
     k = len(class_names)
     cnn = score(y_true, probs.argmax(1), k)
-    base = None
-    if baseline_probs is not None:
-        base = score(y_true, np.asarray(baseline_probs).argmax(1), k)
+    if baseline_probs is not None and not isinstance(baseline_probs, dict):
+        baseline_probs = {"RF": baseline_probs}
+    baselines = {
+        name: score(y_true, np.asarray(p).argmax(1), k)
+        for name, p in (baseline_probs or {}).items()
+    }
+    base = baselines.get("RF")
     thr, tp, tr = precision_thresholds(probs, y_true, target_precision)
     return EvalResult(
         class_names=list(class_names),
@@ -231,6 +249,7 @@ def evaluate_predictions(
         n_test=len(y_true),
         probs=probs,
         y_true=y_true,
+        baselines=baselines,
     )
 
 
@@ -245,18 +264,27 @@ def evaluate(
     tta: int = 1,
     target_precision: float = 0.95,
     seed: int = 0,
+    polarity: str = "bright",
+    small_cnn: bool = False,
 ) -> EvalResult:
-    """Predict the test split (with ``tta`` transforms) and score it beside the baseline.
+    """Predict the test split (with ``tta`` transforms) and score it beside the baselines.
 
-    The baseline is trained on ``train_crops``/``train_labels`` (the CNN's own
-    training split) when they are given.
+    The baselines (:func:`baseline_predict`) are trained on
+    ``train_crops``/``train_labels`` (the CNN's own training split) when they
+    are given; ``polarity`` is the crops' imager convention.
     """
     probs = predict_tta(predict, test_crops, tta)
     base = None
     if train_crops is not None and train_labels is not None:
-        base = baseline_predict(train_crops, train_labels, test_crops, seed=seed)
-        if base.shape[1] < len(class_names):
-            base = np.pad(base, ((0, 0), (0, len(class_names) - base.shape[1])))
+        base = baseline_predict(
+            train_crops,
+            train_labels,
+            test_crops,
+            seed=seed,
+            polarity=polarity,
+            small_cnn=small_cnn,
+            n_classes=len(class_names),
+        )
     return evaluate_predictions(
         probs,
         test_labels,
@@ -271,6 +299,14 @@ def evaluate(
 # --------------------------------------------------------------------------
 # files
 # --------------------------------------------------------------------------
+
+
+BASELINE_LABELS = {
+    "RF": "RF on shape features",
+    "GBM": "gradient boosting on shape features",
+    "small CNN": "plain small CNN (96 px, 25 epochs)",
+}
+"""How the report names each baseline."""
 
 
 def _write_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -435,12 +471,20 @@ def write_report(
         "|---|---|---|---|",
         f"| CNN | {c.accuracy:.3f} | {c.macro_f1:.3f} | {c.weighted_f1:.3f} |",
     ]
-    if result.baseline is not None:
-        b = result.baseline
+    for name, b in result.baselines.items():
+        label = BASELINE_LABELS.get(name, name)
+        lines.append(f"| {label} | {b.accuracy:.3f} | {b.macro_f1:.3f} | {b.weighted_f1:.3f} |")
+    for name, b in result.baselines.items():
+        lines.append(
+            f"| difference (CNN - {name}) | {c.accuracy - b.accuracy:+.3f} | "
+            f"{c.macro_f1 - b.macro_f1:+.3f} | {c.weighted_f1 - b.weighted_f1:+.3f} |"
+        )
+    if result.baselines:
         lines += [
-            f"| RF on shape features | {b.accuracy:.3f} | {b.macro_f1:.3f} | {b.weighted_f1:.3f} |",
-            f"| difference (CNN - RF) | {c.accuracy - b.accuracy:+.3f} | "
-            f"{c.macro_f1 - b.macro_f1:+.3f} | {c.weighted_f1 - b.weighted_f1:+.3f} |",
+            "",
+            "Baselines trained on the same training split: "
+            + "; ".join(BASELINE_LABELS.get(n, n) for n in result.baselines)
+            + " (plankline.model.baselines).",
         ]
     lines += [
         "",
@@ -475,12 +519,14 @@ def evaluate_checkpoint(
     model_dir: Path | None = None,
     tta: int = 1,
     target_precision: float = 0.95,
+    small_cnn: bool = False,
 ) -> tuple[EvalResult, Path]:
     """Evaluate a training run on its own validation split and write the report.
 
     The split (file lists) is read from the checkpoint, so the numbers are
-    on images the network never trained on, and the baseline is trained on
-    exactly the CNN's training images. With ``model_dir`` the exported ONNX
+    on images the network never trained on, and the baselines are trained on
+    exactly the CNN's training images (with ``small_cnn`` also the plain
+    small CNN: minutes). With ``model_dir`` the exported ONNX
     model is evaluated (what will be deployed) and ``thresholds.json`` is
     saved into it; otherwise the torch checkpoint is.
     """
@@ -500,6 +546,7 @@ def evaluate_checkpoint(
         raise FileNotFoundError(f"no checkpoint (epoch_NNNN.pt) in {weights}")
     ck = load_checkpoint(checkpoint_path(Path(weights), ep))
     names: list[str] = ck["class_names"]
+    polarity = str(ck.get("polarity", "bright"))
     if not ck["val_paths"]:
         raise ValueError(f"{weights} was trained with vsp=0: no validation split to evaluate")
 
@@ -527,7 +574,7 @@ def evaluate_checkpoint(
         shapes = bool(ck["config"]["shapes"])
 
         def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
-            x, s = model_inputs(crops, canvas, shapes=shapes)
+            x, s = model_inputs(crops, canvas, shapes=shapes, polarity=polarity)
             with torch.no_grad():
                 return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 
@@ -542,6 +589,8 @@ def evaluate_checkpoint(
         tta=tta,
         target_precision=target_precision,
         seed=int(ck["config"]["seed"]),
+        polarity=polarity,
+        small_cnn=small_cnn,
     )
     report = write_report(
         Path(out_dir),

@@ -121,7 +121,10 @@ def export_model(
         "shapes": shapes,
         "features": features,
         "output": OUTPUT,
-        "preprocessing": "plankline.model.data.model_inputs(crops, canvas, shapes=shapes)",
+        "polarity": ck.get("polarity", "bright"),
+        "preprocessing": (
+            "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, polarity=polarity)"
+        ),
         "opset": opset,
         "epoch": ck["epoch"],
         "class_names": ck["class_names"],

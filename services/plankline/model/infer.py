@@ -22,12 +22,13 @@ import functools
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from plankline.model.data import feature_names, model_inputs
+from plankline.model.data import POLARITIES, checked_model_inputs, feature_names
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -90,6 +91,13 @@ class Classifier:
         ``thresholds.json``.
     meta : dict
         Contents of ``meta.json``.
+    polarity : str
+        The imager convention the model was trained on (``meta.json``
+        ``polarity``; ``bright`` for models from before it was recorded). Every
+        ROI is normalised with it.
+    polarity_checked, polarity_mismatched : int
+        ROIs predicted so far, and those among them that look like the other
+        polarity (the first batch holding any raises one ``UserWarning``).
     """
 
     def __init__(
@@ -106,6 +114,13 @@ class Classifier:
         self.shapes = bool(meta["shapes"])
         self.thresholds = thresholds
         self.meta = meta
+        self.polarity = str(meta.get("polarity", "bright"))
+        if self.polarity not in POLARITIES:
+            raise ValueError(
+                f"meta.json polarity must be one of {POLARITIES}, got {self.polarity!r}"
+            )
+        self.polarity_checked = 0
+        self.polarity_mismatched = 0
 
     @classmethod
     def load(
@@ -170,15 +185,38 @@ class Classifier:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.zeros((len(crops), len(self.class_names)), np.float32)
+        mismatched = 0
         for i in range(0, len(crops), batch_size):
             batch = crops[i : i + batch_size]
             try:
-                x, f = model_inputs(batch, self.canvas, shapes=self.shapes)
+                x, f, disagree = checked_model_inputs(
+                    batch, self.canvas, shapes=self.shapes, polarity=self.polarity
+                )
             except ValueError as e:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))
                 raise ValueError(f"ROI {i + bad}: {e}") from e
+            mismatched += int(disagree.sum())
             out[i : i + len(batch)] = self.session.run(None, {"image": x, "features": f})[0]  # type: ignore[attr-defined]
+        self._count_polarity(len(crops), mismatched)
         return out
+
+    def _count_polarity(self, n: int, mismatched: int) -> None:
+        """Add to the polarity counters; warn at the first call that holds mismatches."""
+        first = self.polarity_mismatched == 0
+        self.polarity_checked += n
+        self.polarity_mismatched += mismatched
+        if mismatched and first:
+            field_ = {
+                "bright": "bright-field (dark organisms on a bright background)",
+                "dark": "dark-field (bright organisms on a dark background)",
+            }
+            other = "dark" if self.polarity == "bright" else "bright"
+            warnings.warn(
+                f"{mismatched} of {n} ROIs look {field_[other]}, but the model was trained on "
+                f"{field_[self.polarity]} images: their classes are unreliable; train a model "
+                f"on this imager's ROIs (further mismatches are counted, not warned)",
+                stacklevel=3,
+            )
 
     def thresholded(self, probs: np.ndarray) -> list[str]:
         """``thresholded_class`` per row of ``probs`` (see module docstring)."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from plankline.model.data import (
+    POLARITIES,
     Augment,
     CanvasDataset,
     Library,
@@ -99,6 +101,9 @@ class TrainConfig:
     # (1.8x the cost of one of width 8, not 3x) 0.88 (RF 0.809, GBM 0.773)
     aux_heads: bool = True
     members: int = 3
+    # the imager's convention: "auto" detects it from the library (majority of the images'
+    # own, data.library_polarity); the result is stored in every checkpoint and the export
+    polarity: str = "auto"
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
 
     def validate(self) -> None:
@@ -119,6 +124,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.polarity != "auto" and self.polarity not in POLARITIES:
+            raise ValueError(
+                f"polarity must be 'auto' or one of {POLARITIES}, got {self.polarity!r}"
+            )
         if self.canvas < 16:
             raise ValueError(f"canvas must be >= 16 px, got {self.canvas}")
 
@@ -302,8 +311,21 @@ def train(
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     lib = (
-        library if library is not None else load_library(Path(cfg.library), class_min=cfg.class_min)
+        library
+        if library is not None
+        else load_library(Path(cfg.library), class_min=cfg.class_min, polarity=cfg.polarity)
     )
+    if cfg.polarity != "auto" and lib.polarity != cfg.polarity:
+        raise ValueError(
+            f"library was normalised as {lib.polarity}-field, the settings say {cfg.polarity}"
+        )
+    if lib.polarity_disagree:
+        warnings.warn(
+            f"{lib.polarity_disagree} of {len(lib)} images look like the other polarity than the "
+            f"library's {lib.polarity}-field majority (near-empty or cut crops); they are "
+            f"normalised as {lib.polarity}-field like the rest",
+            stacklevel=2,
+        )
     tr_idx, va_idx = split_indices(lib.labels, cfg.vsp, seed=cfg.seed)
     train_lib, val_lib = lib.subset(tr_idx), lib.subset(va_idx)
     n_classes = len(lib.class_names)
@@ -328,6 +350,11 @@ def train(
             raise ValueError(
                 f"checkpoint {checkpoint_path(out, cfg.start)} was trained on classes "
                 f"{ck['class_names']}, library has {lib.class_names}"
+            )
+        if ck.get("polarity", "bright") != lib.polarity:
+            raise ValueError(
+                f"checkpoint {checkpoint_path(out, cfg.start)} was trained on "
+                f"{ck.get('polarity', 'bright')}-field images, the library is {lib.polarity}-field"
             )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -417,6 +444,7 @@ def train(
                 "ema": ema.state_dict(),
                 "config": asdict(cfg),
                 "class_names": lib.class_names,
+                "polarity": lib.polarity,
                 "train_paths": train_lib.paths,
                 "val_paths": val_lib.paths,
                 "stats": asdict(st),
