@@ -177,6 +177,13 @@ def train(
     members: Annotated[
         int, typer.Option(help="Networks trained side by side, predictions averaged.")
     ] = 3,
+    polarity: Annotated[
+        str,
+        typer.Option(
+            help="auto (detect from the images), bright (dark organisms on a bright "
+            "background: ISIIS, FlowCam) or dark (bright on black: UVP, dark-field)."
+        ),
+    ] = "auto",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
@@ -210,6 +217,7 @@ def train(
         shapes=shapes,
         aux_heads=aux_heads,
         members=members,
+        polarity=polarity,
     )
     rich.print(f"[bold]train[/] {cfg}")
     try:
@@ -238,6 +246,11 @@ def train(
             rich.print(f"[yellow]warning:[/] {w.message}", file=sys.stderr)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
+    if hist:
+        from plankline.model.train import checkpoint_path, load_checkpoint
+
+        ck = load_checkpoint(checkpoint_path(out, hist[-1].epoch))
+        rich.print(f"images read as {ck.get('polarity', 'bright')}-field (--polarity {polarity})")
     rich.print(f"trained {len(hist)} epoch(s); weights in {out}")
 
 
@@ -257,14 +270,26 @@ def evaluate(
     ] = None,
     tta: Annotated[int, typer.Option(help="Test-time augmentation: 1-8 rotations/flips.")] = 1,
     target_precision: Annotated[float, typer.Option(help="Per-class threshold target.")] = 0.95,
+    small_cnn: Annotated[
+        bool,
+        typer.Option(
+            help="Also train the plain small-CNN baseline on the same split (minutes on a CPU)."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Score the validation split: F1, confusion, thresholds, beside a random-forest baseline."""
+    """Score the validation split: F1, confusion, thresholds, beside RF and boosting baselines."""
     from plankline.model.evaluate import evaluate_checkpoint
 
     try:
         _result, report = evaluate_checkpoint(
-            weights, epoch, out, model_dir=model_dir, tta=tta, target_precision=target_precision
+            weights,
+            epoch,
+            out,
+            model_dir=model_dir,
+            tta=tta,
+            target_precision=target_precision,
+            small_cnn=small_cnn,
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
