@@ -217,6 +217,8 @@ def _png_named_but_not_png(rows, files):
         (_set_cell("object_time", "17:08:05"), "HHMMSS"),
         (_set_cell("object_time", "250000"), "HHMMSS"),
         (_set_cell("object_area", "big"), "not a number"),
+        (_set_cell("object_area", "inf"), "infinite"),
+        (_set_cell("object_area", "-Infinity"), "infinite"),
         (_set_cell("object_annotation_status", "guessed"), "object_annotation_status"),
         (_set_cell("object_annotation_category", ""), "category is empty"),
         (_duplicate_row, "duplicate"),
@@ -230,6 +232,27 @@ def test_validator_detects_each_rule_violation(good, tmp_path, edit, match):
     bad = _rewrite(good, tmp_path / "bad.zip", edit)
     errors = validate_ecotaxa_zip(bad)
     assert any(re.search(match, e) for e in errors), errors
+
+
+def test_one_objects_bad_measurement_never_fails_the_export(tmp_path, caplog):
+    # A 1-px streak once gave elongation = inf and the writer refused the whole chunk.
+    meas = {
+        "elongation": np.array([2.5, np.inf, -np.inf, np.nan]),
+        "note": np.array(["ok", "tab\there", "line\nbreak", "caf\u00e9\u2014"], dtype=object),
+    }
+    with caplog.at_level("WARNING", logger="plankline.outputs.ecotaxa"):
+        path = _write(tmp_path / "odd.zip", measurements=meas)
+    assert validate_ecotaxa_zip(path) == []
+    _, rows = _tsv(path)
+    header, types, data = rows[0], rows[1], rows[2:]
+    col = header.index("object_elongation")
+    assert types[col] == "[f]"
+    assert [r[col] for r in data] == ["2.5", "", "", ""]
+    note = header.index("object_note")
+    assert [r[note] for r in data] == ["ok", "tab here", "line break", "caf\u00e9?"]
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "'elongation': 2 infinite value(s)" in warned
+    assert "'note': 3 value(s)" in warned
 
 
 def test_validator_reports_unreadable_zip(tmp_path):

@@ -23,12 +23,20 @@ and that :func:`validate_ecotaxa_zip` checks, are:
 
 Column names are normalised like EcoTaxa does (lower case), and we restrict
 them further to ``[a-z0-9_]`` so they survive every EcoTaxa export/import.
+
+One ROI's value never costs a chunk its export: a measurement that is NaN or infinite is
+written as an empty ``[f]`` field, and a text measurement holding a tab, a newline or a
+character outside latin-1 is written with those replaced (space, ``?``); each such repair
+is counted and logged as a warning naming the file and the column. Inputs that describe the
+whole file (ids, sample/acquisition, coordinates, metadata) are still refused with a
+``ValueError``: they are settings errors, not data.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import os
 import re
@@ -47,6 +55,8 @@ from plankline.outputs.rois import Image, encode_images
 from plankline.outputs.tables import atomic_write
 
 __all__ = ["ANNOTATION_STATUSES", "sanitize_name", "validate_ecotaxa_zip", "write_ecotaxa_zip"]
+
+log = logging.getLogger(__name__)
 
 ANNOTATION_STATUSES = ("predicted", "validated", "dubious")
 _PREFIXES = ("object", "sample", "acq", "process", "img")
@@ -110,6 +120,14 @@ def _fmt_float(field: str, v: object) -> str:
     return f"{f:.9g}"
 
 
+def _repair_text(value: object) -> tuple[str, bool]:
+    """A text measurement made safe for the TSV: tabs/newlines -> space, non-latin-1 -> '?'."""
+    s = "" if value is None else str(value)
+    fixed = s.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    fixed = fixed.encode("latin-1", errors="replace").decode("latin-1")
+    return fixed, fixed != s
+
+
 def _coords(field: str, values: list, limit: float) -> list[str]:
     out = []
     for i, v in enumerate(values):
@@ -170,7 +188,10 @@ def write_ecotaxa_zip(
         already encoded as ``image_format`` (kept as they are).
     measurements : mapping
         Name -> per-object values. Numeric columns become ``[f]``, others
-        ``[t]``; names become ``object_<sanitized name>``; NaN -> empty cell.
+        ``[t]``; names become ``object_<sanitized name>``. NaN and infinite values
+        become empty cells (infinities are logged as warnings), and text values lose
+        tabs, newlines and non-latin-1 characters (logged): one object's bad value
+        never fails the file.
     sample_id, acq_id : str
         The sample (e.g. tow/transect) and acquisition (e.g. video or
         instrument run). All objects of one zip share them.
@@ -256,13 +277,25 @@ def write_ecotaxa_zip(
             raise ValueError(f"measurement {name!r} has shape {arr.shape}, expected ({n},)")
         if arr.dtype.kind in "biuf":
             f = arr.astype(np.float64)
-            if np.isinf(f).any():
-                raise ValueError(f"measurement {name!r} holds infinite values")
+            bad = np.isinf(f)
+            if bad.any():
+                log.warning(
+                    "%s: measurement %r: %d infinite value(s) written as empty fields "
+                    "(objects %s)", path, name, int(bad.sum()),
+                    ", ".join(ids[i] for i in np.flatnonzero(bad)[:3]),
+                )  # fmt: skip
             # str.__mod__ over a list: the same text as np.char.mod, 3x faster.
             txt = list(map("%.9g".__mod__, f.tolist()))
-            cols[col] = ("[f]", [t if t != "nan" else "" for t in txt])
+            cols[col] = ("[f]", [t if t not in ("nan", "inf", "-inf") else "" for t in txt])
         else:
-            cols[col] = ("[t]", [_clean_text(col, v) for v in arr.tolist()])
+            repaired = [_repair_text(v) for v in arr.tolist()]
+            n_fixed = sum(fixed for _, fixed in repaired)
+            if n_fixed:
+                log.warning(
+                    "%s: measurement %r: %d value(s) held a tab, newline or non-latin-1 "
+                    "character, replaced", path, name, n_fixed,
+                )  # fmt: skip
+            cols[col] = ("[t]", [text for text, _ in repaired])
     cols["sample_id"] = ("[t]", [sample_id] * n)
     cols.update(_meta_columns("sample", sample_meta or {}, n))
     cols["acq_id"] = ("[t]", [acq_id] * n)
@@ -363,9 +396,12 @@ def _check_tsv(
         for h in float_cols:
             if v[h]:
                 try:
-                    float(v[h])
+                    number = float(v[h])
                 except ValueError:
                     errs.append(f"{where}: {h}={v[h]!r} is not a number but the column is [f]")
+                else:
+                    if math.isinf(number):
+                        errs.append(f"{where}: {h}={v[h]!r} is infinite (leave the field empty)")
         for h, lim in (("object_lat", 90.0), ("object_lon", 180.0)):
             if v.get(h):
                 try:
