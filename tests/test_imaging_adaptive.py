@@ -22,7 +22,7 @@ def hard() -> tuple[list[np.ndarray], object]:
 
 def _segment(frames: list[np.ndarray], params: SegmentParams | None = None):
     ff = FlatField(mode="both")
-    ff.prime(frames[:3])
+    ff.prime(frames[:8])  # as the pipeline (prime_frames=8)
     rois = Rois.concat(segment_stream(((i, ff.correct(f)) for i, f in enumerate(frames)), params))
     return rois, ff
 

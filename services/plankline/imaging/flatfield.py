@@ -397,15 +397,19 @@ class FlatField:
         their neighbours.
         """
         sub = np.ascontiguousarray(corr)
-        _, is_bg = cv2.threshold(
-            sub, self.level * (1 - self.object_margin) - 1e-3, 1.0, cv2.THRESH_BINARY
-        )
+        # Background pixels relative to each line's own level (a first mean of the pixels
+        # above half the level), not to ``level``: a line dimmed by more than
+        # ``object_margin`` (a lamp dip, a stale vignette at the frame's first lines) must
+        # still find its background, or its gain stays 1 and the whole line turns dark.
+        bright = sub > np.float32(0.5 * self.level)
+        rough = (sub * bright).sum(axis=1) / np.maximum(bright.sum(axis=1), 1)
+        is_bg = (sub > (rough * np.float32(1 - self.object_margin))[:, None]).astype(np.float32)
         # Row sums with numpy: cv2.reduce along rows is ~10x slower on float32 (4.12).
         sums = cv2.multiply(sub, is_bg).sum(axis=1, keepdims=True)
         counts = is_bg.sum(axis=1, keepdims=True)
-        sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=6, borderType=cv2.BORDER_REPLICATE)
+        sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE)
         counts = cv2.GaussianBlur(
-            counts, (1, 0), sigmaX=0, sigmaY=6, borderType=cv2.BORDER_REPLICATE
+            counts, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE
         )
         mean = np.where(counts[:, 0] > 2, sums[:, 0] / np.maximum(counts[:, 0], 1e-6), self.level)
         gain = (self.level / np.maximum(mean, 1e-3)).astype(np.float32)
