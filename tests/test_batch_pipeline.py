@@ -17,7 +17,7 @@ import pytest
 from plankline.batch.project import Project
 from plankline.batch.run import run_batch
 from plankline.config import BatchSettings
-from plankline.imaging.score import score_detections
+from plankline.imaging.score import match_boxes, score_detections
 from plankline.imaging.segment import SegmentParams
 from plankline.imaging.synth import GroundTruth, truth_path, write_synth_video
 from plankline.model.infer import read_classification_csv
@@ -242,6 +242,105 @@ def test_kill_9_of_a_two_worker_run_s_parent_leaves_no_worker_and_resume_is_exac
     assert resumed.chunks_skipped == finished_before  # nothing moved after the freeze
     assert resumed.chunks_done == KILL_CHUNKS - finished_before
     assert_same_rois_as(root, clean_run)
+
+
+def test_a_second_run_on_a_locked_project_fails_at_once_naming_it(tmp_path: Path) -> None:
+    from plankline.cli import app
+
+    root = make_project(tmp_path / "locked", {VIDEO_A: 3})
+    args = ["run", str(root), "--chunk-frames", "3", "--workers", "1", "--set", "fps=10"]
+    with Project(root).lock():  # what a running `plankline run` holds (an flock)
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2, refused.output
+        assert f"error: {root}: another plankline run is using this project" in (
+            refused.output.splitlines()
+        )
+        assert list(Project(root).done_records()) == []  # it touched nothing
+    ran = CliRunner().invoke(app, args)  # the lock dies with its holder
+    assert ran.exit_code == 0, ran.output
+    assert len(list(Project(root).done_records())) == 1
+
+
+def test_retry_failed_redoes_failed_and_warned_chunks_once_their_cause_is_fixed(
+    tmp_path: Path,
+) -> None:
+    from plankline.cli import app
+
+    root = make_project(tmp_path / "retry", {VIDEO_A: 6, VIDEO_B: 6})
+    good = (root / "raw" / VIDEO_B).read_bytes()
+    (root / "raw" / VIDEO_B).write_bytes(good[: int(len(good) * 0.6)])  # ends inside frame 3
+    settings = BatchSettings(project=root, chunk_frames=3, workers=1, fps=10.0)
+    first = run_batch(settings)
+    assert len(first.failures) == 1 and "frame 3" in first.failures[0]
+    # B's first chunk is done, but an organism leaving it into frame 3 is lost: it says so
+    (warned,) = [r for r in Project(root).done_records() if r["warning"]]
+    assert warned["name"] == "20260101120010.000" and "frame 3" in warned["warning"]
+    (root / "raw" / VIDEO_B).write_bytes(good)  # the cause is fixed (e.g. the copy redone)
+    outputs = sorted(p for p in root.rglob("*") if p.is_file() and "summary" not in p.parts)
+    stamps = {p: p.stat().st_mtime_ns for p in outputs if p.suffix in (".tar", ".zip")}
+
+    again = run_batch(settings)  # without --retry-failed a failed chunk is left alone
+    assert (again.chunks_done, again.chunks_skipped, again.failures) == (0, 4, [])
+    assert len(list(Project(root).failed_records())) == 1
+
+    args = ["run", str(root), "--chunk-frames", "3", "--workers", "1", "--set", "fps=10"]
+    retried = CliRunner().invoke(app, [*args, "--retry-failed"])
+    assert retried.exit_code == 0, retried.output
+    lines = retried.output.splitlines()
+    assert any(line.startswith("done: 2 chunks (2 already done), 6 frames") for line in lines)
+    assert list(Project(root).failed_records()) == []
+    assert len(list(Project(root).done_records())) == 4
+    redone = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    chunks = {p.name.rsplit(".", 1)[0] for p in redone}  # video A's outputs are untouched
+    assert "20260101120010.000" in chunks <= {"20260101120010.000", "20260101120010.300"}
+    assert all(not r["warning"] for r in Project(root).done_records())
+    clean = make_project(tmp_path / "clean", {VIDEO_A: 6, VIDEO_B: 6})
+    run_batch(BatchSettings(project=clean, chunk_frames=3, workers=1, fps=10.0))
+    assert_same_rois_as(root, clean)
+
+
+def test_a_16_bit_video_goes_through_the_whole_pipeline_like_its_8_bit_twin(
+    tmp_path: Path,
+) -> None:
+    """FFV1 gray16 (what 12/16-bit cameras archive): found, measured, archived, classified,
+    exported, and the same organisms as the 8-bit video with the same content."""
+    from plankline.imaging.synth import synth_frames
+    from plankline.imaging.video import probe_video, write_video
+
+    frames, truth = synth_frames(6, seed=5, **SMALL)  # type: ignore[arg-type]
+    frames = list(frames)  # an iterator: both videos need it
+    eight, sixteen = tmp_path / "eight", tmp_path / "sixteen"
+    for root, codec, scale in ((eight, "rawvideo", None), (sixteen, "ffv1", 257)):
+        (root / "raw").mkdir(parents=True)
+        data = [f.astype(np.uint16) * scale for f in frames] if scale else frames
+        write_video(root / "raw" / VIDEO_A, data, fps=10.0, codec=codec)
+        report = run_batch(BatchSettings(project=root, chunk_frames=3, workers=1, fps=10.0))
+        assert report.failures == [], report.failures
+    assert probe_video(sixteen / "raw" / VIDEO_A).dtype == "uint16"
+    table, table8 = rois_of(sixteen), rois_of(eight)
+    score = score_detections(
+        np.stack([truth.line, truth.column, truth.height, truth.width], 1),
+        truth.area_px,
+        np.stack([table[k] for k in ("line", "column", "bbox_height", "bbox_width")], 1),
+        table["area"],
+        min_area_px=SegmentParams().min_area_px,
+    )
+    assert score.recall >= 0.95 and score.precision >= 0.95, score
+    t, d = match_boxes(
+        np.stack([table8[k] for k in ("line", "column", "bbox_height", "bbox_width")], 1),
+        np.stack([table[k] for k in ("line", "column", "bbox_height", "bbox_width")], 1),
+        min_iou=0.9,
+    )
+    assert len(t) >= 0.95 * max(len(table8["image"]), len(table["image"]))
+    np.testing.assert_allclose(table["area"][d], table8["area"][t], rtol=0.05)
+    for record in Project(sixteen).done_records():
+        paths = Project(sixteen).outputs(record["name"])
+        ids, probs, _ = read_classification_csv(paths["classification"])
+        assert len(ids) == record["rois"] > 0
+        assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+        assert validate_ecotaxa_zip(paths["ecotaxa"]) == []
+        with tarfile.open(paths["rois"]) as tar:
+            assert len(tar.getmembers()) == len(ids)
 
 
 def test_settings_precedence_cli_over_env_over_ini(tmp_path: Path, monkeypatch) -> None:

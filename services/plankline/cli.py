@@ -60,7 +60,13 @@ def run(
     ] = None,
     classify: Annotated[bool | None, typer.Option("--classify/--no-classify")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
-    retry_failed: Annotated[bool, typer.Option(help="Retry chunks that failed before.")] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            help="Retry chunks that failed before, and those done with a warning (an object "
+            "cut by unreadable data after the chunk)."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Segment, measure and classify every video in PROJECT/raw/; resumes where it stopped."""

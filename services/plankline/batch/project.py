@@ -101,6 +101,11 @@ class Project:
     def is_done(self, chunk: str) -> bool:
         return (self._done / f"{chunk}.json").is_file()
 
+    def done_record(self, chunk: str) -> dict[str, Any] | None:
+        """The chunk's done marker (None when it is not done)."""
+        path = self._done / f"{chunk}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def has_failed(self, chunk: str) -> bool:
         return (self._failed / f"{chunk}.json").is_file()
 

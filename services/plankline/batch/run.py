@@ -138,7 +138,7 @@ def _run_locked(
             continue
         for chunk in chunks:
             total_frames += chunk.stop - chunk.start
-            if project.is_done(chunk.name) or (project.has_failed(chunk.name) and not retry_failed):
+            if _skip(project, chunk, retry_failed):
                 report.chunks_skipped += 1
                 done_frames += chunk.stop - chunk.start
             else:
@@ -166,6 +166,19 @@ def _run_locked(
     report.seconds = time.perf_counter() - began
     write_summary(project)
     return report
+
+
+def _skip(project: Project, chunk: Chunk, retry_failed: bool) -> bool:
+    """Whether a resumed run leaves ``chunk`` as it is.
+
+    Done chunks are skipped, and failed ones unless ``retry_failed``. A retry also redoes a
+    chunk done *with a warning*: its data ended (unreadable) inside an object leaving the
+    chunk, so that object is missing from a chunk that is otherwise complete; once the
+    video is repaired the retry finds it.
+    """
+    if project.is_done(chunk.name):
+        return not (retry_failed and (project.done_record(chunk.name) or {}).get("warning"))
+    return project.has_failed(chunk.name) and not retry_failed
 
 
 def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkResult]:
