@@ -46,24 +46,27 @@ def test_tar_long_and_non_ascii_names_fall_back_to_tarfile_headers() -> None:
         assert [(m.name, tar.extractfile(m).read()) for m in tar] == members  # type: ignore[union-attr]
 
 
-def _zipfile_bytes(members: list[tuple[str, bytes, bool]], date_time: tuple[int, ...]) -> bytes:
+def _zipfile_bytes(
+    members: list[tuple[str, bytes, bool]], date_time: tuple[int, ...], level: int | None = None
+) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for name, data, deflate in members:
             info = zipfile.ZipInfo(name, date_time)  # type: ignore[arg-type]
             info.external_attr = 0o600 << 16
-            z.writestr(info, data, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+            method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
+            z.writestr(info, data, method, compresslevel=level)
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("n", [0, 1, 25])
-def test_zip_is_byte_identical_to_zipfile(n: int) -> None:
+@pytest.mark.parametrize(("n", "level"), [(0, None), (1, None), (25, None), (25, 1)])
+def test_zip_is_byte_identical_to_zipfile(n: int, level: int | None) -> None:
     when = (2018, 7, 6, 17, 8, 5)
     members = [("ecotaxa_x.tsv", b"object_id\tobject_area\n[t]\t[f]\n" * 40, True)]
     members += [(name, data, False) for name, data in _members(n)]
     buf = io.BytesIO()
-    write_zip(buf, members, date_time=when)
-    assert buf.getvalue() == _zipfile_bytes(members, when)
+    write_zip(buf, members, date_time=when, **({} if level is None else {"level": level}))
+    assert buf.getvalue() == _zipfile_bytes(members, when, level)
     with zipfile.ZipFile(buf) as z:
         assert z.testzip() is None
         assert [(i.filename, z.read(i)) for i in z.infolist()] == [(m, d) for m, d, _ in members]

@@ -99,13 +99,14 @@ def write_zip(
     members: Sequence[tuple[str, bytes, bool]],
     *,
     date_time: Sequence[int],
+    level: int = zlib.Z_DEFAULT_COMPRESSION,
 ) -> None:
     """Write a zip of ``(name, data, deflate)`` members to the open binary file ``f``.
 
-    Byte for byte what ``zipfile.ZipFile(f, "w").writestr(info, data, compress_type)``
-    writes on a seekable file for ``ZipInfo(name, date_time)`` members with
-    ``external_attr = 0o600 << 16`` (``writestr``'s default for a name), deflated
-    members at zlib's default level. ZIP64 archives go through ``zipfile``.
+    Byte for byte what ``zipfile.ZipFile(f, "w").writestr(info, data, compress_type,
+    level)`` writes on a seekable file for ``ZipInfo(name, date_time)``
+    members with ``external_attr = 0o600 << 16`` (``writestr``'s default for a name).
+    ZIP64 archives go through ``zipfile``.
 
     Parameters
     ----------
@@ -116,6 +117,9 @@ def write_zip(
         already compressed).
     date_time : sequence of int
         ``(year, month, day, hour, minute, second)`` of every member.
+    level : int
+        zlib level of the deflated members (default: zlib's, 6; level 1 deflates a
+        measurement table ~6x faster for ~14 % more bytes).
     """
     total = sum(len(d) + len(n) for n, d, _ in members)
     if len(members) > _ZIP_MAX_MEMBERS or total * 1.05 + 100 * len(members) > _ZIP_LIMIT:
@@ -124,7 +128,7 @@ def write_zip(
                 info = zipfile.ZipInfo(name, tuple(date_time[:6]))  # type: ignore[arg-type]
                 info.external_attr = 0o600 << 16
                 method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
-                z.writestr(info, data, compress_type=method)
+                z.writestr(info, data, compress_type=method, compresslevel=level)
         return
     dostime, dosdate = _dos_time(date_time)
     offset = 0
@@ -134,7 +138,7 @@ def write_zip(
         flags = 0 if name.isascii() else 0x800
         crc = zlib.crc32(data)
         if deflate:
-            co = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+            co = zlib.compressobj(level, zlib.DEFLATED, -15)
             body = co.compress(data) + co.flush()
             method = zipfile.ZIP_DEFLATED
         else:

@@ -315,13 +315,19 @@ def write_ecotaxa_zip(
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(list(cols))
     w.writerow([t for t, _ in cols.values()])
-    w.writerows(zip(*(v for _, v in cols.values()), strict=True))
+    rows = zip(*(v for _, v in cols.values()), strict=True)
+    if len(cols) > 1 and not any('"' in v for t, vs in cols.values() if t == "[t]" for v in vs):
+        # No tab or newline is left in text (see above) nor a quote: csv.writer's output, 4x faster.
+        buf.write("".join("\t".join(row) + "\n" for row in rows))
+    else:
+        w.writerows(rows)
     tsv_name = f"ecotaxa_{sanitize_name(sample_id)}.tsv"
-    # What zipfile writes (TSV deflated, images stored), without its ~60 us per member.
+    # What zipfile writes (TSV deflated at level 1: 6x faster than 6, 14 % larger; images
+    # stored), without its ~60 us per member.
     members = [(tsv_name, buf.getvalue().encode("latin-1"), True)]
     members += [(name, data, False) for name, data in zip(files, encoded, strict=True)]
     with atomic_write(path, "wb") as f:
-        write_zip(f, members, date_time=time.localtime()[:6])
+        write_zip(f, members, date_time=time.localtime()[:6], level=1)
 
 
 def _is_date(s: str) -> bool:
