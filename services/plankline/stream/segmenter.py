@@ -39,14 +39,26 @@ log = logging.getLogger("plankline.stream.segmenter")
 
 
 class Segmenter(ServiceBase):
-    """Handler of ``plankline.chunks``."""
+    """Handler of ``plankline.chunks``.
+
+    ``source_reads`` counts, per source object (``bucket/key``), the bytes it read
+    with ranged GETs and the GETs: about each chunk's own frames, not the whole object.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.source_reads: dict[str, list[int]] = {}
 
     def _reader(self, message: contracts.VideoChunk, folder: Path) -> SegmentReader:
         """The chunk's frames by global index: ranged reads of the whole video object, or
         the chunk's tar of frame files unpacked into ``folder``."""
         video, n = message.video_name, int(message.video_n_frames)
         if message.segment_format == SEGMENT_WHOLE_VIDEO:
-            source = self.store.open_object(message.video_key, bucket=message.bucket or None)
+            source = self.store.open_object(
+                message.video_key,
+                bucket=message.bucket or None,
+                block_size=self.settings.s3_read_block_bytes,
+            )
             return SegmentReader(source, video, 0, n, n)
         if message.segment_format == SEGMENT_FRAMES_TAR:
             frames = folder / "frames"
@@ -93,6 +105,14 @@ class Segmenter(ServiceBase):
             }
             for name, path in paths.items():
                 self.store.put_file(keys[name], path)
+        read_bytes, requests = (
+            getattr(read.path, "bytes_fetched", 0),
+            getattr(read.path, "requests", 0),
+        )
+        if requests:
+            total = self.source_reads.setdefault(f"{msg.bucket}/{msg.video_key}", [0, 0])
+            total[0] += read_bytes
+            total[1] += requests
         out = [
             Outgoing.of(
                 contracts.TOPIC_ROIS,
@@ -132,7 +152,14 @@ class Segmenter(ServiceBase):
             )
         if warning:
             log.warning("chunk %s: %s", chunk.name, warning)
-        log.info("chunk %s: %d ROIs in %.2f s", chunk.name, len(rois), time.perf_counter() - began)
+        log.info(
+            "chunk %s: %d ROIs in %.2f s (read %d bytes of the source in %d requests)",
+            chunk.name,
+            len(rois),
+            time.perf_counter() - began,
+            read_bytes,
+            requests,
+        )
         return out
 
 

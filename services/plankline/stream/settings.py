@@ -30,6 +30,12 @@ class S3Settings(BaseSettings):
         5, ge=0, description="Retries of one S3 call on outages (5xx, refused)."
     )
     s3_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles each time.")
+    s3_read_block_bytes: int = Field(
+        4 << 20,
+        ge=1 << 16,
+        description="Bytes per ranged GET when a service reads part of a large object (a "
+        "video by frame index): about one 2048x2048 frame.",
+    )
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration for printing at start, secrets masked."""

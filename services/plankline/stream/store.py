@@ -311,9 +311,11 @@ class RangedObjectReader(io.RawIOBase):
 
     Readers such as FFmpeg read a container's header, jump to its index at the end,
     then read frame after frame; each read touches a few blocks, fetched once (one
-    GET for a run of missing blocks) and kept in a small LRU cache, so re-reading a
-    header on the next open costs nothing and a chunk of a long video costs its own
-    bytes, not the whole object. ``bytes_fetched``/``requests`` count the traffic.
+    GET for a run of missing blocks) and kept in an LRU cache of ``cache_bytes``
+    where the first and last blocks (header, index) stay, so opening the video again
+    (each read of a chunk opens it) costs nothing and a chunk of a long video costs
+    its own bytes, not the whole object. ``bytes_fetched``/``requests`` count the
+    traffic.
 
     Parameters
     ----------
@@ -327,7 +329,9 @@ class RangedObjectReader(io.RawIOBase):
         Its ETag: every GET is conditional on it, so an overwrite mid-read fails
         instead of mixing two versions.
     block_size : int
-        Bytes per block (>= 64 KiB); the cache keeps ``cache_blocks`` of them.
+        Bytes per block (>= 64 KiB).
+    cache_bytes : int
+        Most bytes cached (at least 4 blocks).
     """
 
     def __init__(
@@ -338,16 +342,16 @@ class RangedObjectReader(io.RawIOBase):
         size: int,
         etag: str = "",
         block_size: int = 4 << 20,
-        cache_blocks: int = 6,
+        cache_bytes: int = 64 << 20,
     ) -> None:
         super().__init__()
-        if block_size < 1 << 16 or cache_blocks < 2:
-            raise ValueError(
-                f"need block_size >= 64 KiB and cache_blocks >= 2, got {block_size}, {cache_blocks}"
-            )
+        if block_size < 1 << 16:
+            raise ValueError(f"{key}: need block_size >= 64 KiB, got {block_size}")
         self.store, self.key, self.bucket = store, key, bucket
         self.size, self.etag = size, etag
-        self.block_size, self.cache_blocks = block_size, cache_blocks
+        self.block_size = block_size
+        self.cache_blocks = max(4, cache_bytes // block_size)
+        self._pinned = {0, max(0, size - 1) // block_size}
         self.name = f"s3://{bucket}/{key}"
         self.bytes_fetched = 0
         self.requests = 0
@@ -404,8 +408,9 @@ class RangedObjectReader(io.RawIOBase):
             lo = max(0, self._pos - block * self.block_size)
             hi = min(self.block_size, self._pos + want - block * self.block_size)
             parts.append(self._blocks[block][lo:hi])
-        while len(self._blocks) > max(self.cache_blocks, last - first + 1):
-            self._blocks.popitem(last=False)
+        keep = max(self.cache_blocks, last - first + 1 + len(self._pinned))
+        for block in [b for b in self._blocks if b not in self._pinned][: len(self._blocks) - keep]:
+            del self._blocks[block]
         self._pos += want
         return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
