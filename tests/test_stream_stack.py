@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from plankline.stream.stack import read_state, stop_recorded
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
+
+NARROW = {"COLUMNS": "40"}  # a narrow terminal setting must not break lines in a pipe
 
 
 def _env(state: Path) -> dict[str, str]:
@@ -58,7 +62,13 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
         handles = read_state(state)
         assert set(handles) == {"seaweedfs", "tansu"}
         assert all(h.endpoint.startswith("127.0.0.1:") for h in handles.values())
-        assert cli.invoke(app, ["stack", "status", "--state-dir", str(state)]).exit_code == 0
+        status = cli.invoke(app, ["stack", "status", "--state-dir", str(state)], env=NARROW)
+        assert status.exit_code == 0, status.output
+        lines = status.output.splitlines()  # one whole line per server, whatever COLUMNS says
+        for name, handle in handles.items():
+            (line,) = [x for x in lines if x.startswith(f"{name} ")]
+            assert f" running pid {handle.pid} " in line and handle.endpoint in line, line
+            assert all(f"{k}={v}" in line for k, v in handle.ports.items()), line
         env = _env(state)
         assert env["PLANKLINE_BOOTSTRAP_SERVERS"] == handles["tansu"].endpoint
         producer = KafkaProducer(bootstrap_servers=env["PLANKLINE_BOOTSTRAP_SERVERS"], acks="all")
@@ -69,6 +79,7 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
     finally:
         down = cli.invoke(app, ["stack", "down", "--state-dir", str(state)])
     assert down.exit_code == 0 and down.output.count("stopped") == 2
+    assert sorted(down.output.splitlines()) == ["seaweedfs  stopped", "tansu      stopped"]
     assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
     assert cli.invoke(app, ["stack", "status", "--state-dir", str(state)]).exit_code == 1
 
@@ -100,3 +111,74 @@ def test_a_stale_pidfile_never_kills_a_process_we_did_not_start(tmp_path: Path) 
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# A server that leaves a child behind when it is killed, as any server with worker
+# processes could: the parent runs `sleep`, then waits; SIGTERM kills it, not the child.
+LEAVES_A_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen(["sleep", "600"])
+open(sys.argv[1], "w").write(str(child.pid))
+time.sleep(600)
+"""
+
+
+def test_stopping_a_server_also_stops_the_children_it_left_behind(tmp_path: Path) -> None:
+    from plankline.stream.stack import stop_pid
+
+    marker = tmp_path / "child.pid"
+    server = subprocess.Popen(
+        [sys.executable, "-c", LEAVES_A_CHILD, str(marker)], start_new_session=True
+    )
+    child = None
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.is_file() or not marker.read_text():
+            assert time.monotonic() < deadline, "the server never started its child"
+            time.sleep(0.02)
+        child = psutil.Process(int(marker.read_text()))
+        started = psutil.Process(server.pid).create_time()
+        assert stop_pid(server.pid, started, grace_s=5) is True
+        assert server.poll() is not None
+        assert not _running(child), "the server's child outlived stop_pid"
+    finally:
+        for process in (server, child):
+            with contextlib.suppress(Exception):
+                process.kill()
+
+
+def test_kill_9_of_tritonserver_leaves_no_python_backend_stub(
+    triton_venv: Path, tmp_path: Path
+) -> None:
+    """Triton starts one stub process per model instance; the stub must follow a killed
+    server (it checks its parent), or a crashed Triton would leave it running."""
+    from plankline.stream import launch, stack
+
+    repo = launch.export_default_model(tmp_path)
+    triton = stack.start_triton(
+        tmp_path, repo, venv=triton_venv, model_config_name="cpu_python", name="triton-orphan"
+    )
+    stubs: list[psutil.Process] = []
+    try:
+        stubs = psutil.Process(triton.pid).children(recursive=True)
+        assert any("triton_python_backend_stub" in p.name() for p in stubs), stubs
+        server = psutil.Process(triton.pid)
+        server.kill()
+        server.wait(10)  # reaped, as init reaps a `stack up` server (a zombie parent still
+        # answers the stub's liveness check: a PID 1 that never reaps would keep it alive)
+        deadline = time.monotonic() + 15
+        while any(_running(p) for p in stubs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p.pid for p in stubs if _running(p)] == [], "stub left behind"
+    finally:
+        triton.stop(grace_s=2)
+        for p in stubs:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

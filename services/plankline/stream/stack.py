@@ -157,7 +157,10 @@ def _same_process(pid: int, create_time: float) -> bool:
 def stop_pid(pid: int, create_time: float, *, grace_s: float = 10.0) -> bool:
     """Stop exactly ``pid`` if it is still the process started at ``create_time``.
 
-    Returns whether it was running. Reaps it when it is our child.
+    Returns whether it was running. Reaps it when it is our child. Its descendants seen
+    before the stop (Triton's Python-backend stubs) get a few seconds to follow it, then
+    SIGKILL: a SIGKILLed server must not leave them running. Each is checked by its own
+    start time, so a recycled PID is never signalled.
     """
     try:
         process = psutil.Process(pid)
@@ -169,6 +172,10 @@ def stop_pid(pid: int, create_time: float, *, grace_s: float = 10.0) -> bool:
         with contextlib.suppress(psutil.Error):
             process.wait(timeout=0)
         return False
+    try:
+        descendants = process.children(recursive=True)
+    except psutil.Error:
+        descendants = []
     with contextlib.suppress(psutil.NoSuchProcess):
         process.send_signal(signal.SIGTERM)
         try:
@@ -176,6 +183,11 @@ def stop_pid(pid: int, create_time: float, *, grace_s: float = 10.0) -> bool:
         except psutil.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+    _, left = psutil.wait_procs(descendants, timeout=3)
+    for child in left:  # psutil refuses to signal a PID that now names another process
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(left, timeout=5)
     return True
 
 
