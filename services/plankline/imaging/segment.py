@@ -12,10 +12,11 @@ is either blind to faint organisms or floods the noisy edges.
 
 Sensor artefacts are not organisms (rule, applied to every method, ``drop_artefacts``):
 
-* a *column streak* is an object whose box is at most ``streak_max_width`` (2) px wide,
-  plus one pixel the noise may add at its edge, and at least ``streak_min_length`` (12)
-  lines and 6 widths tall: a line-scan sensor draws dust or a transient pixel defect as a
-  1-2 px vertical line, and no plankter is that thin over that length;
+* a *column streak* is an object at least ``streak_min_length`` (12) lines tall that is
+  at most ``streak_max_width`` (2) px wide, either its whole box (plus one pixel the noise
+  may add; and 6 widths tall) or in 3/4 of its lines within a box at most 4 times that
+  wide: a line-scan sensor draws dust or a transient pixel defect as a 1-2 px vertical
+  line, and no plankter is that thin over that length;
 * a *flicker band* is an object spanning at least ``flicker_min_span`` (90%) of the frame
   width but at most ``flicker_max_lines`` (16) lines: a lamp flicker the flat-field's
   per-line gain did not follow darkens whole lines, organisms do not.
@@ -138,6 +139,7 @@ class SegmentParams:
     noise_cell: int = 128
     min_sigma: float = 1.0
     smooth: int = 3
+    split_gap: int = 2
     refine_on: Literal["raw", "smooth"] = "raw"
     drop_artefacts: bool = True
     streak_max_width: int = 2
@@ -581,16 +583,29 @@ class _BufLevels:
             # a confident outline big enough to hold two objects: its pieces, each alone
             xa, ya, xb, yb = int(x0[k]), int(y0[k]), int(x1[k]) + 1, int(y1[k]) + 1
             m = (labels[ya:yb, xa:xb] == k) & (buf[ya:yb, xa:xb] < level[k])
-            n_p, plab, pst, _ = cv2.connectedComponentsWithStats(
-                m.view(np.uint8), connectivity=params.connectivity
+            # Pieces closer than ``split_gap`` px are one object (a chain's cells, an
+            # antenna just under the outline level); farther apart, separate organisms.
+            g = params.split_gap
+            grown = (
+                cv2.dilate(np.pad(m.view(np.uint8), g), np.ones((g + 1, g + 1), np.uint8))[
+                    g:-g, g:-g
+                ]
+                if g > 0
+                else m.view(np.uint8)
             )
+            n_p, plab = cv2.connectedComponents(grown, connectivity=params.connectivity)
             if n_p <= 2:
                 rows.append((int(k), xa, ya, xb - xa, yb - ya, int(area[k]), None))
                 continue
+            plab[~m] = 0
             for j in range(1, n_p):
-                px, py, pw, ph, pa = (int(v) for v in pst[j])
+                pys, pxs = np.nonzero(plab == j)
+                if len(pys) == 0:
+                    continue
+                py, px = int(pys.min()), int(pxs.min())
+                ph, pw = int(pys.max()) + 1 - py, int(pxs.max()) + 1 - px
                 pm = plab[py : py + ph, px : px + pw] == j
-                rows.append((int(k), xa + px, ya + py, pw, ph, pa, pm))
+                rows.append((int(k), xa + px, ya + py, pw, ph, len(pys), pm))
         whole = present[~(split[present] & (area[present] >= 2 * lo))]
         n_w = len(whole)
         parent = np.concatenate([whole, np.array([r[0] for r in rows], np.int64)])
@@ -603,6 +618,8 @@ class _BufLevels:
             area=np.concatenate([area[whole], np.array([r[5] for r in rows], np.int64)]),
             masks=[None] * n_w + [r[6] for r in rows],
             level=level,
+            peak=pk,
+            seed=np.float32(params.k_high) * sd,
         )
         self.objs = objs
         return objs
@@ -622,6 +639,8 @@ class _Objects:
     area: np.ndarray
     masks: list[np.ndarray | None]
     level: np.ndarray  # outline level per component
+    peak: np.ndarray  # darkest smoothed value per component
+    seed: np.ndarray  # seed depth (k_high * sigma) per component
 
 
 def _extract(
@@ -681,10 +700,27 @@ def _extract(
         else:
             m = np.zeros((sl[0].stop - y0, sl[1].stop - x0), bool)
             m[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = objs.masks[piece]
+        if drop and h >= streak_h and w <= 4 * params.streak_max_width:
+            # a streak the noise widened: thin in at least 3/4 of its lines
+            per_line = np.count_nonzero(m, axis=1)
+            thin = np.count_nonzero((per_line > 0) & (per_line <= params.streak_max_width))
+            if thin >= 0.75 * h and h >= 6 * params.streak_max_width:
+                counts["streaks"] += 1
+                continue
+        crop = buf[sl]
+        if piece != -2:
+            # The seed test again against the background right around the object (the
+            # crop's pixels outside every component): a flat-field residual a few grey
+            # levels deep over tens of columns is not an organism.
+            ring = crop[labels[sl] == 0]
+            if len(ring) >= 8:
+                local = float(np.median(ring))
+                if local - objs.peak[ids[i]] < objs.seed[ids[i]]:
+                    continue
         if params.fill_holes:
             m = _fill_holes(m)
             area = int(np.count_nonzero(m))
-        crops.append(buf[sl].copy())
+        crops.append(crop.copy())
         masks.append(m)
         out.append((x, y, w, h, area, y - y0, x - x0))
     if not out:
