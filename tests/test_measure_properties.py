@@ -297,3 +297,22 @@ def test_measurements_of_a_real_isiis_frame_are_finite_and_exportable(tmp_path) 
         acq_id="frame0",
     )  # fmt: skip
     assert validate_ecotaxa_zip(zip_path, decode_images=False) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rois(max_side=50, max_n=4))
+def test_feret_diameters_are_the_extreme_caliper_widths(batch) -> None:
+    # Caliper width of the pixel centres over 3,600 directions, plus one pixel: feret_max
+    # is the widest, feret_min the narrowest (to within the angular step).
+    crops, masks = batch
+    table = measure_rois(crops, masks)
+    angles = np.linspace(0, np.pi, 3600, endpoint=False)
+    directions = np.stack([np.cos(angles), np.sin(angles)])
+    for i, m in enumerate(masks):
+        if not m.any():
+            continue
+        rows, cols = np.nonzero(m)
+        proj = np.stack([cols, rows], 1).astype(float) @ directions
+        widths = proj.max(0) - proj.min(0) + 1
+        assert table["feret_max"][i] == pytest.approx(widths.max(), rel=2e-6)
+        assert widths.min() - 1e-3 * widths.min() <= table["feret_min"][i] <= widths.min() + 1e-9

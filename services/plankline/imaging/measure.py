@@ -108,7 +108,12 @@ class _Pixels(NamedTuple):
 
 
 def _gather(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> _Pixels:
-    """The one per-ROI Python loop: object pixel indices and their inverted gray values."""
+    """Object pixel positions and inverted gray values of every ROI, in one vector.
+
+    All masks (and all crops) are laid end to end in one flat array, so a single
+    ``flatnonzero`` finds every object pixel, already grouped ROI after ROI and row after
+    row: no per-ROI numpy call (each costs ~2-5 us, more than a 40-px ROI's pixel work).
+    """
     n = len(masks)
     if [c.shape[:2] for c in crops] != [m.shape for m in masks]:
         i = next(
@@ -117,25 +122,23 @@ def _gather(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> _Pixels
         raise ValueError(
             f"measure_rois: ROI {i}: crop {crops[i].shape} and mask {masks[i].shape} differ"
         )
-    flats: list[np.ndarray] = []
-    values: list[np.ndarray] = []
-    for c, m in zip(crops, masks, strict=True):
-        flat = np.flatnonzero(m if m.dtype == np.bool_ else m > 0)  # bool: fastest scan
-        if c.ndim == 3:
-            c = cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)
-        flats.append(flat)
-        values.append(c.ravel()[flat])
+    if any(m.ndim != 2 for m in masks):
+        raise ValueError("measure_rois: every mask must be a 2-D array")
     shapes = np.array([m.shape for m in masks], np.int64).reshape(n, 2)
-    if (shapes <= 0).any() or any(m.ndim != 2 for m in masks):
-        raise ValueError("measure_rois: every mask must be a non-empty 2-D array")
-    counts = np.fromiter(map(len, flats), np.int64, n)
-    starts = np.cumsum(counts) - counts
-    flat = np.concatenate(flats).astype(np.int32)
-    width = np.repeat(shapes[:, 1].astype(np.int32), counts)
-    row, col = np.divmod(flat, width)
+    sizes = shapes[:, 0] * shapes[:, 1]
+    offsets = np.cumsum(sizes) - sizes
+    # bool masks concatenate without a copy per ROI; other dtypes: nonzero = object
+    pixels = np.flatnonzero(np.concatenate([m.ravel() for m in masks]))
+    bounds = np.searchsorted(pixels, np.append(offsets, sizes.sum()))
+    counts = np.diff(bounds)
+    starts = bounds[:-1]
+    grays = [cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) if c.ndim == 3 else c for c in crops]
+    # mixed 8/16-bit crops concatenate as uint16, keeping every value
+    raw = np.concatenate([g.ravel() for g in grays])[pixels].astype(np.int32)
+    flat = (pixels - np.repeat(offsets, counts)).astype(np.int32)
+    row, col = np.divmod(flat, np.repeat(shapes[:, 1].astype(np.int32), counts))
     # each crop is inverted with its own dtype's maximum (8- and 16-bit crops may be mixed)
-    is16 = np.fromiter((v.dtype == np.uint16 for v in values), bool, n)
-    raw = np.concatenate(values).astype(np.int32)
+    is16 = np.fromiter((g.dtype == np.uint16 for g in grays), bool, n)
     if is16.all():
         value = 65535 - raw
     elif is16.any():
@@ -143,7 +146,7 @@ def _gather(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> _Pixels
     else:
         value = 255 - raw
     # image rows of each ROI: a new run where the row changes or a new ROI starts
-    new_run = np.ones(len(flat), bool)
+    new_run = np.ones(len(row), bool)
     new_run[1:] = row[1:] != row[:-1]
     new_run[starts[counts > 0]] = True
     run_starts = np.flatnonzero(new_run)
@@ -229,7 +232,7 @@ def _hulls(px: _Pixels, cv: _Canvas, valid: np.ndarray) -> tuple[list, np.ndarra
     return hulls, np.where(valid, convex, np.nan)
 
 
-def _ferets(hulls: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _ferets(hulls: Sequence[np.ndarray], span: int) -> tuple[np.ndarray, np.ndarray]:
     """Maximum and minimum caliper diameters of each hull (pixel centres), plus one pixel.
 
     The maximum is the largest distance between two hull points; the minimum is the
@@ -239,7 +242,10 @@ def _ferets(hulls: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     same number of points are done together: a few numpy calls for thousands of ROIs.
     """
     sizes = np.fromiter(map(len, hulls), np.int64, len(hulls))
-    pts = np.concatenate(hulls).reshape(-1, 2).astype(np.float64)
+    # Integer arithmetic is exact; int32 (half the memory of float64) while coordinate
+    # differences within a ROI (< span, its largest side) keep squares and cross products
+    # below 2**31.
+    pts = np.concatenate(hulls).reshape(-1, 2).astype(np.int32 if span < 2**15 else np.int64)
     offset = np.cumsum(sizes) - sizes
     dmax = np.zeros(len(hulls))
     wmin = np.zeros(len(hulls))
@@ -248,17 +254,17 @@ def _ferets(hulls: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         step = max(1, 1_000_000 // (k * k))
         for i in range(0, len(same), step):
             g = same[i : i + step]
-            j = np.arange(k)
-            p = pts[offset[g, None] + j]  # (G, k, 2)
-            d = p[:, :, None, :] - p[:, None, :, :]  # d[g, i, j] = p_i - p_j
-            dmax[g] = np.einsum("gijk,gijk->gij", d, d).max(axis=(1, 2))
-            edge = np.roll(p, -1, axis=1) - p  # edge j runs from p_j to p_j+1
-            length = np.hypot(edge[..., 0], edge[..., 1])
+            p = pts[offset[g, None] + np.arange(k)]  # (G, k, 2)
+            dx = p[:, :, None, 0] - p[:, None, :, 0]  # dx[g, i, j] = x_i - x_j
+            dy = p[:, :, None, 1] - p[:, None, :, 1]
+            dmax[g] = (dx * dx + dy * dy).max(axis=(1, 2))
+            if k < 3:
+                continue  # a point or a segment: width 0
+            ex = np.roll(p[..., 0], -1, axis=1) - p[..., 0]  # edge j runs from p_j to p_j+1
+            ey = np.roll(p[..., 1], -1, axis=1) - p[..., 1]
             # |edge_j x (p_i - p_j)|: distance of point i from edge j's line, times |edge_j|
-            cross = np.abs(edge[:, None, :, 0] * d[..., 1] - edge[:, None, :, 1] * d[..., 0])
-            with np.errstate(divide="ignore", invalid="ignore"):
-                width = np.where(length > 0, cross.max(axis=1) / length, np.inf)
-            wmin[g] = width.min(axis=1) if k >= 3 else 0.0
+            cross = np.abs(ex[:, None, :] * dy - ey[:, None, :] * dx).max(axis=1)
+            wmin[g] = (cross / np.hypot(ex, ey)).min(axis=1)
     # +1: diameters between pixel centres miss half a pixel at each end.
     return np.sqrt(dmax) + 1, wmin + 1
 
@@ -424,7 +430,7 @@ def measure_rois(
     with np.errstate(invalid="ignore", divide="ignore"):
         ecc = np.where(l1 > 0, np.sqrt(np.maximum(1 - l2 / l1, 0)), 0.0)
         circularity = np.where(perim > 0, 4 * np.pi * a / perim**2, np.nan)
-    feret_max, feret_min = _ferets(hulls)
+    feret_max, feret_min = _ferets(hulls, int(px.shapes.max()))
     hu = _hu(mo)
     columns = {
         "perimeter": perim,
