@@ -1,17 +1,23 @@
-"""The real service handlers, wrapped to pause after their first message for kill tests.
+"""The real service handlers, wrapped to hold after their first message for kill tests.
 
 ``handle()`` of the real service runs in full (its S3 outputs are written); the
-wrapper then sleeps ``TEST_PAUSE_AFTER_FIRST_S`` before returning, i.e. before
-the runner produces downstream and commits. A ``kill -9`` in that pause lands
-at the worst moment: outputs written, offset not committed. Each handled
-message key is logged, so the test can see the chunk was redone after restart.
+wrapper then holds before returning, i.e. before the runner produces downstream
+and commits. A ``kill -9`` in that hold lands at the worst moment: outputs
+written, offset not committed. Each handled message key is logged, so the test
+can see the chunk was redone after restart.
+
+The hold is an event, not a time window: ``TEST_PAUSE_AFTER_FIRST_S=inf`` holds
+until the process is killed (subprocess tests), and in-process tests call
+``release()`` when their fault (a broker or S3 restart) is in place; ``reached``
+is set when the hold begins. A finite value still pauses that many seconds.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-import time
+import threading
 from typing import Any
 
 from plankline.stream.runner import Incoming, Outgoing
@@ -24,6 +30,13 @@ class PauseAfterFirst:
         self.handler = handler
         self.pause_s = float(os.environ.get("TEST_PAUSE_AFTER_FIRST_S", "0"))
         self.handled = 0
+        self.reached = threading.Event()
+        """Set when the hold begins (outputs written, nothing produced or committed)."""
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """End the hold (in-process tests, once their fault is in place)."""
+        self._released.set()
 
     def setup(self) -> None:
         self.handler.setup()
@@ -35,7 +48,8 @@ class PauseAfterFirst:
         if self.pause_s and not self.handled and self._wrote(message):
             self.handled += 1
             log.info("pausing after %s", what)
-            time.sleep(self.pause_s)
+            self.reached.set()
+            self._released.wait(None if math.isinf(self.pause_s) else self.pause_s)
         return out
 
     def _wrote(self, message: Incoming) -> bool:
@@ -106,3 +120,37 @@ def collector() -> PauseAfterFirst:
     from plankline.stream.collector import from_env
 
     return PauseAfterFirst(from_env())
+
+
+class HoldAfter:
+    """A handler that, after its ``n``-th message (outputs written), holds until killed.
+
+    The runner's kill test kills it there: the state at the kill is known exactly
+    (``n`` outputs written, the last one not committed), whatever the machine's load.
+    """
+
+    def __init__(self, handler: Any, n: int) -> None:
+        self.handler = handler
+        self.n = n
+        self.handled = 0
+
+    def setup(self) -> None:
+        self.handler.setup()
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        out = self.handler.handle(message)
+        self.handled += 1
+        key = (message.key or b"").decode()
+        log.info("handled %s", key)
+        if self.handled == self.n:
+            log.info("holding after %s", key)
+            threading.Event().wait()  # until kill -9
+        return out
+
+
+def uppercase_holding() -> HoldAfter:
+    """``stream_handlers.from_env()``, logging each key, holding after ``TEST_HOLD_AFTER``
+    messages (0: never)."""
+    from stream_handlers import from_env
+
+    return HoldAfter(from_env(), int(os.environ.get("TEST_HOLD_AFTER", "0")))

@@ -125,6 +125,12 @@ def test_runner_writes_every_output_produces_downstream_commits_and_reports_metr
     thread.start()
     try:
         _wait(lambda: runner.stats.processed == 30, 60, "30 records processed")
+        # processed counts a record before its commit: wait for the commits themselves
+        _wait(
+            lambda: _committed_total(kafka_server.endpoint, group, topic, 3) == 30,
+            60,
+            "30 offsets committed",
+        )
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
         assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
@@ -223,8 +229,16 @@ def test_two_replicas_in_one_group_split_the_partitions(
 
 
 def _runner_process(
-    kafka: ServerHandle, store: S3Store, s3: ServerHandle, topic: str, group: str, log: Path
+    kafka: ServerHandle,
+    store: S3Store,
+    s3: ServerHandle,
+    topic: str,
+    group: str,
+    log: Path,
+    hold_after: int = 0,
 ) -> subprocess.Popen[bytes]:
+    """The runner as a real process, on the test handler; it holds (until killed) after
+    ``hold_after`` messages, outputs written and offset not committed (0: never)."""
     env = dict(os.environ)
     env.update(
         {
@@ -241,12 +255,13 @@ def _runner_process(
             "PLANKLINE_MAX_POLL_RECORDS": "8",
             "PLANKLINE_HTTP_PORT": "0",
             "TEST_OUTPUT_TOPIC": f"{topic}.out",
-            "TEST_SLEEP_S": "0.05",
+            "TEST_HOLD_AFTER": str(hold_after),
         }
     )
+    factory = "stream_service_wrappers:uppercase_holding"
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "plankline.stream.runner", "stream_handlers:from_env"],
+            [sys.executable, "-m", "plankline.stream.runner", factory],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -262,14 +277,16 @@ def test_killed_runner_resumes_and_outputs_are_complete_and_not_duplicated(
     items = _payloads(n, 2)
     _produce(kafka_server.endpoint, topic, items)
     log = tmp_path / "runner.log"
-    first = _runner_process(kafka_server, s3_store, s3_server, topic, group, log)
-    try:
-        _wait(lambda: len(s3_store.list("out/")) >= 12, 60, "first outputs")
+    first = _runner_process(kafka_server, s3_store, s3_server, topic, group, log, hold_after=12)
+    try:  # it holds after its 12th message: outputs written, offset not committed
+        _wait(lambda: "holding after" in log.read_text(), 60, f"the hold; log:\n{log.read_text()}")
     finally:
         first.kill()  # kill -9 mid-run: no commit, no goodbye
         first.wait(10)
-    done_at_kill = len(s3_store.list("out/"))
-    assert done_at_kill < n, "the runner finished before it could be killed"
+    held = log.read_text().split("holding after ", 1)[1].split("\n", 1)[0]
+    assert len(s3_store.list("out/")) == 12  # exactly the 12 handled: the kill was mid-run
+    assert f"out/{held}.txt" in s3_store.list("out/")
+    assert _committed_total(kafka_server.endpoint, group, topic, 2) < 12  # the 12th is not
     second = _runner_process(kafka_server, s3_store, s3_server, topic, group, log)
     try:
         _wait(
@@ -288,6 +305,7 @@ def test_killed_runner_resumes_and_outputs_are_complete_and_not_duplicated(
     assert all(s3_store.get_bytes(key) == value for key, value in expected.items())
     out = _read_topic(kafka_server.endpoint, f"{topic}.out", 2, lambda r: len(r) >= n)
     assert {r.key for r in out} == {k for k, _, _ in items}  # at-least-once downstream
+    assert log.read_text().count(f"handled {held}\n") >= 2  # the message in hand, redone
     assert "stopped:" in log.read_text()
 
 
