@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from plankline.batch.classify import SHARD_BATCHES, ClassifyJob, load, shards
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import list_images, model_inputs, read_image
+from plankline.model.data import checked_model_inputs, list_images, model_inputs, read_image
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, train
 
@@ -123,14 +123,29 @@ def main() -> None:
         for i in range(0, len(crops), args.batch):
             model_inputs(crops[i : i + args.batch], clf.canvas, shapes=clf.shapes)
 
+    def run_pre_checked() -> None:  # what Classifier.predict runs: with the polarity check
+        for i in range(0, len(crops), args.batch):
+            checked_model_inputs(
+                crops[i : i + args.batch], clf.canvas, shapes=clf.shapes, polarity=clf.polarity
+            )
+
     run_ort(), run_torch()  # warm-up
-    best = {"ort": 0.0, "torch": 0.0, "pre": 0.0}
+    best = {"ort": 0.0, "torch": 0.0, "pre": 0.0, "pre_checked": 0.0}
     for _ in range(args.repeats):
-        for name, fn in (("pre", run_pre), ("ort", run_ort), ("torch", run_torch)):
+        for name, fn in (
+            ("pre", run_pre),
+            ("pre_checked", run_pre_checked),
+            ("ort", run_ort),
+            ("torch", run_torch),
+        ):
             t = time.perf_counter()
             fn()
             best[name] = max(best[name], len(crops) / (time.perf_counter() - t))
     print(f"preprocessing only : {best['pre']:8.0f} ROIs/s")
+    print(
+        f"  + polarity check : {best['pre_checked']:8.0f} ROIs/s "
+        f"({best['pre_checked'] / best['pre']:.2f}x; the check Classifier.predict runs)"
+    )
     print(f"ONNX Runtime       : {best['ort']:8.0f} ROIs/s (incl. preprocessing)")
     print(f"torch eager        : {best['torch']:8.0f} ROIs/s (incl. preprocessing)")
     print(f"ratio ORT / torch  : {best['ort'] / best['torch']:.2f}x")

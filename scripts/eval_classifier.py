@@ -1,42 +1,132 @@
-"""Cross-validated classifier quality: the sCNN against the random-forest baseline.
+"""The multi-instrument classifier benchmark: our network against three baselines, same splits.
 
-For each data set (the real FlowCam ROIs and the synthetic shape library), K
-seeded stratified splits (``seed = 0..K-1``, or from ``--first-seed``; the
-training's own ``vsp`` hold-out per class; the seed also seeds training),
-each: ``train`` with default settings (or ``--set`` overrides), then
-``evaluate_checkpoint``, which scores the sCNN and trains the RF feature
-baseline on the very same split; a gradient-boosting classifier on the same
-features (scikit-learn's histogram GBM, the XGBoost algorithm) is scored on
-that split too. Prints per-split and mean +- sd macro-F1 of each, the
-margins (mean, standard error, worst split), and training images/s. Figures
-only, no asserts.
+Every real labelled set in ``../shared/data`` (README there), plus dark-field
+versions of bright-field sets made by inverting their images (no large public
+dark-field set exists; the real dark-field check is ``zoolake``), each with K
+seeded stratified splits (``seed = 0..K-1`` or from ``--first-seed``; the
+training's own ``vsp`` hold-out per class; the seed also seeds every model).
+On each split, trained on the very same images:
+
+- ours: ``plankline.model.train.train`` with default settings (or ``--set``
+  overrides), scored at each ``--tta`` count;
+- ``small CNN``: the plain small CNN (``plankline.model.baselines``: 4 VGG
+  blocks, 96 px padded input, flips and 90-degree turns, Adam, cosine, 25 epochs);
+- ``RF`` and ``GBM``: random forest and gradient boosting on our shape features.
+
+Per set: macro-F1 mean +- sd of each model, our margin over each baseline
+(mean, standard error, wins k of n), training images/s; at the end the mean
+over sets. Figures only, no asserts. Every split's result is appended to
+``<work>/results.jsonl``; baseline results are cached there by (set, seed,
+split) and reused, so comparing settings of ours re-trains only ours.
+
+Sets (``--data``; fixed subsets so that one split of everything runs in well
+under an hour on 2 cores):
+
+==================  =========================================================
+flowcam             flowcam-planktonclas, all 105 images, 6 classes
+zooscan             zooscan-ecotaxa-template, all 400, 4 classes
+zoolake             zoolake-spc-darkfield (real dark-field, colour), 350, 35
+vicko               flowcam-vicko: 200 per class (seeded), 600, 3 classes
+ndsb                ndsb-isiis: every 4th class (by name) of those with >= 40
+                    images, 40 per class (seeded): 24 classes, 960 images
+vicko-dark          vicko inverted (dark-field version)
+ndsb-dark           ndsb subset inverted
+flowcam-dark        flowcam inverted
+ndsb-full           all 30,336 NDSB images, 121 classes (only on request)
+==================  =========================================================
 
 Usage::
 
-    python scripts/eval_classifier.py [--splits 5] [--first-seed 0] [--data flowcam synthetic]
-        [--set stop=30 --set augment.noise=0.05] [--tta 1 2 4]
+    nice -n 5 python scripts/eval_classifier.py [--splits 3] [--data flowcam zoolake ...]
+        [--set stop=30 --set canvas=96] [--tta 1 8] [--no-small-cnn] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-from plankline.imaging.synth import make_roi_library
-from plankline.model.data import Augment, load_library, read_image
-from plankline.model.evaluate import evaluate_checkpoint, feature_matrix
-from plankline.model.train import TrainConfig, checkpoint_path, load_checkpoint, train
-from sklearn.ensemble import HistGradientBoostingClassifier
+from plankline.model.baselines import SMALL_CNN, feature_baselines, small_cnn_predict
+from plankline.model.data import Augment, list_images, load_library, model_inputs, read_image
+from plankline.model.evaluate import feature_matrix, predict_tta
+from plankline.model.train import (
+    TrainConfig,
+    checkpoint_path,
+    load_checkpoint,
+    model_from_checkpoint,
+    train,
+)
 from sklearn.metrics import f1_score
 
-FLOWCAM = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowcam-planktonclas"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+Picker = Callable[[Path], dict[str, list[Path]]]
+
+
+def _all(folder: Path) -> dict[str, list[Path]]:
+    return {d.name: list_images(d) for d in sorted(folder.iterdir()) if d.is_dir()}
+
+
+def _per_class(n: int, *, min_count: int = 0, class_stride: int = 1) -> Picker:
+    """Up to ``n`` seeded random images of every ``class_stride``-th class with >= min_count."""
+
+    def pick(folder: Path) -> dict[str, list[Path]]:
+        classes = {k: v for k, v in _all(folder).items() if len(v) >= min_count}
+        out = {}
+        for k in sorted(classes)[::class_stride]:
+            files = classes[k]
+            rng = np.random.default_rng(1234)
+            sel = sorted(rng.choice(len(files), min(n, len(files)), replace=False))
+            out[k] = [files[i] for i in sel]
+        return out
+
+    return pick
+
+
+# name -> (folder under DATA, picker, inverted)
+SETS: dict[str, tuple[str, Picker, bool]] = {
+    "flowcam": ("flowcam-planktonclas", _all, False),
+    "zooscan": ("zooscan-ecotaxa-template", _all, False),
+    "zoolake": ("zoolake-spc-darkfield", _all, False),
+    "vicko": ("flowcam-vicko", _per_class(200), False),
+    "ndsb": ("ndsb-isiis", _per_class(40, min_count=40, class_stride=4), False),
+    "vicko-dark": ("flowcam-vicko", _per_class(200), True),
+    "ndsb-dark": ("ndsb-isiis", _per_class(40, min_count=40, class_stride=4), True),
+    "flowcam-dark": ("flowcam-planktonclas", _all, True),
+    "ndsb-full": ("ndsb-isiis", _all, False),
+}
+DEFAULT_SETS = ("flowcam", "zooscan", "zoolake", "vicko", "ndsb", "vicko-dark", "ndsb-dark")
+
+
+def materialise(name: str, work: Path) -> Path:
+    """The set as a folder-per-class library under ``work`` (links, or inverted copies)."""
+    folder, pick, inverted = SETS[name]
+    root = work / "libraries" / name
+    if root.is_dir():
+        return root
+    tmp = root.with_name(root.name + ".tmp")
+    for cls, files in pick(DATA / folder).items():
+        (tmp / cls).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            dst = tmp / cls / (f.stem + ".png" if inverted else f.name)
+            if inverted:
+                img = read_image(f)
+                top = 65535 if img.dtype == np.uint16 else 255
+                cv2.imwrite(str(dst), top - img)
+            else:
+                dst.symlink_to(f)
+    tmp.rename(root)
+    return root
 
 
 def _cast(value: str, like: Any) -> Any:
@@ -69,114 +159,194 @@ def overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def gbm_macro_f1(weights: Path, epoch: int, seed: int) -> float:
-    """Macro-F1 of gradient boosting on the shape features, on the checkpoint's split."""
-    ck = load_checkpoint(checkpoint_path(weights, epoch))
+def _f1(y: np.ndarray, probs: np.ndarray, k: int) -> float:
+    return float(f1_score(y, probs.argmax(1), average="macro", labels=range(k), zero_division=0))
+
+
+def _load_split(ck: dict[str, Any]) -> tuple[list, np.ndarray, list, np.ndarray]:
     names = ck["class_names"]
 
-    def xy(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def load(paths: list[str]) -> tuple[list, np.ndarray]:
         crops = [read_image(Path(p)) for p in paths]
-        return feature_matrix(crops), np.array([names.index(Path(p).parent.name) for p in paths])
+        return crops, np.array([names.index(Path(p).parent.name) for p in paths])
 
-    xt, yt = xy(ck["train_paths"])
-    xv, yv = xy(ck["val_paths"])
-    gbm = HistGradientBoostingClassifier(class_weight="balanced", random_state=seed).fit(xt, yt)
-    return float(f1_score(yv, gbm.predict(xv), average="macro", labels=range(len(names))))
+    return *load(ck["train_paths"]), *load(ck["val_paths"])
 
 
-def run_dataset(
-    name: str, lib_dir: Path, work: Path, seeds: range, tta: list[int], kw: dict[str, Any]
-) -> None:
-    lib = load_library(lib_dir, class_min=TrainConfig(library="", out="", **kw).class_min)
-    print(
-        f"\n== {name}: {len(lib.labels)} images, {len(lib.class_names)} classes, {kw or 'defaults'}"
-    )
-    cnn: dict[int, list[float]] = {t: [] for t in tta}
-    rf: list[float] = []
-    gbm: list[float] = []
-    rates: list[float] = []
-    for seed in seeds:
-        out = work / name / f"split{seed}"
-        cfg = TrainConfig(library=str(lib_dir), out=str(out / "w"), seed=seed, **kw)
-        t0 = time.perf_counter()
-        hist = train(cfg, library=lib)
-        train_s = time.perf_counter() - t0
-        rates.append(float(np.median([h.images_per_s for h in hist])))
-        parts = []
-        for t in tta:
-            res, _ = evaluate_checkpoint(out / "w", None, out / f"report_tta{t}", tta=t)
-            cnn[t].append(res.cnn.macro_f1)
-            parts.append(f"sCNN(tta {t}) {res.cnn.macro_f1:.3f}")
-        rf.append(res.baseline.macro_f1 if res.baseline is not None else float("nan"))
-        gbm.append(gbm_macro_f1(out / "w", cfg.stop, seed))
-        print(
-            f"split {seed}: n_test {res.n_test}  {'  '.join(parts)}  RF {rf[-1]:.3f}  "
-            f"GBM {gbm[-1]:.3f}  "
-            f"margin {cnn[tta[0]][-1] - rf[-1]:+.3f}  train {train_s:.0f} s, "
-            f"{rates[-1]:.0f} img/s",
-            flush=True,
-        )
+class Cache:
+    """Baseline results by (set, seed, split fingerprint), kept in ``results.jsonl``."""
 
-    def ms(v: list[float]) -> str:
-        return f"{statistics.mean(v):.3f} +- {statistics.stdev(v) if len(v) > 1 else 0.0:.3f}"
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                if r.get("kind") == "baseline":
+                    self.rows[r["key"]] = r
 
-    def per(v: list[float]) -> str:
-        return " ".join(f"{x:.3f}" for x in v)
+    def add(self, row: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if row.get("kind") == "baseline":
+            self.rows[row["key"]] = row
 
-    print(f"{name} macro-F1 over {len(seeds)} splits (seeds {seeds.start}..{seeds.stop - 1}):")
-    print(f"  RF baseline      {ms(rf)}   per split {per(rf)}")
-    print(f"  GBM baseline     {ms(gbm)}   per split {per(gbm)}")
+
+def run_split(
+    name: str,
+    lib_dir: Path,
+    lib: Any,
+    seed: int,
+    work: Path,
+    kw: dict[str, Any],
+    tta: list[int],
+    small_cnn: bool,
+    cache: Cache,
+) -> dict[str, Any]:
+    out = work / "runs" / name / f"split{seed}" / "w"
+    cfg = TrainConfig(library=str(lib_dir), out=str(out), seed=seed, **kw)
+    t0 = time.perf_counter()
+    hist = train(cfg, library=lib)
+    train_s = time.perf_counter() - t0
+    ck = load_checkpoint(checkpoint_path(out, cfg.stop))
+    k = len(ck["class_names"])
+    xt, yt, xv, yv = _load_split(ck)
+    model = model_from_checkpoint(ck)
+    canvas, shapes, pol = cfg.canvas, cfg.shapes, ck["polarity"]
+
+    def predict(crops: list) -> np.ndarray:
+        x, s = model_inputs(crops, canvas, shapes=shapes, polarity=pol)
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+
+    row: dict[str, Any] = {
+        "kind": "ours",
+        "set": name,
+        "seed": seed,
+        "settings": kw,
+        "n_train": len(yt),
+        "n_test": len(yv),
+        "polarity": pol,
+        "train_s": train_s,
+        "images_per_s": float(np.median([h.images_per_s for h in hist])),
+    }
     for t in tta:
-        print(f"  sCNN (tta {t})     {ms(cnn[t])}   per split {per(cnn[t])}")
-        for base, ref in (("RF", rf), ("GBM", gbm)):
-            m = [c - b for c, b in zip(cnn[t], ref, strict=True)]
-            se = statistics.stdev(m) / len(m) ** 0.5 if len(m) > 1 else 0.0
+        row[f"tta{t}"] = _f1(yv, predict_tta(predict, xv, t), k)
+    cache.add(row)
+
+    key = f"{name}|{seed}|{cfg.vsp}|{len(yt)}|{len(yv)}"
+    base = dict(cache.rows.get(key, {}))
+    if not all(b in base for b in ("RF", "GBM")):
+        p = feature_baselines(feature_matrix(xt, pol), yt, feature_matrix(xv, pol), k, seed=seed)
+        base.update({b: _f1(yv, v, k) for b, v in p.items()})
+    if small_cnn and SMALL_CNN not in base:
+        t1 = time.perf_counter()
+        p, rate = small_cnn_predict(xt, yt, xv, k, seed=seed)
+        base[SMALL_CNN] = _f1(yv, p, k)
+        base["small_cnn_images_per_s"] = rate
+        base["small_cnn_train_s"] = time.perf_counter() - t1
+    if base != cache.rows.get(key):
+        cache.add({**base, "kind": "baseline", "key": key, "set": name, "seed": seed})
+    return {
+        **row,
+        **{b: base[b] for b in ("RF", "GBM", SMALL_CNN, "small_cnn_images_per_s") if b in base},
+    }
+
+
+def _ms(v: list[float]) -> str:
+    return f"{statistics.mean(v):.3f} +- {statistics.stdev(v) if len(v) > 1 else 0.0:.3f}"
+
+
+def report_set(name: str, rows: list[dict[str, Any]], tta: list[int]) -> dict[str, float]:
+    """Print one set's summary; return its mean macro-F1 per model."""
+    means: dict[str, float] = {}
+    print(f"{name} macro-F1 over {len(rows)} split(s) (seeds {[r['seed'] for r in rows]}):")
+    for b in ("RF", "GBM", SMALL_CNN):
+        v = [r[b] for r in rows if b in r]
+        if len(v) == len(rows):
+            means[b] = statistics.mean(v)
+            print(f"  {b:10s} {_ms(v)}   per split {' '.join(f'{x:.3f}' for x in v)}")
+    for t in tta:
+        ours = [r[f"tta{t}"] for r in rows]
+        means[f"ours tta{t}"] = statistics.mean(ours)
+        print(f"  ours tta {t}  {_ms(ours)}   per split {' '.join(f'{x:.3f}' for x in ours)}")
+        for b in ("RF", "GBM", SMALL_CNN):
+            if not all(b in r for r in rows):
+                continue
+            m = [o - r[b] for o, r in zip(ours, rows, strict=True)]
+            se = statistics.stdev(m) / len(m) ** 0.5 if len(m) > 1 else float("nan")
             print(
-                f"    margin over {base:3s} {statistics.mean(m):+.3f} (standard error {se:.3f})"
-                f"   min {min(m):+.3f}, ahead on {sum(x > 0 for x in m)} of {len(m)}"
+                f"    margin over {b:9s} {statistics.mean(m):+.3f} (se {se:.3f}), "
+                f"ahead on {sum(x > 0 for x in m)} of {len(m)}"
             )
-    print(f"  training {statistics.median(rates):.0f} images/s (median over splits)")
+    rate = statistics.median(r["images_per_s"] for r in rows)
+    line = f"  training: ours {rate:.0f} images/s"
+    cnn = [r["small_cnn_images_per_s"] for r in rows if "small_cnn_images_per_s" in r]
+    if cnn:
+        line += f", small CNN {statistics.median(cnn):.0f} images/s"
+    print(line + f"; ours {statistics.median(r['train_s'] for r in rows):.0f} s per split")
+    return means
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--splits", type=int, default=5, help="K seeded splits")
+    ap.add_argument("--splits", type=int, default=3, help="K seeded splits")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+K-1")
-    ap.add_argument("--data", nargs="+", choices=("flowcam", "synthetic"), default=None)
+    ap.add_argument("--data", nargs="+", choices=sorted(SETS), default=list(DEFAULT_SETS))
     ap.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="TrainConfig override, e.g. ilr=1e-3 or augment.noise=0.05",
+        help="TrainConfig override, e.g. canvas=96 or augment.noise=0.05",
     )
-    ap.add_argument(
-        "--tta",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="evaluate each run with these test-time augmentation counts",
-    )
+    ap.add_argument("--tta", type=int, nargs="+", default=[1], help="test-time augmentations")
+    ap.add_argument("--no-small-cnn", action="store_true", help="skip the small-CNN baseline")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=None, help="keep runs here (default: temp)")
+    ap.add_argument("--work", type=Path, default=None, help="keep runs and results.jsonl here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kw = overrides(args.set)
-    data = args.data or ["flowcam", "synthetic"]
     seeds = range(args.first_seed, args.first_seed + args.splits)
+    print(f"settings: {kw or 'defaults'}; splits {list(seeds)}; tta {args.tta}")
+    if not DATA.is_dir():
+        raise SystemExit(f"real data sets not found at {DATA}")
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        if "flowcam" in data:
-            if FLOWCAM.is_dir():
-                run_dataset("flowcam", FLOWCAM, work, seeds, args.tta, kw)
-            else:
-                print(f"FlowCam ROIs not found at {FLOWCAM}; skipped")
-        if "synthetic" in data:
-            lib_dir = work / "synthetic_library"
-            if not lib_dir.is_dir():
-                make_roi_library(lib_dir, n_per_class=40, seed=7)
-            run_dataset("synthetic", lib_dir, work, seeds, args.tta, kw)
+        work.mkdir(parents=True, exist_ok=True)
+        cache = Cache(work / "results.jsonl")
+        means: dict[str, dict[str, float]] = {}
+        for name in args.data:
+            if not (DATA / SETS[name][0]).is_dir():
+                print(f"{name}: {DATA / SETS[name][0]} not found; skipped")
+                continue
+            lib_dir = materialise(name, work)
+            lib = load_library(lib_dir, class_min=TrainConfig(library="", out="", **kw).class_min)
+            print(
+                f"\n== {name}: {len(lib)} images, {len(lib.class_names)} classes, "
+                f"read as {lib.polarity}-field",
+                flush=True,
+            )
+            rows = []
+            for seed in seeds:
+                r = run_split(
+                    name, lib_dir, lib, seed, work, kw, args.tta, not args.no_small_cnn, cache
+                )
+                rows.append(r)
+                print(
+                    "  split {seed}: n_test {n_test}  ".format(**r)
+                    + "  ".join(f"ours(tta {t}) {r[f'tta{t}']:.3f}" for t in args.tta)
+                    + "".join(f"  {b} {r[b]:.3f}" for b in (SMALL_CNN, "RF", "GBM") if b in r)
+                    + f"  train {r['train_s']:.0f} s",
+                    flush=True,
+                )
+            means[name] = report_set(name, rows, args.tta)
+        if len(means) > 1:
+            print(f"\n== mean over {len(means)} sets ({', '.join(means)})")
+            keys = [k for k in next(iter(means.values())) if all(k in m for m in means.values())]
+            for k in keys:
+                print(f"  {k:10s} {statistics.mean(m[k] for m in means.values()):.3f}")
 
 
 if __name__ == "__main__":
