@@ -115,16 +115,18 @@ def _gather(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> _Pixels
     row: no per-ROI numpy call (each costs ~2-5 us, more than a 40-px ROI's pixel work).
     """
     n = len(masks)
-    if [c.shape[:2] for c in crops] != [m.shape for m in masks]:
+    mask_shapes = [m.shape for m in masks]
+    if any(len(s) != 2 for s in mask_shapes):
+        i = next(i for i, s in enumerate(mask_shapes) if len(s) != 2)
+        raise ValueError(f"measure_rois: ROI {i}: mask {mask_shapes[i]} is not 2-D")
+    if [c.shape[:2] for c in crops] != mask_shapes:
         i = next(
             i for i, (c, m) in enumerate(zip(crops, masks, strict=True)) if c.shape[:2] != m.shape
         )
         raise ValueError(
             f"measure_rois: ROI {i}: crop {crops[i].shape} and mask {masks[i].shape} differ"
         )
-    if any(m.ndim != 2 for m in masks):
-        raise ValueError("measure_rois: every mask must be a 2-D array")
-    shapes = np.array([m.shape for m in masks], np.int64).reshape(n, 2)
+    shapes = np.array(mask_shapes, np.int64).reshape(n, 2)
     sizes = shapes[:, 0] * shapes[:, 1]
     offsets = np.cumsum(sizes) - sizes
     # bool masks concatenate without a copy per ROI; other dtypes: nonzero = object
@@ -134,24 +136,24 @@ def _gather(crops: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> _Pixels
     starts = bounds[:-1]
     grays = [cv2.cvtColor(c, cv2.COLOR_BGR2GRAY) if c.ndim == 3 else c for c in crops]
     # mixed 8/16-bit crops concatenate as uint16, keeping every value
-    raw = np.concatenate([g.ravel() for g in grays])[pixels].astype(np.int32)
+    raw = np.concatenate([g.ravel() for g in grays])[pixels]
+    sixteen = raw.dtype.itemsize > 1
+    raw = raw.astype(np.int32)
     flat = (pixels - np.repeat(offsets, counts)).astype(np.int32)
     row, col = np.divmod(flat, np.repeat(shapes[:, 1].astype(np.int32), counts))
     # each crop is inverted with its own dtype's maximum (8- and 16-bit crops may be mixed)
-    is16 = np.fromiter((g.dtype == np.uint16 for g in grays), bool, n)
-    if is16.all():
-        value = 65535 - raw
-    elif is16.any():
-        value = np.repeat(np.where(is16, 65535, 255).astype(np.int32), counts) - raw
-    else:
+    if not sixteen:
         value = 255 - raw
+    else:
+        top = np.fromiter((65535 if g.itemsize > 1 else 255 for g in grays), np.int32, n)
+        value = np.repeat(top, counts) - raw
     # image rows of each ROI: a new run where the row changes or a new ROI starts
     new_run = np.ones(len(row), bool)
     new_run[1:] = row[1:] != row[:-1]
     new_run[starts[counts > 0]] = True
     run_starts = np.flatnonzero(new_run)
     run_rois = np.searchsorted(run_starts, starts)
-    return _Pixels(row, col, value, counts, starts, shapes, bool(is16.any()), run_starts, run_rois)
+    return _Pixels(row, col, value, counts, starts, shapes, sixteen, run_starts, run_rois)
 
 
 class _Canvas(NamedTuple):
