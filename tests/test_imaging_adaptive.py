@@ -33,10 +33,11 @@ def test_adaptive_default_finds_faint_organisms_static_misses(hard) -> None:
     sc = score_video(truth, rois, min_area_px=SegmentParams().min_area_px)
     static = score_video(truth, _segment(frames, SegmentParams(method="static"))[0], min_area_px=25)
     assert sc.detection.n_truth > 150
-    # measured: recall 0.98-0.99, precision 0.91-0.96, whole 0.94-0.97 (see README)
-    assert sc.recall >= 0.97, sc.summary()
-    assert sc.precision >= 0.90, sc.summary()
-    assert sc.whole >= 0.93, sc.summary()
+    # the figures (precision: 0.97 asked; 0.96-0.99 measured over seeds, README)
+    assert sc.recall >= 0.98, sc.summary()
+    assert sc.precision >= 0.96, sc.summary()
+    assert sc.whole >= 0.95, sc.summary()
+    assert sc.n_edge >= 5 and sc.edge_whole >= 0.95, sc.summary()
     assert sc.detection.area_error <= 0.05 and sc.detection.esd_error <= 0.03, sc.summary()
     faintest = sc.recall_by_contrast[0]
     assert faintest[1] <= 0.15 and faintest[3] >= 0.9, sc.summary()
@@ -60,7 +61,17 @@ def test_stuck_columns_are_repaired_and_streaks_dropped_and_counted(hard) -> Non
 
 def test_dark_field_video_is_detected_and_segmented_as_well_as_bright_field(hard) -> None:
     frames, truth = hard
-    dark = [255 - f for f in frames]
+    dark, dark_truth = synth_frames(
+        8,
+        height=S,
+        width=S,
+        seed=5,
+        difficulty="hard",
+        density=160 * S * S / 2048**2,
+        polarity="dark-field",
+    )
+    dark = list(dark)
+    assert np.array_equal(dark_truth.line, truth.line)  # the same organisms, lit from the side
     assert detect_polarity(dark[0]) == "dark-field"
     assert detect_polarity(frames[0]) == "bright-field"
     bright, _ = _segment(frames)

@@ -167,10 +167,20 @@ class FlatField:
 
     def prime(self, frames: Iterable[np.ndarray]) -> None:
         """Warm the estimate on some frames so a chunk's first frame is corrected as well
-        as its tenth (e.g. the first few frames of the chunk, or the ones before it)."""
+        as its tenth (e.g. the first few frames of the chunk, or the ones before it).
+
+        With three or more frames and no estimate yet, the first estimate comes from their
+        per-pixel median (every 4th row): organisms move between frames, the camera's
+        background does not, so one frame filled by a large organism cannot bias the
+        estimate for the whole chunk (the exponential memory would keep it for ~10 frames).
+        """
+        kept = []
         for frame in frames:
             self._check(frame)
-            frame = self._oriented(frame)
+            kept.append(self._oriented(frame))
+        if self.column is None and len(kept) >= 3:
+            self._initialise(_median_frame(kept))
+        for frame in kept:
             if self.column is None:
                 self._initialise(frame)
             self._apply(frame, self._scratch(frame))
@@ -471,6 +481,16 @@ class FlatField:
         self._refresh_gain()
 
 
+def _median_frame(frames: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel median of frames, on every 4th row (all columns: the column gains are
+    per pixel) and interpolated back to full height."""
+    h, w = frames[0].shape
+    small = np.median(np.stack([f[::4] for f in frames]), axis=0)
+    return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR).astype(
+        frames[0].dtype
+    )
+
+
 def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
     """Median of the ``2 * half`` nearest neighbours of every element (itself excluded)."""
     padded = np.pad(x, half, mode="reflect")
@@ -481,15 +501,17 @@ def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
 def detect_polarity(frame: np.ndarray) -> str:
     """``"bright-field"`` or ``"dark-field"`` from one raw frame.
 
-    Dark-field footage has its background in the lower half of the grey range AND a
-    longer bright tail than dark tail (``p99.9 - median > median - p0.1``): organisms are
-    the bright exceptions. Bright-field footage, even heavily vignetted or underexposed,
-    fails one of the two (its organisms and vignetted corners make the dark tail long).
+    Rule: dark-field when the background (median) lies in the lowest quarter of the grey
+    range, or in the lower half with a bright tail more than twice as long as the dark
+    one (``p99 - median > 2 (median - p1)``: organisms are the bright exceptions; the 1%
+    tails ignore a hot column or a few saturated pixels).
+    A dark-field background is near black; a bright-field one, even heavily vignetted
+    (the MBARI frame's corners read ~90 of 255), sits higher or has the longer dark tail.
     """
     if not isinstance(frame, np.ndarray) or frame.ndim != 2:
         raise ValueError(f"frame must be a 2-D array, got {getattr(frame, 'shape', frame)}")
     sub = frame[::4, ::4]
-    lo, med, hi = np.percentile(sub, [0.1, 50, 99.9])
+    lo, med, hi = np.percentile(sub, [1, 50, 99])
     top = float(np.iinfo(frame.dtype).max) if frame.dtype.kind == "u" else float(sub.max())
-    dark = med < 0.5 * top and (hi - med) > (med - lo)
+    dark = med < 0.25 * top or (med < 0.5 * top and (hi - med) > 2 * (med - lo))
     return "dark-field" if dark else "bright-field"

@@ -12,11 +12,12 @@ is either blind to faint organisms or floods the noisy edges.
 
 Sensor artefacts are not organisms (rule, applied to every method, ``drop_artefacts``):
 
-* a *column streak* is an object at least ``streak_min_length`` (12) lines tall that is
-  at most ``streak_max_width`` (2) px wide, either its whole box (plus one pixel the noise
-  may add; and 6 widths tall) or in 3/4 of its lines within a box at most 4 times that
-  wide: a line-scan sensor draws dust or a transient pixel defect as a 1-2 px vertical
-  line, and no plankter is that thin over that length;
+* a *column streak* is an object at least ``streak_min_length`` (12) lines tall whose
+  box is at most ``streak_max_width`` (2) px wide (plus one pixel the noise may add, and
+  6 widths tall), or, in a box up to 8 px wide, with 80% of its pixels in
+  ``streak_max_width`` adjacent columns: a line-scan sensor draws dust or a transient
+  pixel defect as a 1-2 px vertical line, and no plankter is that thin and that straight
+  down one column over that length;
 * a *flicker band* is an object spanning at least ``flicker_min_span`` (90%) of the frame
   width but at most ``flicker_max_lines`` (16) lines: a lamp flicker the flat-field's
   per-line gain did not follow darkens whole lines, organisms do not.
@@ -700,11 +701,12 @@ def _extract(
         else:
             m = np.zeros((sl[0].stop - y0, sl[1].stop - x0), bool)
             m[y - y0 : y - y0 + h, x - x0 : x - x0 + w] = objs.masks[piece]
-        if drop and h >= streak_h and w <= 4 * params.streak_max_width:
-            # a streak the noise widened: thin in at least 3/4 of its lines
-            per_line = np.count_nonzero(m, axis=1)
-            thin = np.count_nonzero((per_line > 0) & (per_line <= params.streak_max_width))
-            if thin >= 0.75 * h and h >= 6 * params.streak_max_width:
+        if drop and h >= max(streak_h, 6 * params.streak_max_width) and w <= 8:
+            # a streak the noise widened: 80% of its pixels in streak_max_width columns
+            per_col = np.count_nonzero(m, axis=0)
+            k = min(params.streak_max_width, len(per_col))
+            best = int(np.convolve(per_col, np.ones(k, np.int64), "valid").max())
+            if best >= 0.8 * per_col.sum():
                 counts["streaks"] += 1
                 continue
         crop = buf[sl]

@@ -52,6 +52,7 @@ LIBRARY_SIZE_RANGES: dict[str, tuple[float, float]] = {
 }
 
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
+_DF_GAIN, _DF_BLACK = 1.4, 10.0  # dark-field: organism gain, black level
 _ONE = 1 << _SHIFT
 
 
@@ -679,6 +680,7 @@ def synth_frames(
     noise_sigma: float = 2.0,
     contrast_range: tuple[float, float] = (0.1, 0.7),
     artefacts: dict[str, float] | None = None,
+    polarity: Literal["bright-field", "dark-field"] = "bright-field",
 ) -> tuple[Iterator[np.ndarray], GroundTruth]:
     """A raw (not flat-fielded) ISIIS-like line-scan video with ground truth.
 
@@ -704,6 +706,11 @@ def synth_frames(
       ripple of 2-6% with a 60-400 line period over part of the frame.
 
     ``artefacts`` overrides those rates, e.g. ``{"streaks": 0}``.
+
+    ``polarity="dark-field"`` (hard mode only) draws the same organisms as a dark-field
+    imager (UVP5/6) records them: bright, ``black + gain * illumination * darkness`` on a
+    near-black background (10 grey levels), so the illumination falloff dims the organisms
+    rather than the background; streaks are bright. Same ground truth.
 
     Parameters
     ----------
@@ -742,6 +749,11 @@ def synth_frames(
     if difficulty not in ("easy", "hard"):
         raise ValueError(f"difficulty must be 'easy' or 'hard', got {difficulty!r}")
     hard = difficulty == "hard"
+    if polarity not in ("bright-field", "dark-field"):
+        raise ValueError(f"polarity must be 'bright-field' or 'dark-field', got {polarity!r}")
+    dark_field = polarity == "dark-field"
+    if dark_field and not hard:
+        raise ValueError("polarity='dark-field' needs difficulty='hard'")
     if background is None:
         background = 170.0 if hard else 200.0
     rng = np.random.default_rng(seed)
@@ -790,13 +802,19 @@ def synth_frames(
             rowp = background * (
                 1 + drift * np.sin(2 * np.pi * lines / (drift_period_frames * height) + phase)
             ).astype(np.float32)
-            img = np.subtract(1.0, dark, out=dark)
+            img = dark if dark_field else np.subtract(1.0, dark, out=dark)
             if camera is not None:
-                camera.streaks(f, img)
+                if not dark_field:
+                    camera.streaks(f, img)
                 rowp = rowp * camera.flicker(f)
                 img *= camera.vignette_rows[:, None]
             img *= colp[None, :]
             img *= rowp[:, None]
+            if dark_field:
+                # the organisms scatter the light: bright on a black background
+                img *= np.float32(_DF_GAIN)
+                img += np.float32(_DF_BLACK)
+                camera.streaks(f, img, bright=True)
             if camera is None:
                 img += noise[offsets[f] : offsets[f] + height]
             else:
@@ -888,13 +906,17 @@ class _HardCamera:
     def flicker(self, f: int) -> np.ndarray:
         return self.gain[f * self.height : (f + 1) * self.height]
 
-    def streaks(self, f: int, img: np.ndarray) -> None:
-        """Darken the streaks crossing frame ``f`` (multiplicative, before noise)."""
+    def streaks(self, f: int, img: np.ndarray, *, bright: bool = False) -> None:
+        """Darken (bright-field, multiplicative) or brighten (dark-field, additive) the
+        streaks crossing frame ``f``, before noise."""
         top = f * self.height
         for l0, l1, c, w, d in self.streak_list:
             y0, y1 = max(l0, top) - top, min(l1, top + self.height) - top
             if y0 < y1:
-                img[y0:y1, c : c + w] *= np.float32(1 - d)
+                if bright:
+                    img[y0:y1, c : c + w] += np.float32(d * 120)
+                else:
+                    img[y0:y1, c : c + w] *= np.float32(1 - d)
 
     def stuck(self, img: np.ndarray) -> None:
         img[:, self.stuck_cols] = self.stuck_values[None, :]
