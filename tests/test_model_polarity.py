@@ -199,6 +199,26 @@ def test_classifier_normalises_with_its_polarity_and_warns_once_with_a_count(
     assert p_dark.shape == (20, 5)
 
 
+def test_train_and_evaluate_commands_on_a_dark_field_library(
+    both_libraries: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from plankline.cli import app
+    from typer.testing import CliRunner
+
+    _, dark = both_libraries
+    w = tmp_path / "w"
+    args = ["--stop", "1", "--canvas", "32", "--width", "4", "--members", "1"]
+    res = CliRunner().invoke(app, ["train", str(dark), "--out", str(w), *args])
+    assert res.exit_code == 0, res.output
+    assert "images read as dark-field (--polarity auto)" in res.output
+    res = CliRunner().invoke(app, ["evaluate", str(w), "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| RF on shape features |" in text and "| gradient boosting on shape features |" in text
+    res = CliRunner().invoke(app, ["train", str(dark), "--out", str(w), "--polarity", "grey"])
+    assert res.exit_code != 0 and "polarity must be 'auto' or one of" in res.output
+
+
 REAL = {
     "ndsb-isiis": "bright",
     "flowcam-vicko": "bright",
