@@ -62,7 +62,7 @@ def real_video_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarr
     return out
 
 
-def run(frames, params: SegmentParams, mode: str = "both", prime: int = 3):
+def run(frames, params: SegmentParams, mode: str = "both", prime: int = 8):
     """Decode-free path on frames in memory: flat-field + segment; (rois, seconds, ff)."""
     cv2.setNumThreads(1)
     t = time.perf_counter()
@@ -77,7 +77,7 @@ def video_path(video: Path, params: SegmentParams, mode: str = "both"):
     cv2.setNumThreads(1)
     t = time.perf_counter()
     ff = FlatField(mode=mode)  # type: ignore[arg-type]
-    ff.prime(f for _, f in iter_frames(video, 0, 3))
+    ff.prime(f for _, f in iter_frames(video, 0, 8))
     n = 0
     parts = []
     for rois in segment_stream(((i, ff.correct(f)) for i, f in iter_frames(video)), params):
