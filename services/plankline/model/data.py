@@ -137,7 +137,9 @@ def _own_polarity(d: np.ndarray, border: np.ndarray, bg: float, scale: float, as
     """The polarity a crop shows, from its departure ``d`` from the background towards the
     ``assumed`` polarity's organism side (in the crop's own units); see :func:`detect_polarity`."""
     noise = 1.4826 * _median(np.abs(border.astype(np.float32) - np.float32(bg)))
-    t = max(3.0 * noise, 0.04 / scale)
+    t = np.float32(max(3.0 * noise, 0.04 / scale))
+    if d.size > 1024:  # every 4th pixel weighs an organism as well, at a quarter of the cost
+        d = d[::2, ::2]
     toward = float(np.maximum(d - t, 0.0).sum())
     away = float(np.maximum(-d - t, 0.0).sum())
     if toward == away:  # nothing departs from the background: decide by its level
