@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tarfile
 import threading
 import time
@@ -464,7 +465,7 @@ def test_kill_9_of_each_service_mid_run_and_restart_gives_identical_outputs(
             store,
             tmp_path,
             factory=f"stream_service_wrappers:{name}",
-            env={"TEST_PAUSE_AFTER_FIRST_S": "3"},
+            env={"TEST_PAUSE_AFTER_FIRST_S": "inf"},  # holds until killed
         )
         for name in SERVICES
     }
@@ -631,18 +632,23 @@ def test_broker_restart_on_s3_storage_and_s3_restart_mid_run_give_identical_outp
         ensure_topics(broker.endpoint, {t: 2 for t in contracts.TOPICS})
         # a restarted SeaweedFS answers InternalError until its volume server re-registers
         store = fresh_store(s3, "outage", retries=10)
-        pauses = {"measurer": 2.0, "collector": 2.0}
+        # each holds after its first writes until released: the restarts happen inside the hold
+        pauses = {"measurer": math.inf, "collector": math.inf}
         patient = {"max_attempts": 30, "backoff_initial_s": 0.2, "backoff_max_s": 2.0}
         with services(broker, store, pause_after_first=pauses, **patient) as runners:
             submit(raw, "outage", store, broker)
             measurer, collector = runners["measurer"].handler, runners["collector"].handler
-            wait_for(lambda: measurer.handled == 1, 60, "the measurer's first chunk")  # type: ignore[attr-defined]
-            broker.stop()  # mid-run: the measurer has written but not produced nor committed
+            wait_for(measurer.reached.is_set, 60, "the measurer's first chunk")  # type: ignore[attr-defined]
+            assert runners["measurer"].stats.produced == 0  # written, not produced nor committed
+            broker.stop()  # mid-run
             broker = tansu(broker.ports["kafka"])
-            wait_for(lambda: collector.handled == 1, 90, "the collector's first chunk")  # type: ignore[attr-defined]
-            s3.stop()
+            measurer.release()  # type: ignore[attr-defined]
+            wait_for(collector.reached.is_set, 90, "the collector's first chunk")  # type: ignore[attr-defined]
+            s3.stop()  # mid-run: the collector holds a chunk written but not committed
             s3 = stack.start_seaweedfs(stack_dir, "outage", secret, name=s3.name, ports=s3.ports)
+            collector.release()  # type: ignore[attr-defined]
             status = wait_finished(store, "outage", timeout_s=180)
+        assert runners["measurer"].stats.produced > 0 and runners["collector"].stats.processed > 0
         assert status.failed == {}
         download_results(store, "outage", tmp_path / "out")
         assert assert_same_outputs(tmp_path / "out", batch_project) == status.rois

@@ -327,7 +327,7 @@ class Runner:
     # -- the loop -----------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
 
         s = self.settings
         runner = self
@@ -358,7 +358,13 @@ class Runner:
             max_partition_fetch_bytes=max(s.max_request_size, 1048576),
         )
         self._consumer.subscribe(topics=list(s.input_topics), listener=Listener())
-        self._producer = KafkaProducer(
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        s = self.settings
+        return KafkaProducer(
             bootstrap_servers=s.bootstrap_servers.split(","),
             client_id=f"{s.service_name}-producer",
             acks="all",
@@ -516,13 +522,26 @@ class Runner:
             isinstance(o, Outgoing) for o in outgoing
         ):
             raise TypeError(f"handle() must return a list of Outgoing, got {outgoing!r:.200}")
-        futures = [
-            (o.topic, self._producer.send(o.topic, key=o.key, value=o.value)) for o in outgoing
-        ]
-        if futures:
-            self._producer.flush(timeout=self.settings.produce_timeout_s)
-        for topic, future in futures:
-            future.get(timeout=self.settings.produce_timeout_s)  # raises if not acknowledged
+        if self._producer is None:
+            self._producer = self._new_producer()
+        try:
+            futures = [
+                (o.topic, self._producer.send(o.topic, key=o.key, value=o.value)) for o in outgoing
+            ]
+            if futures:
+                self._producer.flush(timeout=self.settings.produce_timeout_s)
+            acked = [
+                (topic, future.get(timeout=self.settings.produce_timeout_s))
+                for topic, future in futures
+            ]
+        except Exception:
+            # A restarted broker forgets the idempotent producer's id and answers every later
+            # send with UNKNOWN_SERVER_ERROR: the next attempt gets a fresh producer.
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=1)
+            self._producer = None  # made again by the next send (the broker may still be down)
+            raise
+        for topic, _ in acked:
             self.metrics.produced.labels(self.settings.service_name, topic).inc()
             self.stats.produced += 1
 
@@ -551,6 +570,8 @@ class Runner:
         delay = s.backoff_initial_s
         while True:  # never commit a record whose failure was not recorded
             try:
+                if self._producer is None:
+                    self._producer = self._new_producer()
                 future = self._producer.send(
                     s.dead_letter_topic, key=record.key, value=failure.SerializeToString()
                 )
@@ -558,6 +579,10 @@ class Runner:
                 break
             except Exception as error:
                 log.error("dead-letter publish failed (%s); retrying", error)
+                if self._producer is not None:  # a fresh producer next time (see _produce)
+                    with contextlib.suppress(Exception):
+                        self._producer.close(timeout=1)
+                    self._producer = None
                 if self._stop.wait(max(delay, 0.1)):
                     raise _Stopping from error
                 delay = min(max(delay, 0.1) * 2, s.backoff_max_s)
