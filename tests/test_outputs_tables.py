@@ -118,3 +118,11 @@ def test_quoted_cells_with_commas_quotes_and_newlines_round_trip(tmp_path):
     write_csv(p, {"s": values, "n": [1, 2, 3]})
     got = read_csv(p)
     assert got["s"].tolist() == values and got["n"].tolist() == [1, 2, 3]
+
+
+def test_non_finite_values_never_fail_a_table_and_read_back(tmp_path):
+    # One ROI's odd measurement must not cost the chunk its measurements CSV.
+    p = tmp_path / "m.csv"
+    write_csv(p, {"elongation": np.array([2.5, np.inf, -np.inf, np.nan])})
+    got = read_csv(p)["elongation"]
+    assert got[0] == 2.5 and got[1] == np.inf and got[2] == -np.inf and np.isnan(got[3])
