@@ -5,13 +5,14 @@ axes from the inertia tensor, orientation, eccentricity, convex area, solidity, 
 Hu moments), so numbers agree with the seed pipeline, which used skimage.
 
 Speed: real ISIIS ROIs are small (median ~40 px), so per-ROI call overhead, not pixel work,
-is what costs. One Python loop gathers every ROI's object pixels (index and gray value) into
-one concatenated vector, ROI after ROI and row after row; everything else is computed for
-all ROIs at once:
+is what costs. All masks and crops are laid end to end in one flat array each, and one
+``flatnonzero`` gives every object pixel (position and gray value) in one vector, ROI after
+ROI and row after row; everything is then computed for all ROIs at once:
 
 - moments (hence axes, orientation, eccentricity, Hu invariants, centroid), bounding boxes
-  and intensity statistics are sums over contiguous runs of that vector
-  (``np.add.reduceat``), first per image row, then per ROI;
+  and intensity moments are sums over contiguous runs of that vector
+  (``np.add.reduceat``), first per image row, then per ROI; min, max and median come from
+  one integer sort of (ROI, value) keys;
 - the perimeter (skimage's 4-connectivity weighting) comes from one erosion and one 3x3
   filter on a canvas on which all masks are shelf-packed;
 - the convex hull of each object is taken from the first and last pixel of each of its
