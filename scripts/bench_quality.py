@@ -32,34 +32,10 @@ import numpy as np
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.score import score_video
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
-from plankline.imaging.synth import synth_frames
+from plankline.imaging.synth import frames_from_still, synth_frames
 from plankline.imaging.video import iter_frames, write_video
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "isiis-frames"
-
-
-def real_video_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` frames of moving content under the real frame's own fixed vignette.
-
-    The vignette is the frame's smooth background (a grey closing then a wide blur of a
-    downscaled copy); the content (frame / vignette) is rolled and flipped per frame and
-    multiplied back, so the flat-field sees a fixed camera and moving water.
-    """
-    h, w = frame.shape
-    small = cv2.resize(frame, (w // 16, h // 16), interpolation=cv2.INTER_AREA)
-    small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    vig = cv2.resize(cv2.GaussianBlur(small.astype(np.float32), (0, 0), 3), (w, h))
-    content = frame.astype(np.float32) / np.maximum(vig, 1)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = content if i == 0 else np.roll(content, tuple(rng.integers(0, [h, w])), (0, 1))
-        if i % 2:
-            c = c[:, ::-1]
-        if i % 3 == 2:
-            c = c[::-1]
-        out.append(np.clip(c * vig, 0, 255).astype(np.uint8))
-    return out
 
 
 def run(frames, params: SegmentParams, mode: str = "both", prime: int = 8):
@@ -129,6 +105,7 @@ def main() -> None:
     ap.add_argument("--real-frames", type=int, default=20, help="real-frame video length")
     ap.add_argument("--montage", type=Path, help="PNG of the ROIs found on the real video")
     ap.add_argument("--no-real", action="store_true")
+    ap.add_argument("--mser", action="store_true", help="also time and score method=mser")
     args = ap.parse_args()
 
     s = args.size
@@ -148,7 +125,10 @@ def main() -> None:
         f"{'easy' if args.easy else 'hard'} synthetic{' dark-field' if args.dark_field else ''}"
         f": {args.frames} frames {s}x{s}, {len(truth)} organisms"
     )
-    for name, params in (("static 192", SegmentParams(method="static")), ("default", tuned)):
+    methods = [("static 192", SegmentParams(method="static")), ("default", tuned)]
+    if args.mser:
+        methods.append(("mser", SegmentParams(method="mser")))
+    for name, params in methods:
         rois, dt, ff = run(frames, params)
         sc = score_video(truth, rois, min_area_px=params.min_area_px)
         print(f"-- {name} ({params.method}): {args.frames / dt:.1f} frames/s (flat-field+segment)")
@@ -161,10 +141,10 @@ def main() -> None:
     frame = cv2.imread(str(real[0]), cv2.IMREAD_GRAYSCALE)
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "real.avi"
-        write_video(video, real_video_frames(frame, args.real_frames), fps=13.7)
+        write_video(video, frames_from_still(frame, args.real_frames), fps=13.7)
         print(f"real-frame video: {args.real_frames} x {frame.shape}, rawvideo, one core")
         res = {}
-        for name, params in (("static 192", SegmentParams(method="static")), ("default", tuned)):
+        for name, params in methods:
             rois, n, dt = video_path(video, params)
             res[name] = n / dt
             print(

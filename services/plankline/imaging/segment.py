@@ -77,7 +77,13 @@ class SegmentParams:
         ``percentile``-th intensity percentile of the frame (adapts to turbid water).
         ``otsu``: Otsu's threshold per frame (only sensible when objects are plentiful).
         ``mser``: union of dark maximally stable extremal regions (the OSU Threshold-MSER
-        idea), darker than ``mser_max_level``; slower, finds faint objects near dark ones.
+        idea), darker than ``mser_max_level``. Kept for comparison with the seed's method
+        and documented as SLOW: whole-frame ``cv2.MSER`` costs ~7x the adaptive path per
+        frame (scripts/bench_quality.py --mser), under the 2.4 frames/s per core the issue
+        asks, and its fixed ``mser_max_level`` makes it blind below contrast ~0.2 in the
+        hard synthetic mode (recall 0.67 there). MSER inside candidate windows ran 5x
+        faster but its nested regions gave outlines at the growth level (precision 0.37):
+        not shipped.
     threshold : float
         Static level: a pixel is object when ``value < threshold``. 192 keeps everything at
         or above quarter contrast on a 255 background (see ``synth.MASK_LEVEL``).

@@ -959,3 +959,32 @@ def truth_path(video_path: str | Path) -> Path:
     """Where :func:`write_synth_video` puts the ground truth of ``video_path``."""
     p = Path(video_path)
     return p.with_name(p.name + ".truth.csv")
+
+
+def frames_from_still(frame: np.ndarray, n: int, *, seed: int = 0) -> list[np.ndarray]:
+    """``n`` frames of moving content under a real frame's own, fixed vignette.
+
+    One real frame (e.g. the MBARI ISIIS frame in ``shared/data``) becomes a short video a
+    flat-field can learn from: the vignette is the frame's smooth background (a grey
+    closing and a wide blur of a 16x downscaled copy); the content (frame / vignette) is
+    rolled and flipped from frame to frame and multiplied back, as organisms pass a fixed
+    camera. Rolling the raw frame instead would move the vignette with the content.
+    Frame 0 is the original.
+    """
+    if not isinstance(frame, np.ndarray) or frame.ndim != 2 or frame.dtype != np.uint8:
+        raise ValueError(f"frame must be a 2-D uint8 array, got {getattr(frame, 'shape', frame)}")
+    h, w = frame.shape
+    small = cv2.resize(frame, (max(1, w // 16), max(1, h // 16)), interpolation=cv2.INTER_AREA)
+    small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    vig = cv2.resize(cv2.GaussianBlur(small.astype(np.float32), (0, 0), 3), (w, h))
+    content = frame.astype(np.float32) / np.maximum(vig, 1)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = content if i == 0 else np.roll(content, tuple(rng.integers(0, [h, w])), (0, 1))
+        if i % 2:
+            c = c[:, ::-1]
+        if i % 3 == 2:
+            c = c[::-1]
+        out.append(np.clip(c * vig, 0, 255).astype(np.uint8))
+    return out
