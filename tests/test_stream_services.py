@@ -700,6 +700,7 @@ def test_stack_up_submit_results_down_gives_the_batch_cli_files(
     cli = CliRunner()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKLINE_")}
     env["PLANKLINE_TRITON_VENV"] = str(triton_venv)
+    env["COLUMNS"] = "40"  # a narrow terminal setting: the output parsed below stays whole
     up = cli.invoke(app, ["stack", "up", "--state-dir", str(state), "--partitions", "2"], env=env)
     assert up.exit_code == 0, up.output
     handles = read_state(state)
