@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from plankline.batch.project import Project
 from plankline.cli import app
 from plankline.imaging.video import write_video
 from plankline.model.infer import read_classification_csv
@@ -177,3 +178,14 @@ def test_no_injected_column_defect_becomes_a_roi(run) -> None:
             & (t["row"] + t["bbox_height"] >= y)
         )
         assert on_it.sum() == 0, f"frame {i}: streak at x={x}, y={y}..{y + h} became a ROI"
+
+
+def test_dropped_streaks_are_counted_in_the_log_and_done_markers(run) -> None:
+    root, streaks, _ = run
+    records = [r for r in Project(root).done_records()]
+    counted = sum(r["artefacts"].get("streaks", 0) for r in records)
+    # Each injected defect is a streak unless noise widened it (see the xfail above); a
+    # chunk also counts those of the frames it reads around its own (context, tails).
+    assert counted >= len(streaks) * 3 // 4
+    log = (root / "plankline.log").read_text()
+    assert log.count("sensor artefacts left out: ") == len(records)

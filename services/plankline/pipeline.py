@@ -195,16 +195,19 @@ def flatfielded_frames(
     chunk: Chunk,
     settings: PipelineSettings,
     times: StageTimes | None = None,
+    flat: FlatField | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The chunk's frames flat-fielded, from one frame before it on, read lazily.
 
     The background estimate is primed from the frames just before the chunk (or
     its own first frames for chunk 0), so its first frame is corrected as well
-    as its tenth.
+    as its tenth. ``flat``: a new ``FlatField`` of the settings' mode to use (the
+    caller keeps it to read its artefact counts); default, one made here.
     """
     if times is not None:
         read = _timed_reader(read, times)
-    flat = FlatField(mode=settings.flatfield)
+    if flat is None:
+        flat = FlatField(mode=settings.flatfield)
     if settings.prime_frames:
         prime_start = max(0, chunk.start - settings.prime_frames)
         with _stage(times, "flatfield"):
@@ -247,7 +250,8 @@ def find_rois(
     """
     one_core()
     found: list[Rois] = []
-    frames = flatfielded_frames(read, chunk, settings, times)
+    flat = FlatField(mode=settings.flatfield)
+    frames = flatfielded_frames(read, chunk, settings, times, flat)
     batches = segment_stream(
         frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
     )
@@ -258,9 +262,15 @@ def find_rois(
             found.append(rois)
     except VideoError as error:
         if error.frame is None or error.frame < chunk.stop:
-            raise PartialChunkError(str(error), Rois.concat(found)) from error
-        return Rois.concat(found), str(error)
-    return Rois.concat(found), None
+            raise PartialChunkError(str(error), _with_flat(Rois.concat(found), flat)) from error
+        return _with_flat(Rois.concat(found), flat), str(error)
+    return _with_flat(Rois.concat(found), flat), None
+
+
+def _with_flat(rois: Rois, flat: FlatField) -> Rois:
+    """``rois`` with the flat-field's artefact counts beside the segmentation's."""
+    rois.artefacts = {**rois.artefacts, **flat.artefacts()}
+    return rois
 
 
 class PartialChunkError(ValueError):
@@ -391,18 +401,25 @@ def process_chunk(
     settings: PipelineSettings,
     paths: Mapping[str, Path],
     times: StageTimes | None = None,
+    artefacts: dict[str, int] | None = None,
 ) -> tuple[int, dict[str, int], str | None]:
     """The whole method on one chunk; returns (ROIs, counts per class, warning).
 
     Raises ``PartialChunkError`` after writing the outputs of the ROIs found before
     an unreadable frame the chunk owns. ``times``, when given, receives the seconds
     of every stage (:data:`STAGES`); ``scripts/bench_cli.py`` prints them.
+    ``artefacts``, when given, receives the sensor artefacts recognised and left out
+    (column streaks and flicker bands dropped by the segmentation, stuck columns and
+    flickering lines repaired by the flat-field, priming frames included) for the
+    batch's log and done marker.
     """
     partial: PartialChunkError | None = None
     try:
         rois, warning = find_rois(read, chunk, settings, times)
     except PartialChunkError as error:
         partial, rois, warning = error, error.rois, None
+    if artefacts is not None:
+        artefacts.update({k: int(v) for k, v in rois.artefacts.items() if v})
     with _stage(times, "measure"):
         table = measure_chunk(chunk, rois, settings)
     counts: dict[str, int] = {}

@@ -53,6 +53,7 @@ class ChunkResult:
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     warning: str | None = None
+    artefacts: dict[str, int] = field(default_factory=dict)
 
 
 def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
@@ -66,7 +67,11 @@ def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
     result = ChunkResult(chunk, frames=chunk.stop - chunk.start)
     try:
         result.rois, result.counts, result.warning = process_chunk(
-            partial(iter_frames, video), chunk, settings, project.outputs(chunk.name)
+            partial(iter_frames, video),
+            chunk,
+            settings,
+            project.outputs(chunk.name),
+            artefacts=result.artefacts,
         )
     except PartialChunkError as error:  # outputs hold the ROIs before the bad frame
         result.error = str(error)
@@ -77,6 +82,7 @@ def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
         "warning": result.warning,
         "rois": result.rois,
         "counts": result.counts,
+        "artefacts": result.artefacts,
         "seconds": result.seconds,
     }
     if result.error:
@@ -155,11 +161,15 @@ def _run_locked(
             log.error("chunk %s failed: %s", result.chunk.name, result.error)
         else:
             log.info(
-                "chunk %s: %d frames, %d ROIs in %.1f s",
+                "chunk %s: %d frames, %d ROIs in %.1f s%s",
                 result.chunk.name,
                 result.frames,
                 result.rois,
                 result.seconds,
+                "; sensor artefacts left out: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(result.artefacts.items()))
+                if result.artefacts
+                else "",
             )
         if on_progress:
             on_progress(result, result.frames)
