@@ -47,11 +47,27 @@ class JobStatus:
         return self.planned > 0 and self.pending <= 0
 
 
+#: (bucket, key, etag) -> parsed marker: ``results --wait`` polls 4 times a second, and
+#: fetching every done.json on every poll cost O(chunks) GETs each time (about as much CPU
+#: in the CLI and SeaweedFS as the collector spent on the job). A marker is re-read only
+#: when its ETag changes.
+_markers: dict[tuple[str, str, str], dict] = {}
+
+
+def _marker(store: S3Store, key: str, etag: str) -> dict:
+    cached = _markers.get((store.bucket, key, etag)) if etag else None
+    if cached is None:
+        cached = json.loads(store.get_bytes(key))
+        if etag:
+            _markers[(store.bucket, key, etag)] = cached
+    return cached
+
+
 def job_status(store: S3Store, job: str) -> JobStatus:
     """Count the job's chunks by state from the markers in S3."""
     manifest = read_manifest(store, job, cached=False)
     status = JobStatus(job)
-    keys = set(store.list(contracts.job_prefix(job) + "videos/"))
+    keys = store.list_etags(contracts.job_prefix(job) + "videos/")
     for video in manifest["videos"]:
         for chunk in video["chunks"]:
             status.planned += 1
@@ -61,12 +77,12 @@ def job_status(store: S3Store, job: str) -> JobStatus:
 
             done = key("done.json") in keys
             if done:
-                record = json.loads(store.get_bytes(key("done.json")))
+                record = _marker(store, key("done.json"), keys[key("done.json")])
                 status.done += 1
                 status.rois += record.get("rois", 0)
                 status.records.append(record)
             if key("failed.json") in keys:
-                failure = json.loads(store.get_bytes(key("failed.json")))
+                failure = _marker(store, key("failed.json"), keys[key("failed.json")])
                 status.failed[chunk["name"]] = failure["error"]
                 # a chunk with a bad frame goes on with the ROIs before it: pending until
                 # its done.json; only a dead-lettered one never gets there

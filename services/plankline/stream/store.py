@@ -301,6 +301,17 @@ class S3Store:
             ),
         )
 
+    def list_etags(self, prefix: str = "") -> dict[str, str]:
+        """Every key under ``prefix`` with its ETag (changes whenever the object does)."""
+        return self._call(
+            f"list {prefix}",
+            lambda: {
+                o.object_name: str(o.etag or "")
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name is not None
+            },
+        )
+
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it is already gone)."""
         self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, key))
