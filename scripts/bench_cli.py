@@ -13,7 +13,8 @@ Sources:
 
 * **real**: ``../shared/data/isiis-frames/mbari-isiis-raw-2048.jpg`` (a raw, vignetted
   2048x2048 ISIIS frame) made into an uncompressed ISIIS-named AVI of ``--frames``
-  frames: the frame and its upside-down mirror in turn (see :func:`real_frames`);
+  frames: its scene flipped and shifted under the camera's fixed vignetting (see
+  :func:`real_frames`);
 * **synthetic**: ``plankline.imaging.synth.write_synth_video`` (``--synth-frames``).
 
 Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
@@ -48,6 +49,7 @@ import numpy as np
 from plankline.batch.project import Project
 from plankline.batch.run import plan_video, run_batch
 from plankline.config import BatchSettings
+from plankline.imaging.flatfield import FlatField
 from plankline.imaging.synth import write_synth_video
 from plankline.imaging.video import iter_frames, write_video
 from plankline.outputs.rois import iter_roi_tar
@@ -63,16 +65,29 @@ REAL = (
 VIDEO_NAME = "20180706170805.476.avi"  # ISIIS names: the start time, to the millisecond
 
 
-def real_frames(frame: np.ndarray, n: int) -> list[np.ndarray]:
-    """``n`` frames made from one: the frame and its upside-down mirror in turn.
+def real_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` frames made from one, under the camera's own vignetting.
 
-    A line-scan video is one continuous image cut into frames; mirroring every other
-    frame keeps the cuts continuous (the last line of one frame is the first of the
-    next) and the vignetting where it was. Left-right flips or shifts would put the
-    dark left edge beside the brighter right one at every cut, and the flat-field
-    would chase that jump instead of the camera's.
+    The frame's smooth background (``FlatField(mode="both").background()``: the
+    vignetting and column gain, which belong to the camera and stay put from frame to
+    frame) is divided out, the remaining scene (organisms, particles, noise) is flipped
+    (the four flips in turn) and rolled by a random shift in both directions, and the
+    background is multiplied back in. Flipping the raw frame instead would flip the
+    vignetting every frame, which no camera does, and the flat-field would chase it.
     """
-    return [frame if i % 2 == 0 else np.ascontiguousarray(frame[::-1]) for i in range(n)]
+    flat = FlatField(mode="both")
+    flat.prime([frame, frame])
+    flat.correct(frame)
+    background = flat.background()
+    scene = frame.astype(np.float32) / background
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        s = scene[:: 1 if i % 2 == 0 else -1, :: 1 if (i // 2) % 2 == 0 else -1]
+        if i >= 4:
+            s = np.roll(s, tuple(int(v) for v in rng.integers(0, 2048, 2)), axis=(0, 1))
+        out.append(np.clip(s * background + 0.5, 0, 255).astype(np.uint8))
+    return out
 
 
 def make_real_project(root: Path, n: int) -> Path:
@@ -191,8 +206,11 @@ def bench_source(label: str, project: Path, repeat: int, classify: bool, workers
         f"{nrois / ndt:7.0f} ROIs/s  ({nrois / max(nn, 1):.0f} ROIs/frame, {ndt:.2f} s)"
     )
     print(f"ratio ours/naive (frames/s): {(n / dt) / (nn / ndt):.2f}x   (best of {repeat} each)")
-    times, pf, pr, pwall = profile(project)
-    print(f"per-stage profile, one core ({pf} frames, {pr} ROIs; process_chunk + StageTimes):")
+    times, pf, pr, pwall = profile(project, classify=classify)
+    print(
+        f"per-stage profile, one core ({pf} frames, {pr} ROIs; process_chunk + StageTimes"
+        f"{', classification on' if classify else ''}):"
+    )
     print_profile(times, pf, pr, pwall)
     if classify:
         chunk = max(1, -(-n // (2 * workers)))  # two chunks per worker: both cores busy
