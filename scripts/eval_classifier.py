@@ -66,7 +66,7 @@ from plankline.model.train import (
     model_from_checkpoint,
     train,
 )
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, log_loss
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -231,7 +231,10 @@ def run_split(
         "images_per_s": float(np.median([h.images_per_s for h in hist])),
     }
     for t in tta:
-        row[f"tta{t}"] = _f1(yv, predict_tta(predict, xv, t), k)
+        probs = predict_tta(predict, xv, t)
+        row[f"tta{t}"] = _f1(yv, probs, k)
+        # multi-class log loss, NDSB's own measure (probabilities clipped at 1e-15, as Kaggle)
+        row[f"nll_tta{t}"] = float(log_loss(yv, np.clip(probs, 1e-15, 1), labels=range(k)))
     cache.add(row)
 
     key = f"{name}|{seed}|{cfg.vsp}|{len(yt)}|{len(yv)}"
@@ -269,7 +272,11 @@ def report_set(name: str, rows: list[dict[str, Any]], tta: list[int]) -> dict[st
     for t in tta:
         ours = [r[f"tta{t}"] for r in rows]
         means[f"ours tta{t}"] = statistics.mean(ours)
-        print(f"  ours tta {t}  {_ms(ours)}   per split {' '.join(f'{x:.3f}' for x in ours)}")
+        nll = [r[f"nll_tta{t}"] for r in rows if f"nll_tta{t}" in r]
+        print(
+            f"  ours tta {t}  {_ms(ours)}   per split {' '.join(f'{x:.3f}' for x in ours)}"
+            + (f"   log loss {_ms(nll)}" if len(nll) == len(rows) else "")
+        )
         for b in ("RF", "GBM", SMALL_CNN):
             if not all(b in r for r in rows):
                 continue
