@@ -378,6 +378,16 @@ def noise_grid(
         total = np.maximum(cdf[:, -1:], 1).astype(np.float64)
         q_hi = _hist_quantile(hist, cdf, total * _Q_HI)
         q_lo = _hist_quantile(hist, cdf, total * _Q_LO)
+        # Third pass, local: leave out values more than 5 sigmas under each cell's
+        # neighbourhood background (median of the cells around), so a large faint organism
+        # (a tenth of the background darker, covering several cells) is not background.
+        bg1, sd1 = _smooth_grid(q_hi + (q_hi - q_lo) / 2, q_hi - q_lo, nr, nc, frame.dtype)
+        local = np.clip(np.floor(bg1 - 5 * np.maximum(sd1, 1.0)), 1, 255).astype(np.int64)
+        hist[np.arange(256)[None, :] < local.reshape(-1, 1)] = 0
+        cdf = np.cumsum(hist, axis=1)
+        total = np.maximum(cdf[:, -1:], 1).astype(np.float64)
+        q_hi = _hist_quantile(hist, cdf, total * _Q_HI)
+        q_lo = _hist_quantile(hist, cdf, total * _Q_LO)
     else:  # 16-bit: sort per cell (rare; a 65536-bin histogram per cell would be larger)
         q_hi = np.empty(nr * nc)
         q_lo = np.empty(nr * nc)
@@ -385,12 +395,21 @@ def noise_grid(
             for c in range(nc):
                 v = sub[rows == r][:, cols == c].ravel()
                 q_lo[r * nc + c], q_hi[r * nc + c] = np.quantile(v, [_Q_LO, _Q_HI])
-    sigma = (q_hi - q_lo).reshape(nr, nc).astype(np.float32)
-    background = (q_hi.reshape(nr, nc) + sigma / 2).astype(np.float32)
-    # A cell mostly covered by an organism reads a huge "noise": cap at 4x the frame's
-    # median (vignetted edges of a flat-fielded frame reach ~3x), and the background at
-    # the top of the grey range.
-    top = float(np.iinfo(frame.dtype).max)
+    return _smooth_grid(q_hi + (q_hi - q_lo) / 2, q_hi - q_lo, nr, nc, frame.dtype)
+
+
+def _smooth_grid(
+    background: np.ndarray, sigma: np.ndarray, nr: int, nc: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cap and median-filter per-cell estimates.
+
+    A cell mostly covered by an organism reads a huge "noise": sigma is capped at 4x the
+    frame's median (vignetted edges of a flat-fielded frame reach ~3x), the background at
+    the top of the grey range; then a median over 5 x 5 cells (3 x 3 on small grids).
+    """
+    sigma = sigma.reshape(nr, nc).astype(np.float32)
+    background = background.reshape(nr, nc).astype(np.float32)
+    top = float(np.iinfo(dtype).max)
     np.minimum(sigma, np.float32(4 * max(float(np.median(sigma)), 1e-3)), out=sigma)
     np.minimum(background, np.float32(top + 0.5), out=background)
     if nr >= 3 and nc >= 3:
@@ -596,6 +615,11 @@ class _BufLevels:
             g = params.split_gap
             if g > 0:
                 ref = cv2.dilate(ref, np.ones((g + 1, g + 1), np.uint8))
+            # a piece inside a hole of another (a fragment of a big textured body) is
+            # part of it: fill the holes before labelling
+            padded = np.pad(ref, 1)
+            cv2.floodFill(padded, None, (0, 0), 128)
+            ref[padded[1:-1, 1:-1] == 0] = 255
             n_d, dlab = cv2.connectedComponentsWithAlgorithm(
                 ref, params.connectivity, cv2.CV_32S, cv2.CCL_GRANA
             )
@@ -630,8 +654,40 @@ class _BufLevels:
             peak=pk,
             seed=np.float32(params.k_high) * sd,
         )
+        if dlab is not None:
+            _merge_enclosed(objs)
         self.objs = objs
         return objs
+
+
+def _merge_enclosed(objs: _Objects) -> None:
+    """Pieces of a split outline inside the box (+4 px) of its largest piece belong to it
+    (fragments of a large textured body the noise cut off); they join that object, and
+    are marked with area 0 so they are not emitted on their own."""
+    split = np.flatnonzero(objs.piece > 0)
+    if len(split) < 2:
+        return
+    parents = objs.parent[split]
+    order = np.lexsort((-objs.area[split], parents))
+    split, parents = split[order], parents[order]
+    starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
+    ends = np.r_[starts[1:], len(split)]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        if b - a < 2:
+            continue
+        main, rest = split[a], split[a + 1 : b]
+        x, y = objs.x[main] - 4, objs.y[main] - 4  # 4 px of slack around the box
+        x1, y1 = x + objs.w[main] + 8, y + objs.h[main] + 8
+        inside = rest[
+            (objs.x[rest] >= x)
+            & (objs.y[rest] >= y)
+            & (objs.x[rest] + objs.w[rest] <= x1)
+            & (objs.y[rest] + objs.h[rest] <= y1)
+        ]
+        if len(inside):
+            objs.area[main] += objs.area[inside].sum()
+            objs.area[inside] = 0
+            objs.merged[int(main)] = np.r_[objs.piece[main], objs.piece[inside]]
 
 
 @dataclass
@@ -651,6 +707,7 @@ class _Objects:
     level: np.ndarray  # outline level per component
     peak: np.ndarray  # darkest smoothed value per component
     seed: np.ndarray  # seed depth (k_high * sigma) per component
+    merged: dict[int, np.ndarray] = field(default_factory=dict)  # object -> its pieces
 
 
 def _extract(
@@ -688,6 +745,7 @@ def _extract(
             getattr(objs, k)[sel].tolist() for k in ("x", "y", "w", "h", "area")
         )
         ids, pieces = objs.parent[sel].tolist(), objs.piece[sel].tolist()
+        obj_ids = sel.tolist()
         # per-component figures as Python floats: numpy scalars cost ~1 us per use here
         level, peak, seed = objs.level.tolist(), objs.peak.tolist(), objs.seed.tolist()
     out: list[tuple[int, ...]] = []
@@ -714,7 +772,8 @@ def _extract(
         else:
             m = (lab == k) & (crop < level[k])
             if piece > 0:
-                m &= objs.pieces[sl] == piece
+                both = objs.merged.get(obj_ids[i]) if objs.merged else None
+                m &= objs.pieces[sl] == piece if both is None else np.isin(objs.pieces[sl], both)
         if drop and h >= max(streak_h, 6 * params.streak_max_width) and w <= 8:
             # a streak the noise widened: 80% of its pixels in streak_max_width columns
             per_col = np.count_nonzero(m, axis=0)
