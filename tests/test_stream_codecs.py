@@ -165,6 +165,7 @@ def stream_run(
         inference="triton",
         triton_url=triton_server.endpoint,
         s3_read_block_bytes=BLOCK,
+        s3_readahead_bytes=4 * BLOCK,
     ) as runners:
         disk = submit(sorted(raw.iterdir()), "disk", SETTINGS, store, broker.endpoint)
         assert disk.failures == [] and disk.chunks == 3 * len(INPUTS)

@@ -58,6 +58,7 @@ class Segmenter(ServiceBase):
                 message.video_key,
                 bucket=message.bucket or None,
                 block_size=self.settings.s3_read_block_bytes,
+                readahead_bytes=self.settings.s3_readahead_bytes,
             )
             return SegmentReader(source, video, 0, n, n)
         if message.segment_format == SEGMENT_FRAMES_TAR:

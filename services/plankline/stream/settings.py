@@ -31,10 +31,16 @@ class S3Settings(BaseSettings):
     )
     s3_backoff_s: float = Field(0.2, gt=0, description="First retry delay; doubles each time.")
     s3_read_block_bytes: int = Field(
-        4 << 20,
+        1 << 20,
         ge=1 << 16,
-        description="Bytes per ranged GET when a service reads part of a large object (a "
-        "video by frame index): about one 2048x2048 frame.",
+        description="Smallest ranged GET when a service reads part of a large object (a "
+        "video by frame index): what a jump to a header, an index or a frame costs.",
+    )
+    s3_readahead_bytes: int = Field(
+        16 << 20,
+        ge=1 << 16,
+        description="Largest ranged GET of sequential reads (fewer, larger requests cost "
+        "the object store less CPU per byte).",
     )
 
     def masked(self) -> dict[str, Any]:

@@ -245,7 +245,11 @@ class S3Store:
             raise
 
     def open_object(
-        self, key: str, bucket: str | None = None, block_size: int = 4 << 20
+        self,
+        key: str,
+        bucket: str | None = None,
+        block_size: int = 1 << 20,
+        readahead_bytes: int = 16 << 20,
     ) -> RangedObjectReader:
         """A seekable read-only file over ``key`` that fetches only the blocks read.
 
@@ -253,7 +257,9 @@ class S3Store:
         asked for), so a video already in the object store is processed in place.
         """
         size, etag = self._stat(key, bucket)
-        return RangedObjectReader(self, key, bucket or self.bucket, size, etag, block_size)
+        return RangedObjectReader(
+            self, key, bucket or self.bucket, size, etag, block_size, readahead_bytes
+        )
 
     def put_file(self, key: str, path: Path | str) -> None:
         """Upload a local file to ``key`` (multipart for large files)."""
@@ -325,8 +331,11 @@ class RangedObjectReader(io.RawIOBase):
     GET for a run of missing blocks) and kept in an LRU cache of ``cache_bytes``
     where the first and last blocks (header, index) stay, so opening the video again
     (each read of a chunk opens it) costs nothing and a chunk of a long video costs
-    its own bytes, not the whole object. ``bytes_fetched``/``requests`` count the
-    traffic.
+    its own bytes, not the whole object. Reads that follow each other fetch ahead,
+    doubling up to ``readahead_bytes`` per GET: an object store pays per request
+    (SeaweedFS spent a third less CPU per MB read with 16 MiB GETs than with 4 MiB
+    ones), while a jump (to the index, or to a chunk's first frame) fetches one block.
+    ``bytes_fetched``/``requests`` count the traffic.
 
     Parameters
     ----------
@@ -341,8 +350,10 @@ class RangedObjectReader(io.RawIOBase):
         instead of mixing two versions.
     block_size : int
         Bytes per block (>= 64 KiB).
+    readahead_bytes : int
+        Most bytes one GET fetches for sequential reads.
     cache_bytes : int
-        Most bytes cached (at least 4 blocks).
+        Most bytes cached (at least 4 blocks, and the read-ahead).
     """
 
     def __init__(
@@ -352,7 +363,8 @@ class RangedObjectReader(io.RawIOBase):
         bucket: str,
         size: int,
         etag: str = "",
-        block_size: int = 4 << 20,
+        block_size: int = 1 << 20,
+        readahead_bytes: int = 16 << 20,
         cache_bytes: int = 64 << 20,
     ) -> None:
         super().__init__()
@@ -361,7 +373,10 @@ class RangedObjectReader(io.RawIOBase):
         self.store, self.key, self.bucket = store, key, bucket
         self.size, self.etag = size, etag
         self.block_size = block_size
-        self.cache_blocks = max(4, cache_bytes // block_size)
+        self.max_ahead = max(1, readahead_bytes // block_size)
+        self.cache_blocks = max(4, cache_bytes // block_size, 2 * self.max_ahead)
+        self._ahead = 1
+        self._last_read = -2  # last block of the previous read
         self._pinned = {0, max(0, size - 1) // block_size}
         self.name = f"s3://{bucket}/{key}"
         self.bytes_fetched = 0
@@ -412,7 +427,12 @@ class RangedObjectReader(io.RawIOBase):
         if want <= 0:
             return b""
         first, last = self._pos // self.block_size, (self._pos + want - 1) // self.block_size
-        self._fetch(first, last)
+        if any(b not in self._blocks for b in range(first, last + 1)):
+            sequential = first in (self._last_read, self._last_read + 1)
+            self._ahead = min(2 * self._ahead, self.max_ahead) if sequential else 1
+            end = min((self.size - 1) // self.block_size, max(last, first + self._ahead - 1))
+            self._fetch(first, end)
+        self._last_read = last
         parts = []
         for block in range(first, last + 1):
             self._blocks.move_to_end(block)
