@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from plankline.imaging.flatfield import FlatField, detect_polarity
-from plankline.imaging.score import score_video
+from plankline.imaging.score import match_boxes, score_video
 from plankline.imaging.segment import Rois, SegmentParams, noise_grid, segment_stream
 from plankline.imaging.synth import synth_frames
 
@@ -97,3 +97,18 @@ def test_segment_params_rejects_inconsistent_hysteresis() -> None:
         SegmentParams(k_high=2.0, k_low=3.0)
     with pytest.raises(ValueError, match="method"):
         SegmentParams(method="magic")  # type: ignore[arg-type]
+
+
+def test_sixteen_bit_frames_give_the_objects_of_their_eight_bit_originals(hard) -> None:
+    frames, _ = hard
+    ff = FlatField(mode="both")
+    ff.prime(frames)
+    flat = [ff.correct(f) for f in frames[:3]]
+    eight = Rois.concat(segment_stream(enumerate(flat)))
+    sixteen = Rois.concat(segment_stream(enumerate([f.astype(np.uint16) * 257 for f in flat])))
+    assert len(eight) > 30
+    boxes = [np.stack([r.line, r.column, r.height, r.width], 1) for r in (eight, sixteen)]
+    e, s = match_boxes(*boxes, min_iou=0.8)
+    # the 16-bit noise grid takes exact quantiles, the 8-bit one histogram quantiles
+    assert len(e) >= 0.97 * max(len(eight), len(sixteen))
+    np.testing.assert_allclose(sixteen.area_px[s], eight.area_px[e], rtol=0.1, atol=3)

@@ -461,9 +461,8 @@ class _Levels:
     def of(cls, frame: np.ndarray, params: SegmentParams) -> _Levels:
         cell = _cell_size(frame.shape, params)
         bg, sigma = noise_grid(frame, cell)
-        floor = max(params.min_sigma, 0.5 * float(np.median(sigma)))
-        if frame.dtype == np.uint16:
-            floor *= 257
+        scale = 257.0 if frame.dtype == np.uint16 else 1.0  # min_sigma is in 8-bit levels
+        floor = max(params.min_sigma * scale, 0.5 * float(np.median(sigma)))
         sigma = np.maximum(sigma, np.float32(floor))
         small = bg - np.float32(params.k_low) * sigma
         h, w = frame.shape
@@ -615,11 +614,6 @@ class _BufLevels:
             g = params.split_gap
             if g > 0:
                 ref = cv2.dilate(ref, np.ones((g + 1, g + 1), np.uint8))
-            # a piece inside a hole of another (a fragment of a big textured body) is
-            # part of it: fill the holes before labelling
-            padded = np.pad(ref, 1)
-            cv2.floodFill(padded, None, (0, 0), 128)
-            ref[padded[1:-1, 1:-1] == 0] = 255
             n_d, dlab = cv2.connectedComponentsWithAlgorithm(
                 ref, params.connectivity, cv2.CV_32S, cv2.CCL_GRANA
             )
