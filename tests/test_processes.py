@@ -22,6 +22,7 @@ time.sleep(600)
 """
 CHILD = """
 import os, sys, time
+from plankline.processes import die_with_parent
 how = die_with_parent(os.getppid(), use_prctl=sys.argv[2] == "prctl", poll_s=0.1)
 open(sys.argv[1] + ".tmp", "w").write(how)
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
