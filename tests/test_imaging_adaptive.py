@@ -33,9 +33,9 @@ def test_adaptive_default_finds_faint_organisms_static_misses(hard) -> None:
     sc = score_video(truth, rois, min_area_px=SegmentParams().min_area_px)
     static = score_video(truth, _segment(frames, SegmentParams(method="static"))[0], min_area_px=25)
     assert sc.detection.n_truth > 150
-    # the figures (precision: 0.97 asked; 0.96-0.99 measured over seeds, README)
+    # the figures (measured here: recall 1.000, precision 0.994, whole 0.983)
     assert sc.recall >= 0.98, sc.summary()
-    assert sc.precision >= 0.96, sc.summary()
+    assert sc.precision >= 0.97, sc.summary()
     assert sc.whole >= 0.95, sc.summary()
     assert sc.n_edge >= 5 and sc.edge_whole >= 0.95, sc.summary()
     assert sc.detection.area_error <= 0.05 and sc.detection.esd_error <= 0.03, sc.summary()

@@ -144,7 +144,7 @@ class SegmentParams:
     k_low: float = 2.5
     edge_fraction: float = 0.25
     noise_cell: int = 128
-    min_sigma: float = 1.0
+    min_sigma: float = 1.5
     smooth: int = 3
     split_gap: int = 2
     refine_on: Literal["raw", "smooth"] = "raw"
@@ -650,8 +650,29 @@ class _BufLevels:
         )
         if dlab is not None:
             _merge_enclosed(objs)
+        _drop_fragments(objs)
         self.objs = objs
         return objs
+
+
+def _drop_fragments(objs: _Objects, big: int = 400) -> None:
+    """An object under a tenth of the area of a larger one (of at least ``big`` px) and
+    lying inside its box is a fragment of it (an antenna tip or spine the noise cut off
+    at the growth level): it is not reported on its own (area set to 0)."""
+    large = np.flatnonzero(objs.area >= big)
+    if len(large) == 0:
+        return
+    x0, y0, x1, y1 = objs.x, objs.y, objs.x + objs.w, objs.y + objs.h
+    for k in large.tolist():
+        inside = (
+            (x0 >= x0[k])
+            & (y0 >= y0[k])
+            & (x1 <= x1[k])
+            & (y1 <= y1[k])
+            & (objs.area < 0.1 * objs.area[k])
+            & (objs.area > 0)
+        )
+        objs.area[inside] = 0
 
 
 def _merge_enclosed(objs: _Objects) -> None:
