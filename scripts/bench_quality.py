@@ -88,8 +88,8 @@ def _params(pairs: list[str], **base) -> SegmentParams:
     kw = dict(base)
     for pair in pairs:
         key, value = pair.split("=", 1)
-        kw[key] = value if key in ("method", "refine_on") else float(value)
-        if key in ("noise_cell", "smooth", "min_area_px", "padding"):
+        kw[key] = value if key == "method" else float(value)
+        if key in ("noise_cell", "smooth", "split_gap", "min_area_px", "padding"):
             kw[key] = int(float(value))
     return SegmentParams(**kw)
 

@@ -73,8 +73,11 @@ class SegmentParams:
         from them). Its outline is then set at ``edge_fraction`` of its own contrast (but
         never inside ``k_low * s``), keeping the largest 8-connected piece, so a faint
         organism's area does not depend on the noise and a dark one's excludes its blur
-        halo. ``static``: pixels darker than ``threshold``. ``percentile``: pixels darker than the
-        ``percentile``-th intensity percentile of the frame (adapts to turbid water).
+        halo (``split_gap`` says when pieces are one object). The seed is checked once
+        more against the background right around the object (a flat-field residual is
+        not an organism). ``static``: pixels darker than ``threshold``. ``percentile``:
+        pixels darker than the ``percentile``-th intensity percentile of the frame
+        (adapts to turbid water).
         ``otsu``: Otsu's threshold per frame (only sensible when objects are plentiful).
         ``mser``: union of dark maximally stable extremal regions (the OSU Threshold-MSER
         idea), darker than ``mser_max_level``. Kept for comparison with the seed's method
@@ -107,16 +110,28 @@ class SegmentParams:
     mser_delta, mser_max_level : int
         MSER stability step and the brightest level a region may have.
     k_high, k_low : float
-        Adaptive seed and growth levels, in noise sigmas below the background. Chosen on
-        the hard synthetic mode and the real MBARI frame (scripts/bench_quality.py).
+        Adaptive seed and growth levels, in noise sigmas (of the smoothed frame) below the
+        background. Chosen on the hard synthetic mode (5 seeds) and looked at on the real
+        MBARI frame video (scripts/bench_quality.py): 4/2, 5/2, 6/3 give recall,
+        precision and whole within 0.005 of 5/2.5; 5/2.5 kept every edge object whole.
     edge_fraction : float
         Adaptive outline at this fraction of the object's own contrast (0 = the growth
         level); 0.25 is the quarter-contrast outline of the synthetic ground truth.
     noise_cell : int
         Cell size (px) of the background/noise grid.
     min_sigma : float
-        Floor of the noise sigma (grey levels): a saturated, noise-free background must not
-        turn every JPEG ripple into an object.
+        Floor of the noise sigma (8-bit grey levels): a saturated, noise-free background
+        must not turn every JPEG ripple into an object, nor a flat-field residual 2-3
+        levels deep (the 3 x 3 mean leaves ~1 level of noise) into a field of objects.
+    smooth : int
+        Side of the box mean the levels and the seed test apply to (noise / 3 for 3);
+        the outline itself is taken on the unsmoothed frame. 1 turns it off.
+    split_gap : int
+        Pieces of a confident outline (twice the growth level) more than this many px
+        apart are separate objects (organisms whose faint halos touch); closer pieces,
+        pieces inside the largest piece's box, and objects under a tenth of a larger
+        object's area inside its box are one object with it (chains, spines, antennae
+        the noise cut).
     drop_artefacts : bool
         Drop column streaks and flicker bands (see the module docstring) and count them.
     streak_max_width, streak_min_length, flicker_min_span, flicker_max_lines :
@@ -147,7 +162,6 @@ class SegmentParams:
     min_sigma: float = 1.5
     smooth: int = 3
     split_gap: int = 2
-    refine_on: Literal["raw", "smooth"] = "raw"
     drop_artefacts: bool = True
     streak_max_width: int = 2
     streak_min_length: int = 12
