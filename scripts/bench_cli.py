@@ -13,8 +13,8 @@ Sources:
 
 * **real**: ``../shared/data/isiis-frames/mbari-isiis-raw-2048.jpg`` (a raw, vignetted
   2048x2048 ISIIS frame) made into an uncompressed ISIIS-named AVI of ``--frames``
-  frames: its scene flipped and shifted under the camera's fixed vignetting (see
-  :func:`real_frames`);
+  frames: its content rolled along the lines and mirrored under the camera's own fixed
+  vignette (``plankline.imaging.synth.frames_from_still``, as ``bench_quality.py``);
 * **synthetic**: ``plankline.imaging.synth.write_synth_video`` (``--synth-frames``).
 
 Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
@@ -49,8 +49,7 @@ import numpy as np
 from plankline.batch.project import Project
 from plankline.batch.run import plan_video, run_batch
 from plankline.config import BatchSettings
-from plankline.imaging.flatfield import FlatField
-from plankline.imaging.synth import write_synth_video
+from plankline.imaging.synth import frames_from_still, write_synth_video
 from plankline.imaging.video import iter_frames, write_video
 from plankline.outputs.rois import iter_roi_tar
 from plankline.pipeline import STAGES, StageTimes, one_core, process_chunk
@@ -65,37 +64,12 @@ REAL = (
 VIDEO_NAME = "20180706170805.476.avi"  # ISIIS names: the start time, to the millisecond
 
 
-def real_frames(frame: np.ndarray, n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` frames made from one, under the camera's own vignetting.
-
-    The frame's smooth background (``FlatField(mode="both").background()``: the
-    vignetting and column gain, which belong to the camera and stay put from frame to
-    frame) is divided out, the remaining scene (organisms, particles, noise) is flipped
-    (the four flips in turn) and rolled by a random shift in both directions, and the
-    background is multiplied back in. Flipping the raw frame instead would flip the
-    vignetting every frame, which no camera does, and the flat-field would chase it.
-    """
-    flat = FlatField(mode="both")
-    flat.prime([frame, frame])
-    flat.correct(frame)
-    background = flat.background()
-    scene = frame.astype(np.float32) / background
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        s = scene[:: 1 if i % 2 == 0 else -1, :: 1 if (i // 2) % 2 == 0 else -1]
-        if i >= 4:
-            s = np.roll(s, tuple(int(v) for v in rng.integers(0, 2048, 2)), axis=(0, 1))
-        out.append(np.clip(s * background + 0.5, 0, 255).astype(np.uint8))
-    return out
-
-
 def make_real_project(root: Path, n: int) -> Path:
     frame = cv2.imread(str(REAL), cv2.IMREAD_GRAYSCALE)
     if frame is None:
         raise FileNotFoundError(f"{REAL}: cannot read the real ISIIS frame")
     (root / "raw").mkdir(parents=True)
-    write_video(root / "raw" / VIDEO_NAME, real_frames(frame, n), fps=13.7)
+    write_video(root / "raw" / VIDEO_NAME, frames_from_still(frame, n), fps=13.7)
     return root
 
 
