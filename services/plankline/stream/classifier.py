@@ -67,6 +67,7 @@ class TritonModel:
         meta = json.loads((folder / "meta.json").read_text())
         self.canvas = int(meta["canvas"])
         self.shapes = bool(meta["shapes"])
+        self.polarity = str(meta.get("polarity", "bright"))  # imager convention (model.data)
         tp = folder / "thresholds.json"
         self.thresholds = json.loads(tp.read_text())["thresholds"] if tp.is_file() else None
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
@@ -110,7 +111,7 @@ class TritonModel:
 
         from plankline.model.data import model_inputs
 
-        x, f = model_inputs(crops, self.canvas, shapes=self.shapes)
+        x, f = model_inputs(crops, self.canvas, shapes=self.shapes, polarity=self.polarity)
         image = grpcclient.InferInput("image", list(x.shape), "FP32")
         image.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         features = grpcclient.InferInput("features", list(f.shape), "FP32")
