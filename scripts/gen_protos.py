@@ -20,7 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
-PROTOS = ["plankline/v1/plankline.proto"]
+PROTOS = ["plankline/v1/plankline.proto", "plankline/v1/api.proto"]
+#: Protos that define gRPC services: their ``*_pb2_grpc.py`` stubs are generated too.
+SERVICES = ["plankline/v1/api.proto"]
+#: protoc names modules by the proto package path (``plankline.v1``); ours live in
+#: ``plankline.stream.v1``, so the generated stubs' imports are pointed there.
+IMPORT_FROM, IMPORT_TO = "from plankline.v1 import", "from plankline.stream.v1 import"
 TARGET = ROOT / "services" / "plankline" / "stream" / "v1"
 
 
@@ -40,12 +45,18 @@ def generate(out_dir: Path) -> dict[str, str]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {PROTOS}")
+    grpc_args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--grpc_python_out={out_dir}"]
+    if protoc.main([*grpc_args, *SERVICES]) != 0:
+        raise RuntimeError(f"protoc (gRPC stubs) failed on {SERVICES}")
     files = {}
     for proto in PROTOS:
         stem = Path(proto).with_suffix("")
         for suffix in ("_pb2.py", "_pb2.pyi"):
             path = out_dir / f"{stem}{suffix}"
             files[path.name] = path.read_text()
+    for proto in SERVICES:
+        path = out_dir / f"{Path(proto).with_suffix('')}_pb2_grpc.py"
+        files[path.name] = path.read_text().replace(IMPORT_FROM, IMPORT_TO)
     return files
 
 

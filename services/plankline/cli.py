@@ -788,5 +788,216 @@ def results(
         raise typer.Exit(1)
 
 
+# --- remote commands (a Plankline gateway over gRPC) --------------------------
+
+remote_app = typer.Typer(
+    help="Use a remote Plankline deployment through its gRPC gateway (token, CA, endpoint).",
+    no_args_is_help=True,
+)
+app.add_typer(remote_app, name="remote")
+
+_ENDPOINT = typer.Option(envvar="PLANKLINE_ENDPOINT", help="Gateway host:port.")
+_TOKEN = typer.Option(envvar="PLANKLINE_TOKEN", help="Your lab's bearer token.", show_default=False)
+_CA = typer.Option(envvar="PLANKLINE_CA", help="PEM CA of the gateway's certificate (TLS).")
+_CERT = typer.Option(envvar="PLANKLINE_CERT", help="PEM client certificate (mutual TLS).")
+_KEY = typer.Option(envvar="PLANKLINE_KEY", help="PEM key of --cert.")
+
+
+def _remote(
+    endpoint: str, token: str | None, ca: Path | None, cert: Path | None, key: Path | None
+) -> typing.Any:
+    from plankline.stream.client import PlanklineClient
+
+    return PlanklineClient(endpoint, token=token, ca=ca, cert=cert, key=key)
+
+
+def _rpc_fail(error: typing.Any, debug: bool) -> NoReturn:
+    code = getattr(error, "code", lambda: None)()
+    details = getattr(error, "details", lambda: str(error))()
+    _fail(f"{code.name if code else type(error).__name__}: {details}", debug)
+
+
+@remote_app.command("models", epilog="Example: plankline remote models --endpoint host:443")
+def remote_models(
+    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
+    token: Annotated[str | None, _TOKEN] = None,
+    ca: Annotated[Path | None, _CA] = None,
+    cert: Annotated[Path | None, _CERT] = None,
+    key: Annotated[Path | None, _KEY] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """List the gateway's models: name, sha256, input size, polarity, classes."""
+    import grpc
+
+    try:
+        with _remote(endpoint, token, ca, cert, key) as api:
+            models = api.models()
+    except grpc.RpcError as error:
+        _rpc_fail(error, debug)
+    for m in models:
+        echo(
+            f"{escape(m.name)}{' (default)' if m.is_default else ''}  sha256 {m.sha256[:12]}  "
+            f"{m.input_size} px  {m.polarity}  classes: {escape(', '.join(m.class_names))}"
+        )
+
+
+@remote_app.command(
+    "classify", epilog="Example: plankline remote classify rois/*.png --endpoint host:443"
+)
+def remote_classify(
+    images: Annotated[list[Path], typer.Argument(help="ROI image files.")],
+    model: Annotated[str, typer.Option(help="Model name (default: the gateway's).")] = "",
+    batch: Annotated[int, typer.Option(help="Images per request.")] = 256,
+    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
+    token: Annotated[str | None, _TOKEN] = None,
+    ca: Annotated[Path | None, _CA] = None,
+    cert: Annotated[Path | None, _CERT] = None,
+    key: Annotated[Path | None, _KEY] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Print image,top_class,top_probability,thresholded_class (CSV) for each image."""
+    import grpc
+
+    print("image,top_class,top_probability,thresholded_class")
+    try:
+        with _remote(endpoint, token, ca, cert, key) as api:
+            for start in range(0, len(images), max(batch, 1)):
+                part = images[start : start + max(batch, 1)]
+                answer = api.classify([(p.name, p.read_bytes()) for p in part], model=model)
+                for p in answer.predictions:
+                    print(f"{p.id},{p.top_class},{p.top_probability:.6f},{p.thresholded_class}")
+    except grpc.RpcError as error:
+        _rpc_fail(error, debug)
+    except OSError as error:
+        _fail(str(error), debug)
+
+
+@remote_app.command(
+    "submit", epilog="Example: plankline remote submit raw/*.avi --job cruise42 --set fps=10"
+)
+def remote_submit(
+    videos: Annotated[list[Path], typer.Argument(help="Video files to upload.")],
+    job: Annotated[str, typer.Option(help="Job name ([A-Za-z0-9._-]).")] = "default",
+    chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
+    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
+    token: Annotated[str | None, _TOKEN] = None,
+    ca: Annotated[Path | None, _CA] = None,
+    cert: Annotated[Path | None, _CERT] = None,
+    key: Annotated[Path | None, _KEY] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Upload videos (resuming any cut upload) and submit them as one job."""
+    import grpc
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from plankline import terminal
+
+    settings = _parse_sets(set_ or []) | (
+        {"chunk_frames": str(chunk_frames)} if chunk_frames else {}
+    )
+    try:
+        with (
+            _remote(endpoint, token, ca, cert, key) as api,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=terminal.console(stderr=True),
+            ) as bar,
+        ):
+            for video in videos:
+                task = bar.add_task(video.name, total=video.stat().st_size)
+                answer = api.submit_video(
+                    video,
+                    job=job,
+                    settings=settings,
+                    progress=lambda done, _total, task=task: bar.update(task, completed=done),
+                )
+                bar.update(task, completed=video.stat().st_size)
+                echo(
+                    f"job {answer.job_id}: {video.name} submitted, {answer.uploaded_bytes} bytes "
+                    f"sent, {answer.chunks_planned} chunks planned"
+                )
+    except grpc.RpcError as error:
+        _rpc_fail(error, debug)
+    except OSError as error:
+        _fail(str(error), debug)
+
+
+@remote_app.command("watch", epilog="Example: plankline remote watch --job cruise42")
+def remote_watch(
+    job: Annotated[str, typer.Option(help="Job name.")] = "default",
+    timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 3600.0,
+    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
+    token: Annotated[str | None, _TOKEN] = None,
+    ca: Annotated[Path | None, _CA] = None,
+    cert: Annotated[Path | None, _CERT] = None,
+    key: Annotated[Path | None, _KEY] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Follow a job until it settles; exit 1 unless it succeeded."""
+    import grpc
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from plankline import terminal
+    from plankline.stream.v1 import api_pb2
+
+    last = None
+    try:
+        with (
+            _remote(endpoint, token, ca, cert, key) as api,
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=terminal.console(stderr=True),
+            ) as bar,
+        ):
+            task = bar.add_task(f"job {job}", total=None)
+            for event in api.watch(job, timeout_s=timeout):
+                last = event.job
+                bar.update(task, total=last.chunks_planned, completed=last.chunks_done)
+    except grpc.RpcError as error:
+        _rpc_fail(error, debug)
+    if last is None:
+        _fail(f"job {job}: no events", debug)
+    state = api_pb2.Job.State.Name(last.state)
+    echo(
+        f"job {job}: {state}, {last.chunks_done}/{last.chunks_planned} chunks done, "
+        f"{last.chunks_failed} failed, {last.rois} ROIs"
+    )
+    for failure in last.failures:
+        typer.secho(f"  failed {failure.chunk}: {failure.error.splitlines()[0]}", fg="red")
+    if last.state != api_pb2.Job.SUCCEEDED:
+        raise typer.Exit(1)
+
+
+@remote_app.command("results", epilog="Example: plankline remote results out/ --job cruise42")
+def remote_results(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for segmentation/ measurements/ ...")],
+    job: Annotated[str, typer.Option(help="Job name.")] = "default",
+    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
+    token: Annotated[str | None, _TOKEN] = None,
+    ca: Annotated[Path | None, _CA] = None,
+    cert: Annotated[Path | None, _CERT] = None,
+    key: Annotated[Path | None, _KEY] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Download a job's files in the batch layout and print its counts per class."""
+    import grpc
+
+    try:
+        with _remote(endpoint, token, ca, cert, key) as api:
+            files = api.download_results(job, out_dir)
+            counts = api.counts(job)
+    except grpc.RpcError as error:
+        _rpc_fail(error, debug)
+    echo(f"job {job}: {len(files)} files in {escape(out_dir)}")
+    for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        echo(f"  {escape(name):24} {n}")
+
+
 if __name__ == "__main__":
     app()

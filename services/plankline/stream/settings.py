@@ -92,3 +92,47 @@ class ServiceSettings(RunnerSettings):
     )
     triton_timeout_s: float = Field(60.0, gt=0)
     work_dir: str | None = Field(None, description="Scratch folder (default: system temp).")
+
+
+class GatewaySettings(S3Settings):
+    """The public gRPC gateway (``python -m plankline.stream.gateway``): where it listens,
+    who may call it, and the limits that keep one lab from exhausting it.
+
+    Its own fields come from ``PLANKLINE_GATEWAY_*``; the object store and broker from
+    the stack's ``PLANKLINE_S3_*`` and ``PLANKLINE_BOOTSTRAP_SERVERS``, like the services.
+
+    Tokens are never stored or printed in clear: ``gateway_tokens_file`` (JSON ``{"lab": "<sha256
+    hex of the token>"}``, re-read when it changes, so removing a line revokes a token at
+    once) and/or ``gateway_tokens`` (the same JSON in an env secret, ``PLANKLINE_GATEWAY_TOKENS``).
+    """
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka, for submitted jobs.")
+    gateway_host: str = Field("127.0.0.1", description="Listen address (0.0.0.0 in a pod).")
+    gateway_port: int = Field(50051, ge=0, le=65535, description="0 picks a free port.")
+    gateway_tokens_file: str | None = Field(None, description="JSON lab -> sha256(token) hex.")
+    gateway_tokens: SecretStr | None = Field(None, description="The same JSON, as a secret.")
+    gateway_allow_unauthenticated: bool = Field(
+        False, description="Serve callers without a token as lab 'anonymous' (local stack only)."
+    )
+    gateway_tls_cert: str | None = Field(None, description="PEM server certificate (enables TLS).")
+    gateway_tls_key: str | None = Field(None, description="PEM private key of tls_cert.")
+    gateway_tls_client_ca: str | None = Field(
+        None, description="PEM CA: clients must present a certificate it signed (mutual TLS)."
+    )
+    gateway_model_dirs: list[str] = Field(
+        default_factory=list, description="Model folders served (default: the shipped one)."
+    )
+    gateway_max_message_bytes: int = Field(
+        8 << 20, ge=1 << 16, description="Largest request message."
+    )
+    gateway_max_images: int = Field(512, ge=1, description="Images per Classify/Measure request.")
+    gateway_max_image_pixels: int = Field(
+        4_000_000, ge=1, description="Height x width of one image."
+    )
+    gateway_max_upload_bytes: int = Field(20 << 30, ge=1, description="Largest video upload.")
+    gateway_max_streams_per_lab: int = Field(
+        8, ge=1, description="Concurrent streaming calls per lab."
+    )
+    gateway_max_jobs_per_lab: int = Field(16, ge=1, description="Unfinished jobs per lab.")
+    gateway_workers: int = Field(16, ge=1, description="Server threads (calls handled at once).")
+    gateway_watch_interval_s: float = Field(0.5, gt=0, description="Job status poll of WatchJob.")
