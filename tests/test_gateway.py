@@ -1,0 +1,380 @@
+"""The gRPC gateway (plankline.v1.Plankline) against real servers on 127.0.0.1.
+
+Direct calls are checked against the library in this process (same probabilities,
+same measurements); jobs go through a real Tansu broker, SeaweedFS and the four
+services, and their downloaded results are compared with the batch CLI's files.
+One gateway (and one stack) serves each group of tests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plankline.imaging.measure import measure_rois
+from plankline.imaging.synth import make_roi_library, render_organism
+from plankline.model.infer import (
+    DEFAULT_MODEL_DIR,
+    model_fingerprint,
+    shared_classifier,
+    thresholded_classes,
+)
+from plankline.stream.auth import new_token, token_digest
+from plankline.stream.client import PlanklineClient
+from plankline.stream.gateway import RunningGateway, serve
+from plankline.stream.settings import GatewaySettings
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = {
+    "gateway_max_images": 64,
+    "gateway_max_image_pixels": 1_000_000,
+    "gateway_max_streams_per_lab": 2,
+    "gateway_max_message_bytes": 1 << 20,
+}
+Code = grpc.StatusCode
+
+
+def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
+    """The status a call ends with (OK, "") or its error's."""
+    try:
+        result = call()
+        if isinstance(result, Iterator):
+            list(result)
+    except grpc.RpcError as error:
+        return error.code(), error.details() or ""
+    return Code.OK, ""
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def rois(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, bytes]]:
+    """40 synthetic ROI PNGs, 8 per class: (class, encoded bytes)."""
+    folder = tmp_path_factory.mktemp("rois")
+    make_roi_library(folder, 8, seed=3)
+    return [(p.parent.name, p.read_bytes()) for p in sorted(folder.rglob("*.png"))]
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two labs' tokens; the gateway's file holds only their sha256."""
+    folder = tmp_path_factory.mktemp("tokens")
+    clear = {"lab-a": new_token(), "lab-b": new_token(), "lab-c": new_token()}
+    path = folder / "tokens.json"
+    path.write_text(json.dumps({lab: token_digest(t) for lab, t in clear.items()}))
+    return {"clear": clear, "file": path}
+
+
+@pytest.fixture(scope="module")
+def direct(tokens: dict[str, Any]) -> Iterator[RunningGateway]:
+    """A gateway for direct calls (no stack behind it: they need none)."""
+    running = serve(
+        GatewaySettings(gateway_port=0, gateway_tokens_file=str(tokens["file"]), **LIMITS)
+    )
+    yield running
+    running.stop()
+
+
+def client(running: RunningGateway, token: str | None, **kw: Any) -> PlanklineClient:
+    return PlanklineClient(f"127.0.0.1:{running.port}", token=token, retries=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def lab_a(direct: RunningGateway, tokens: dict[str, Any]) -> Iterator[PlanklineClient]:
+    with client(direct, tokens["clear"]["lab-a"]) as api:
+        yield api
+
+
+# ---------------------------------------------------------------------------- direct calls
+
+
+def test_classify_over_grpc_gives_the_in_process_probabilities_and_classes(
+    lab_a: PlanklineClient, rois: list[tuple[str, bytes]]
+) -> None:
+    answer = lab_a.classify(rois)
+    clf = shared_classifier(DEFAULT_MODEL_DIR)
+    crops = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for _, b in rois]
+    want = clf.predict(crops)
+    got = np.array([p.probabilities for p in answer.predictions], np.float32)
+    np.testing.assert_array_equal(got, want)  # float32 over the wire, bit for bit
+    assert list(answer.class_names) == clf.class_names
+    assert [p.id for p in answer.predictions] == [c for c, _ in rois]
+    assert [p.top_class for p in answer.predictions] == [clf.class_names[k] for k in want.argmax(1)]
+    assert [p.thresholded_class for p in answer.predictions] == thresholded_classes(
+        want, clf.class_names, clf.thresholds
+    )
+    assert answer.model_sha256 == model_fingerprint(DEFAULT_MODEL_DIR)
+    accuracy = np.mean([p.top_class == p.id for p in answer.predictions])
+    assert accuracy >= 0.9  # the shipped model on its own generator's ROIs
+
+
+def test_classify_stream_answers_every_batch_in_order_with_the_unary_answers(
+    lab_a: PlanklineClient, rois: list[tuple[str, bytes]]
+) -> None:
+    batches = [rois[i : i + 7] for i in range(0, len(rois), 7)]
+    answers = list(lab_a.classify_stream(batches))
+    assert [len(a.predictions) for a in answers] == [len(b) for b in batches]
+    unary = lab_a.classify(rois)
+    streamed = [p for a in answers for p in a.predictions]
+    assert streamed == list(unary.predictions)
+
+
+def test_measure_gives_measure_rois_columns_with_given_masks_and_found_ones(
+    lab_a: PlanklineClient,
+) -> None:
+    rng = np.random.default_rng(5)
+    organisms = [render_organism(kind, rng, 60) for kind in ("copepod", "protist", "larval_fish")]
+    images = [cv2.imencode(".png", im)[1].tobytes() for im, _ in organisms]
+    masks = [cv2.imencode(".png", m.astype(np.uint8) * 255)[1].tobytes() for _, m in organisms]
+    got = lab_a.measure(images, masks, pixel_size_um=10.0)
+    want = measure_rois([im for im, _ in organisms], [m for _, m in organisms], pixel_size_um=10.0)
+    assert list(got) == list(want)
+    for name, values in want.items():
+        np.testing.assert_array_equal(np.array(got[name]), values, err_msg=name)
+    found = lab_a.measure(images)  # no masks: the gateway finds each main object
+    from plankline.imaging.segment import object_mask
+
+    crops = [im for im, _ in organisms]
+    np.testing.assert_array_equal(
+        found["area"], measure_rois(crops, [object_mask(c) for c in crops])["area"]
+    )
+    areas = [m.sum() for _, m in organisms]  # Otsu's cut vs the truth's quarter contrast
+    np.testing.assert_allclose(found["area"], areas, rtol=0.1)
+
+
+def test_list_models_describes_the_shipped_model(lab_a: PlanklineClient) -> None:
+    (model,) = lab_a.models()
+    clf = shared_classifier(DEFAULT_MODEL_DIR)
+    assert model.name == DEFAULT_MODEL_DIR.name and model.is_default
+    assert model.sha256 == model_fingerprint(DEFAULT_MODEL_DIR)
+    assert list(model.class_names) == clf.class_names
+    assert (model.input_size, model.polarity) == (clf.canvas, clf.polarity)
+    assert model.uses_measurements == clf.shapes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bad=st.one_of(
+        st.just(b""),
+        st.binary(min_size=1, max_size=200),
+        st.integers(8, 60).map(lambda n: b"\x89PNG\r\n\x1a\n" + b"\0" * n),
+    ),
+    where=st.integers(0, 5),
+)
+def test_a_corrupt_image_is_invalid_argument_naming_its_index_and_the_server_keeps_serving(
+    lab_a: PlanklineClient, rois: list[tuple[str, bytes]], bad: bytes, where: int
+) -> None:
+    batch = [data for _, data in rois[:6]]
+    batch[where] = bad
+    code, details = status_of(lambda: lab_a.classify(batch))
+    assert code == Code.INVALID_ARGUMENT and details.startswith(f"images[{where}]: "), details
+    code, details = status_of(lambda: lab_a.measure(batch))
+    assert code == Code.INVALID_ARGUMENT and details.startswith(f"images[{where}]: "), details
+    assert len(lab_a.classify(rois[:2]).predictions) == 2  # still serving
+
+
+def test_bad_request_fields_get_the_status_gRPC_intends_naming_the_field(
+    lab_a: PlanklineClient, rois: list[tuple[str, bytes]]
+) -> None:
+    one = [rois[0][1]]
+    assert status_of(lambda: lab_a.classify([]))[0] == Code.INVALID_ARGUMENT
+    code, details = status_of(lambda: lab_a.classify(one, model="nope"))
+    assert code == Code.NOT_FOUND and details.startswith("model: ")
+    code, details = status_of(lambda: lab_a.measure(one, pixel_size_um=-1.0))
+    assert code == Code.INVALID_ARGUMENT and details.startswith("pixel_size_um: ")
+    small = cv2.imencode(".png", np.full((5, 5), 255, np.uint8))[1].tobytes()
+    code, details = status_of(lambda: lab_a.measure(one, [small]))
+    assert code == Code.INVALID_ARGUMENT and details.startswith("images[0].mask: 5x5 pixels")
+    for job_id in ("", "../x", "a" * 300):
+        code, details = status_of(lambda job_id=job_id: lab_a.job(job_id))
+        assert code == Code.INVALID_ARGUMENT and details.startswith("job_id: "), details
+
+
+def test_limits_answer_resource_exhausted_before_any_work(
+    lab_a: PlanklineClient, direct: RunningGateway, rois: list[tuple[str, bytes]]
+) -> None:
+    tiny = rois[0][1]
+    code, details = status_of(lambda: lab_a.classify([tiny] * 65))
+    assert code == Code.RESOURCE_EXHAUSTED and details == "images: 65 images, over the limit of 64"
+    # 2000 x 1000 px of white compresses to ~2 kB: refused from the header, never decoded
+    huge = cv2.imencode(".png", np.full((1000, 2000), 255, np.uint8))[1].tobytes()
+    assert len(huge) < 20_000
+    code, details = status_of(lambda: lab_a.classify([tiny, huge]))
+    assert code == Code.RESOURCE_EXHAUSTED and details.startswith("images[1]: 2000x1000 pixels")
+    noise = np.random.default_rng(0).integers(0, 255, (900, 1100), np.uint8)  # 1 MB as PNG
+    code, _ = status_of(lambda: lab_a.classify([cv2.imencode(".png", noise)[1].tobytes()] * 2))
+    assert code == Code.RESOURCE_EXHAUSTED  # over gateway_max_message_bytes
+    # concurrent streams per lab: 2 held open, the third is refused, another lab unaffected
+    release = threading.Event()
+
+    def held() -> Iterator[list[bytes]]:
+        yield [tiny]
+        release.wait(20)
+
+    open_streams = [lab_a.classify_stream(held()) for _ in range(2)]
+    for stream in open_streams:
+        next(stream)  # both are running on the server now
+    code, details = status_of(lambda: lab_a.classify_stream([[tiny]]))
+    assert code == Code.RESOURCE_EXHAUSTED and "2 streaming calls open" in details
+    release.set()
+    for stream in open_streams:
+        list(stream)
+    assert len(list(lab_a.classify_stream([[tiny]]))) == 1  # slots freed
+
+
+def test_missing_wrong_and_revoked_tokens_are_unauthenticated(
+    direct: RunningGateway, tokens: dict[str, Any], rois: list[tuple[str, bytes]]
+) -> None:
+    one = [rois[0][1]]
+    for token in (None, "not-a-token", tokens["clear"]["lab-a"] + "x"):
+        with client(direct, token) as api:
+            code, details = status_of(lambda api=api: api.classify(one))
+            assert code == Code.UNAUTHENTICATED and details.startswith("authorization: ")
+    with client(direct, tokens["clear"]["lab-c"]) as api:
+        assert len(api.classify(one).predictions) == 1
+        table = json.loads(tokens["file"].read_text())
+        del table["lab-c"]  # revoke: the gateway re-reads its file when it changes
+        tokens["file"].write_text(json.dumps(table, indent=2))
+        code, details = status_of(lambda: api.classify(one))
+        assert (code, details) == (Code.UNAUTHENTICATED, "authorization: unknown or revoked token")
+
+
+def test_no_tokens_refuses_to_start_unless_unauthenticated_is_switched_on(
+    rois: list[tuple[str, bytes]],
+) -> None:
+    with pytest.raises(ValueError, match="no tokens"):
+        serve(GatewaySettings(gateway_port=0))
+    running = serve(GatewaySettings(gateway_port=0, gateway_allow_unauthenticated=True))
+    try:
+        with client(running, None) as api:
+            assert len(api.classify([rois[0][1]]).predictions) == 1
+    finally:
+        running.stop()
+
+
+def test_health_and_reflection_answer_without_a_token(direct: RunningGateway) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{direct.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "plankline.v1.Plankline"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=5)
+        names = {s.name for s in reply.list_services_response.service}
+        assert {"plankline.v1.Plankline", "grpc.health.v1.Health"} <= names
+
+
+# ---------------------------------------------------------------------------- TLS
+
+
+def _certificates(folder: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1/localhost, a client certificate."""
+    x509 = pytest.importorskip("cryptography.x509", reason="cryptography not installed")
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> Any:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(subject: str, key: Any, issuer: Any, issuer_key: Any, ca: bool, alt: Any) -> Any:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if alt is not None:
+            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def save(label: str, cert: Any, key: Any | None) -> None:
+        files[f"{label}_cert"] = folder / f"{label}.pem"
+        files[f"{label}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if key is not None:
+            files[f"{label}_key"] = folder / f"{label}.key"
+            files[f"{label}_key"].write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("plankline test CA", ca_key, name("plankline test CA"), ca_key, True, None)
+    save("ca", ca, None)
+    alt = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for label in ("server", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        save(label, issue(f"plankline {label}", key, ca.subject, ca_key, False, alt), key)
+    other_key = ec.generate_private_key(ec.SECP256R1())  # a client cert from another CA
+    other = issue("stranger", other_key, name("stranger"), other_key, True, None)
+    save("stranger", other, other_key)
+    return files
+
+
+def test_tls_and_mutual_tls_with_a_test_ca(
+    tmp_path: Path, tokens: dict[str, Any], rois: list[tuple[str, bytes]]
+) -> None:
+    pem = _certificates(tmp_path)
+    token, one = tokens["clear"]["lab-a"], [rois[0][1]]
+    base = {"gateway_port": 0, "gateway_tokens_file": str(tokens["file"])}
+    tls = serve(
+        GatewaySettings(
+            **base,
+            gateway_tls_cert=str(pem["server_cert"]),
+            gateway_tls_key=str(pem["server_key"]),
+        )
+    )
+    try:
+        with client(tls, token, ca=pem["ca_cert"]) as api:
+            assert len(api.classify(one).predictions) == 1
+        with client(tls, token) as plain:  # plaintext to a TLS port: no connection
+            assert status_of(lambda: plain.classify(one))[0] == Code.UNAVAILABLE
+    finally:
+        tls.stop()
+    mtls = serve(
+        GatewaySettings(
+            **base,
+            gateway_tls_cert=str(pem["server_cert"]),
+            gateway_tls_key=str(pem["server_key"]),
+            gateway_tls_client_ca=str(pem["ca_cert"]),
+        )
+    )
+    try:
+        lab = {"ca": pem["ca_cert"], "cert": pem["client_cert"], "key": pem["client_key"]}
+        with client(mtls, token, **lab) as api:
+            assert len(api.classify(one).predictions) == 1
+        with client(mtls, token, ca=pem["ca_cert"]) as anonymous:  # no client certificate
+            assert status_of(lambda: anonymous.classify(one))[0] == Code.UNAVAILABLE
+        stranger = {"ca": pem["ca_cert"], "cert": pem["stranger_cert"], "key": pem["stranger_key"]}
+        with client(mtls, token, **stranger) as api:
+            assert status_of(lambda: api.classify(one))[0] == Code.UNAVAILABLE
+    finally:
+        mtls.stop()
