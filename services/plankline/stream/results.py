@@ -20,7 +20,6 @@ from pathlib import Path
 
 from plankline import pipeline
 from plankline.stream import contracts
-from plankline.stream.jobs import read_manifest
 from plankline.stream.store import S3Store
 
 
@@ -64,10 +63,17 @@ def _marker(store: S3Store, key: str, etag: str) -> dict:
 
 
 def job_status(store: S3Store, job: str) -> JobStatus:
-    """Count the job's chunks by state from the markers in S3."""
-    manifest = read_manifest(store, job, cached=False)
+    """Count the job's chunks by state from the markers in S3.
+
+    One LIST of the job's keys per call; the manifest and the markers are fetched only
+    when their ETags change (``results --wait`` calls this 4 times a second).
+    """
+    keys = store.list_etags(contracts.job_prefix(job))
+    manifest_key = contracts.manifest_key(job)
+    if manifest_key not in keys:
+        raise KeyError(f"job {job!r} has no manifest: was it submitted?")
+    manifest = _marker(store, manifest_key, keys[manifest_key])
     status = JobStatus(job)
-    keys = store.list_etags(contracts.job_prefix(job) + "videos/")
     for video in manifest["videos"]:
         for chunk in video["chunks"]:
             status.planned += 1
