@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime
 import json
 import threading
+import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from plankline.imaging.synth import make_roi_library, render_organism
 from plankline.model.infer import (
     DEFAULT_MODEL_DIR,
     model_fingerprint,
+    read_classification_csv,
     shared_classifier,
     thresholded_classes,
 )
@@ -33,6 +37,7 @@ from plankline.stream.auth import new_token, token_digest
 from plankline.stream.client import PlanklineClient
 from plankline.stream.gateway import RunningGateway, serve
 from plankline.stream.settings import GatewaySettings
+from plankline.stream.v1 import api_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = {
@@ -378,3 +383,275 @@ def test_tls_and_mutual_tls_with_a_test_ca(
             assert status_of(lambda: api.classify(one))[0] == Code.UNAVAILABLE
     finally:
         mtls.stop()
+
+
+# ---------------------------------------------------------------------------- jobs (real stack)
+
+SMALL = {"height": 256, "width": 384, "density": 12.0, "size_range": (8.0, 90.0)}
+VIDEO = "20260101120000.000.avi"
+JOB_SETTINGS = {"chunk_frames": "4", "fps": "10"}
+SERVICES = {
+    "segmenter": ("plankline.stream.segmenter", "Segmenter", ["TOPIC_CHUNKS"]),
+    "measurer": ("plankline.stream.measurer", "Measurer", ["TOPIC_ROIS"]),
+    "classifier": ("plankline.stream.classifier", "ClassifierService", ["TOPIC_ROIS"]),
+    "collector": (
+        "plankline.stream.collector",
+        "Collector",
+        ["TOPIC_MEASUREMENTS", "TOPIC_CLASSIFICATIONS"],
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from plankline.imaging.synth import write_synth_video
+
+    folder = tmp_path_factory.mktemp("video")
+    write_synth_video(folder / VIDEO, 10, seed=21, fps=10.0, **SMALL)
+    return folder / VIDEO
+
+
+@pytest.fixture(scope="module")
+def batch_project(video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same video through `plankline run`'s pipeline, same settings."""
+    from plankline.batch.run import run_batch
+    from plankline.config import BatchSettings
+
+    project = tmp_path_factory.mktemp("batch")
+    (project / "raw").mkdir()
+    (project / "raw" / VIDEO).symlink_to(video)
+    report = run_batch(BatchSettings(project=project, chunk_frames=4, workers=1, fps=10.0))
+    assert report.failures == []
+    return project
+
+
+@pytest.fixture(scope="module")
+def stack(s3_server: Any, stack_dir: Path) -> Iterator[dict[str, Any]]:
+    """A fresh Tansu, a fresh bucket on the session's SeaweedFS, the four services in
+    threads (ONNX Runtime classifier), and a gateway in front of them."""
+    import importlib
+
+    from plankline.stream import contracts
+    from plankline.stream import stack as servers
+    from plankline.stream.runner import Runner, ensure_topics
+    from plankline.stream.settings import ServiceSettings
+    from plankline.stream.store import S3Store
+
+    try:
+        servers.tansu_binary()
+    except FileNotFoundError as error:
+        pytest.skip(f"Tansu binary missing: {error}")
+    kafka = servers.start_tansu(stack_dir, name=f"tansu-gw-{uuid.uuid4().hex[:6]}")
+    ensure_topics(kafka.endpoint, {t: 2 for t in contracts.TOPICS})
+    s3 = {
+        "s3_endpoint": s3_server.endpoint,
+        "s3_access_key": s3_server.extra["access_key"],
+        "s3_secret_key": s3_server.extra["secret_key"],
+        "s3_bucket": f"gateway-{uuid.uuid4().hex[:6]}",
+    }
+    store = S3Store.from_settings(ServiceSettings(**s3))
+    store.ensure_bucket()
+    runners, threads = [], []
+    for name, (module, handler, topics) in SERVICES.items():
+        settings = ServiceSettings(
+            **s3,
+            service_name=name,
+            group_id=name,
+            input_topics=[getattr(contracts, t) for t in topics],
+            bootstrap_servers=kafka.endpoint,
+            session_timeout_ms=6000,
+            backoff_initial_s=0.05,
+            max_attempts=2,
+            http_port=0,
+            poll_timeout_ms=100,
+        )
+        service = getattr(importlib.import_module(module), handler)(settings)
+        runner = Runner(service, settings)
+        thread = threading.Thread(target=runner.run, name=f"gw-{name}", daemon=True)
+        thread.start()
+        runners.append(runner)
+        threads.append(thread)
+    yield {"kafka": kafka, "s3": s3, "store": store}
+    for runner in runners:
+        runner.request_stop()
+    for thread in threads:
+        thread.join(timeout=30)
+    kafka.stop()
+
+
+@pytest.fixture(scope="module")
+def jobs_gateway(stack: dict[str, Any], tokens: dict[str, Any]) -> Iterator[RunningGateway]:
+    running = serve(
+        GatewaySettings(
+            **stack["s3"],
+            bootstrap_servers=stack["kafka"].endpoint,
+            gateway_port=0,
+            gateway_tokens_file=str(tokens["file"]),
+            gateway_watch_interval_s=0.2,
+            **LIMITS,
+        ),
+        store=stack["store"],
+    )
+    running.gateway.upload_part_bytes = 64 << 10  # so a cut upload keeps its parts
+    yield running
+    running.stop()
+
+
+def _tar(path: Path) -> dict[str, bytes]:
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+
+
+def _zip(path: Path) -> dict[str, bytes]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def test_a_video_uploaded_through_the_gateway_gives_the_batch_cli_results(
+    jobs_gateway: RunningGateway,
+    tokens: dict[str, Any],
+    video: Path,
+    batch_project: Path,
+    tmp_path: Path,
+) -> None:
+    with client(jobs_gateway, tokens["clear"]["lab-a"]) as api:
+        job = api.submit_video(video, job="upload", settings=JOB_SETTINGS)
+        assert job.uploaded_bytes == video.stat().st_size and job.chunks_planned == 3
+        events = [e.job for e in api.watch("upload", timeout_s=120)]
+        assert events[-1].state == api_pb2.Job.SUCCEEDED
+        done = [e.chunks_done for e in events]
+        assert done == sorted(done) and done[-1] == 3  # progress only goes forward
+        again = api.submit_video(video, job="upload", settings=JOB_SETTINGS)
+        assert again.uploaded_bytes == 0  # the store has the whole file: nothing sent
+        listed = {f.path for f in api.results("upload")}
+        files = api.download_results("upload", tmp_path / "out")
+        assert {str(p.relative_to(tmp_path / "out")) for p in files} == listed
+        counts = api.counts("upload")
+    out = tmp_path / "out"
+    names = sorted(p.name for p in (batch_project / "measurements").glob("*.csv"))
+    assert len(names) == 3 and names == sorted(p.name for p in (out / "measurements").glob("*.csv"))
+    tally: Counter[str] = Counter()
+    for name in names:
+        stem = name.removesuffix(".csv")
+        assert _tar(out / "segmentation" / f"{stem}.tar") == _tar(
+            batch_project / "segmentation" / f"{stem}.tar"
+        )
+        assert (out / "measurements" / name).read_bytes() == (
+            batch_project / "measurements" / name
+        ).read_bytes()
+        ids_a, probs_a, classes_a = read_classification_csv(out / "classification" / name)
+        ids_b, probs_b, classes_b = read_classification_csv(batch_project / "classification" / name)
+        assert ids_a == ids_b and classes_a == classes_b
+        np.testing.assert_allclose(probs_a, probs_b, rtol=0, atol=1e-7)
+        assert _zip(out / "ecotaxa" / f"{stem}.zip") == _zip(
+            batch_project / "ecotaxa" / f"{stem}.zip"
+        )
+        tally.update(classes_b[k] for k in probs_b.argmax(1))
+    assert counts == dict(tally) and sum(tally.values()) == events[-1].rois > 10
+    assert (out / "summary" / "counts_per_second.csv").read_bytes() == (
+        batch_project / "summary" / "counts_per_second.csv"
+    ).read_bytes()
+
+
+def test_a_cut_upload_resumes_from_what_the_store_holds(
+    jobs_gateway: RunningGateway, tokens: dict[str, Any], video: Path, tmp_path: Path
+) -> None:
+    from plankline.stream.client import file_sha256
+
+    copy = tmp_path / "20260101120100.000.avi"  # other name, other bytes: a new upload
+    data = bytearray(video.read_bytes())
+    data[-1] ^= 0xFF
+    copy.write_bytes(data)
+    sha, size, piece = file_sha256(copy), len(data), 64 << 10
+    header = api_pb2.VideoHeader(
+        job_id="resumed", video_name=copy.name, sha256=sha, size=size, settings=JOB_SETTINGS
+    )
+    request = api_pb2.GetUploadRequest(sha256=sha, video_name=copy.name)
+
+    with client(jobs_gateway, tokens["clear"]["lab-b"]) as api:
+
+        def cut() -> Iterator[api_pb2.SubmitVideoRequest]:
+            """Three pieces, wait until the gateway has stored them, then the network dies."""
+            yield api_pb2.SubmitVideoRequest(header=header)
+            for start in range(0, 3 * piece, piece):
+                yield api_pb2.SubmitVideoRequest(data=bytes(data[start : start + piece]))
+            deadline = time.monotonic() + 20
+            while api.stub.GetUpload(request, metadata=api.metadata).bytes_stored < 3 * piece:
+                assert time.monotonic() < deadline, "the pieces sent were not stored"
+                time.sleep(0.05)
+            raise ConnectionError("network cut mid-upload")
+
+        code, _ = status_of(lambda: api.stub.SubmitVideo(cut(), metadata=api.metadata))
+        assert code in (Code.CANCELLED, Code.UNKNOWN)
+        stored = api.stub.GetUpload(request, metadata=api.metadata).bytes_stored
+        assert stored == 3 * piece
+        bad = api_pb2.VideoHeader(**{**_fields(header), "offset": 0})
+        code, details = status_of(
+            lambda: api.stub.SubmitVideo(
+                iter([api_pb2.SubmitVideoRequest(header=bad)]), metadata=api.metadata
+            )
+        )
+        assert code == Code.FAILED_PRECONDITION and details.startswith("header.offset: 0")
+        job = api.submit_video(copy, job="resumed", settings=JOB_SETTINGS)
+        assert job.uploaded_bytes == size - stored  # only the rest travelled
+        final = [e.job for e in api.watch("resumed", timeout_s=120)][-1]
+        assert final.state == api_pb2.Job.SUCCEEDED and final.chunks_done == 3
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    return {f.name: v for f, v in message.ListFields()}
+
+
+def test_a_lab_sees_and_cancels_only_its_own_jobs(
+    jobs_gateway: RunningGateway, tokens: dict[str, Any], video: Path
+) -> None:
+    a = client(jobs_gateway, tokens["clear"]["lab-a"])
+    b = client(jobs_gateway, tokens["clear"]["lab-b"])
+    with a, b:
+        key = "incoming/" + VIDEO  # a video already in the gateway's store
+        store = jobs_gateway.gateway.store
+        store.put_file(key, video)
+        job = a.submit_reference(key, job="mine", settings=JOB_SETTINGS)
+        assert job.lab == "lab-a" and job.chunks_planned == 3
+        for call in (
+            lambda: b.job("mine"),
+            lambda: b.cancel("mine"),
+            lambda: b.results("mine"),
+            lambda: b.counts("mine"),
+            lambda: b.watch("mine", timeout_s=5),
+            lambda: b.download_results("mine", Path("/nonexistent")),
+            lambda: b.submit_reference(key, job="mine", settings=JOB_SETTINGS),
+        ):
+            code, details = status_of(call)
+            assert code == Code.PERMISSION_DENIED and details.startswith("job_id: "), details
+        assert "mine" not in {j.job_id for j in b.jobs()}
+        assert "mine" in {j.job_id for j in a.jobs()}
+        code, details = status_of(lambda: b.job("nobody-has-this"))
+        assert code == Code.NOT_FOUND and details == "job_id: no job 'nobody-has-this'"
+        code, details = status_of(lambda: a.submit_reference("incoming/none.avi", job="x"))
+        assert code == Code.NOT_FOUND and details.startswith("key: ")
+        code, details = status_of(
+            lambda: a.submit_reference(key, job="mine", settings={"fps": "x"})
+        )
+        assert code == Code.INVALID_ARGUMENT and details.startswith("settings['fps']")
+        assert a.cancel("mine").state == api_pb2.Job.CANCELLED
+        (event,) = list(a.watch("mine", timeout_s=10))  # settled: one event, then the end
+        assert event.job.state == api_pb2.Job.CANCELLED
+        code, details = status_of(lambda: a.submit_reference(key, job="mine"))
+        assert code == Code.FAILED_PRECONDITION and "cancelled" in details
+
+
+def test_a_watch_past_its_deadline_ends_deadline_exceeded(
+    jobs_gateway: RunningGateway, tokens: dict[str, Any], video: Path
+) -> None:
+    with client(jobs_gateway, tokens["clear"]["lab-a"]) as a:
+        store = jobs_gateway.gateway.store
+        store.put_file("incoming/slow/" + VIDEO, video)
+        a.submit_reference("incoming/slow/" + VIDEO, job="deadline", settings=JOB_SETTINGS)
+        code, _ = status_of(lambda: a.watch("deadline", timeout_s=0.3))
+        assert code == Code.DEADLINE_EXCEEDED
+        assert a.job("deadline").job_id == "deadline"  # still served

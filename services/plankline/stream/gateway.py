@@ -205,6 +205,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         )
         self._store = store
         self._streams: Counter[str] = Counter()
+        self.upload_part_bytes = UPLOAD_PART
         self._lock = threading.Lock()
 
     @property
@@ -615,7 +616,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
                         f"messages[{i}].data: more bytes than header.size ({head.size})",
                     )
                 buffer += message.data
-                if len(buffer) >= UPLOAD_PART:
+                if len(buffer) >= self.upload_part_bytes:
                     flush()
         finally:
             if context.is_active() or buffer:  # keep what arrived, even from a cut stream
