@@ -4,7 +4,9 @@ ISIIS writes AVI (uncompressed or lightly compressed gray line-scan frames); oth
 instruments and archives give MP4/MKV or folders of TIFF/PNG/JPEG frames (the OSU pipeline
 "destacks" AVIs into TIFFs). All of them come out of :func:`iter_frames` the same way: a
 stream of ``(index, frame)`` with 2-D gray uint8 (or uint16 for 16-bit sources) frames,
-decoded one at a time so a 10 GB video never sits in memory.
+decoded one at a time so a 10 GB video never sits in memory. A video may also be given
+as an open seekable binary file (the stream passes a ranged-read view of an object in
+S3): the same decoder and seek run on the same bytes, so the frames are the file's.
 
 Errors are :class:`VideoError` naming the file and, when known, the frame, because the
 batch pipeline reports them per chunk and a cruise has thousands of videos.
