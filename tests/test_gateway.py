@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -655,3 +658,72 @@ def test_a_watch_past_its_deadline_ends_deadline_exceeded(
         code, _ = status_of(lambda: a.watch("deadline", timeout_s=0.3))
         assert code == Code.DEADLINE_EXCEEDED
         assert a.job("deadline").job_id == "deadline"  # still served
+
+
+# ---------------------------------------------------------------------------- Node.js
+
+NODE_CLIENT = ROOT / "tests" / "node_client"
+
+
+@pytest.fixture(scope="module")
+def node_client() -> Path:
+    """tests/node_client with its npm packages installed (once; node_modules is git-ignored)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not installed: the Node.js client cannot be run")
+    if not (NODE_CLIENT / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_CLIENT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"npm ci failed (no registry?): {done.stderr.strip()[-300:]}")
+    return NODE_CLIENT / "client.js"
+
+
+def run_node(script: Path, running: RunningGateway, token: str, *args: str) -> Any:
+    env = {"PATH": os.environ["PATH"], "PLANKLINE_TOKEN": token}
+    env["PLANKLINE_ENDPOINT"] = f"127.0.0.1:{running.port}"
+    done = subprocess.run(
+        ["node", str(script), *args], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert done.returncode in (0, 3), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_node_client_classifies_and_watches_a_job_over_the_same_contract(
+    node_client: Path,
+    jobs_gateway: RunningGateway,
+    tokens: dict[str, Any],
+    rois: list[tuple[str, bytes]],
+    video: Path,
+    tmp_path: Path,
+) -> None:
+    token = tokens["clear"]["lab-a"]
+    files = []
+    for i, (_, data) in enumerate(rois[:10]):
+        files.append(tmp_path / f"roi{i:02d}.png")
+        files[-1].write_bytes(data)
+    answer = run_node(node_client, jobs_gateway, token, "classify", *map(str, files))
+    with client(jobs_gateway, token) as api:
+        want = api.classify([(f.name, f.read_bytes()) for f in files])
+        api.submit_video(video, job="node", settings=JOB_SETTINGS)
+    assert [p["id"] for p in answer["predictions"]] == [f.name for f in files]
+    assert [p["top_class"] for p in answer["predictions"]] == [
+        p.top_class for p in want.predictions
+    ]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in answer["predictions"]],
+        [list(p.probabilities) for p in want.predictions],
+        rtol=1e-6,
+    )
+    (model,) = run_node(node_client, jobs_gateway, token, "models")["models"]
+    assert model["sha256"] == model_fingerprint(DEFAULT_MODEL_DIR) and model["input_size"] == 64
+    events = run_node(node_client, jobs_gateway, token, "watch", "node")["events"]
+    assert events[-1]["job"]["state"] == "SUCCEEDED" and events[-1]["job"]["chunks_done"] == 3
+    assert run_node(node_client, jobs_gateway, "wrong", "models")["code"] == "UNAUTHENTICATED"
+    denied = run_node(node_client, jobs_gateway, tokens["clear"]["lab-b"], "watch", "node")
+    assert denied["code"] == "PERMISSION_DENIED"
