@@ -207,7 +207,7 @@ def flatfielded_frames(
     if times is not None:
         read = _timed_reader(read, times)
     if flat is None:
-        flat = FlatField(mode=settings.flatfield)
+        flat = new_flatfield(settings)
     if settings.prime_frames:
         prime_start = max(0, chunk.start - settings.prime_frames)
         with _stage(times, "flatfield"):
@@ -216,6 +216,11 @@ def flatfielded_frames(
         with _stage(times, "flatfield"):
             corrected = flat.correct(frame)
         yield index, corrected
+
+
+def new_flatfield(settings: PipelineSettings) -> FlatField:
+    """The settings' flat-field (mode and polarity), fresh for one chunk."""
+    return FlatField(mode=settings.flatfield, polarity=settings.polarity)
 
 
 def _timed_reader(read: FrameReader, times: StageTimes) -> FrameReader:
@@ -250,7 +255,7 @@ def find_rois(
     """
     one_core()
     found: list[Rois] = []
-    flat = FlatField(mode=settings.flatfield)
+    flat = new_flatfield(settings)
     frames = flatfielded_frames(read, chunk, settings, times, flat)
     batches = segment_stream(
         frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
