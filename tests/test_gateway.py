@@ -727,3 +727,108 @@ def test_a_node_client_classifies_and_watches_a_job_over_the_same_contract(
     assert run_node(node_client, jobs_gateway, "wrong", "models")["code"] == "UNAUTHENTICATED"
     denied = run_node(node_client, jobs_gateway, tokens["clear"]["lab-b"], "watch", "node")
     assert denied["code"] == "PERMISSION_DENIED"
+
+
+# ---------------------------------------------------------------------------- CLI, load
+
+
+def test_plankline_remote_submits_watches_and_downloads_the_batch_cli_files(
+    jobs_gateway: RunningGateway,
+    tokens: dict[str, Any],
+    video: Path,
+    batch_project: Path,
+    rois: list[tuple[str, bytes]],
+    tmp_path: Path,
+) -> None:
+    from plankline.cli import app
+    from typer.testing import CliRunner
+
+    env = {
+        "PLANKLINE_ENDPOINT": f"127.0.0.1:{jobs_gateway.port}",
+        "PLANKLINE_TOKEN": tokens["clear"]["lab-b"],
+        "COLUMNS": "200",
+    }
+    cli = CliRunner()
+    models = cli.invoke(app, ["remote", "models"], env=env)
+    assert models.exit_code == 0 and "synthetic (default)" in models.output, models.output
+    image = tmp_path / "roi.png"
+    image.write_bytes(rois[0][1])
+    classified = cli.invoke(app, ["remote", "classify", str(image)], env=env)
+    assert classified.exit_code == 0, classified.output
+    assert classified.output.splitlines()[1].startswith(f"roi.png,{rois[0][0]},")
+    job = ["--job", "cli"]
+    sent = cli.invoke(
+        app,
+        ["remote", "submit", str(video), *job, "--chunk-frames", "4", "--set", "fps=10"],
+        env=env,
+    )
+    assert sent.exit_code == 0 and "3 chunks planned" in sent.output, sent.output
+    watched = cli.invoke(app, ["remote", "watch", *job], env=env)
+    assert watched.exit_code == 0 and "SUCCEEDED, 3/3 chunks done" in watched.output
+    got = cli.invoke(app, ["remote", "results", str(tmp_path / "out"), *job], env=env)
+    assert got.exit_code == 0, got.output
+    for csv in (batch_project / "measurements").glob("*.csv"):
+        assert (tmp_path / "out" / "measurements" / csv.name).read_bytes() == csv.read_bytes()
+    other_lab = env | {"PLANKLINE_TOKEN": tokens["clear"]["lab-a"]}
+    denied = cli.invoke(app, ["remote", "watch", *job], env=other_lab)
+    assert denied.exit_code == 2 and "PERMISSION_DENIED: job_id: " in denied.output
+
+
+def test_unfinished_jobs_per_lab_are_limited(
+    stack: dict[str, Any], tokens: dict[str, Any], video: Path
+) -> None:
+    running = serve(
+        GatewaySettings(
+            **stack["s3"],
+            bootstrap_servers=stack["kafka"].endpoint,
+            gateway_port=0,
+            gateway_tokens_file=str(tokens["file"]),
+            gateway_max_jobs_per_lab=1,
+        ),
+        store=stack["store"],
+    )
+    try:
+        with client(running, tokens["clear"]["lab-b"]) as api:
+            key = "incoming/limit/" + VIDEO
+            running.gateway.store.put_file(key, video)
+            unfinished = [j for j in api.jobs() if j.state == api_pb2.Job.RUNNING]
+            for i in range(1 - len(unfinished)):
+                api.submit_reference(key, job=f"limit-{i}", settings=JOB_SETTINGS)
+            code, details = status_of(
+                lambda: api.submit_reference(key, job="limit-over", settings=JOB_SETTINGS)
+            )
+            assert code == Code.RESOURCE_EXHAUSTED and "the limit is 1" in details
+    finally:
+        running.stop()
+
+
+def test_concurrent_clients_classifying_get_no_errors_and_the_same_answers(
+    direct: RunningGateway, tokens: dict[str, Any], rois: list[tuple[str, bytes]]
+) -> None:
+    """4 clients x 4 s of Classify calls (a bounded load; scripts/bench_gateway.py runs 30 s)."""
+    want = [
+        list(p.probabilities)
+        for p in client(direct, tokens["clear"]["lab-a"]).classify(rois[:16]).predictions
+    ]
+    errors: list[str] = []
+    calls = Counter[int]()
+
+    def hammer(worker: int) -> None:
+        with client(direct, tokens["clear"]["lab-a"]) as api:
+            stop = time.monotonic() + 4.0
+            while time.monotonic() < stop:
+                try:
+                    got = api.classify(rois[:16]).predictions
+                except grpc.RpcError as error:
+                    errors.append(f"{error.code()}: {error.details()}")
+                    continue
+                if [list(p.probabilities) for p in got] != want:
+                    errors.append("different probabilities")
+                calls[worker] += 1
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(calls) == 4 and min(calls.values()) > 0
