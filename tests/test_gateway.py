@@ -63,6 +63,28 @@ def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
     return Code.OK, ""
 
 
+def detail_field(call: Any) -> str:
+    """The field the error's google.rpc details name (BadRequest or QuotaFailure)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    try:
+        call()
+    except grpc.RpcError as error:
+        status = rpc_status.from_call(error)
+        assert status is not None, "no rich error details"
+        for item in status.details:
+            for kind in (error_details_pb2.BadRequest, error_details_pb2.QuotaFailure):
+                if item.Is(kind.DESCRIPTOR):
+                    detail = kind()
+                    item.Unpack(detail)
+                    if isinstance(detail, error_details_pb2.BadRequest):
+                        return detail.field_violations[0].field
+                    return detail.violations[0].subject
+        raise AssertionError(f"no field in the details of {status}") from None
+    raise AssertionError("the call succeeded")
+
+
 # ---------------------------------------------------------------------------- fixtures
 
 
@@ -87,8 +109,13 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def direct(tokens: dict[str, Any]) -> Iterator[RunningGateway]:
     """A gateway for direct calls (no stack behind it: they need none)."""
+    from plankline.stream.stack import free_port
+
+    dead_store = {"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_retries": 0}  # jobs: UNAVAILABLE
     running = serve(
-        GatewaySettings(gateway_port=0, gateway_tokens_file=str(tokens["file"]), **LIMITS)
+        GatewaySettings(
+            gateway_port=0, gateway_tokens_file=str(tokens["file"]), **dead_store, **LIMITS
+        )
     )
     yield running
     running.stop()
@@ -207,6 +234,20 @@ def test_bad_request_fields_get_the_status_gRPC_intends_naming_the_field(
     for job_id in ("", "../x", "a" * 300):
         code, details = status_of(lambda job_id=job_id: lab_a.job(job_id))
         assert code == Code.INVALID_ARGUMENT and details.startswith("job_id: "), details
+    assert detail_field(lambda: lab_a.classify([one[0], b"junk"])) == "images[1]"
+    assert detail_field(lambda: lab_a.classify(one * 65)) == "images"  # QuotaFailure
+
+
+@settings(max_examples=30, deadline=None)
+@given(job_id=st.text(max_size=40), sha=st.text(max_size=70))
+def test_any_job_id_or_hash_gets_a_client_status_never_internal(
+    lab_a: PlanklineClient, job_id: str, sha: str
+) -> None:
+    code, details = status_of(lambda: lab_a.job(job_id))
+    assert code in (Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.UNAVAILABLE), details
+    request = api_pb2.GetUploadRequest(sha256=sha)
+    code, details = status_of(lambda: lab_a.stub.GetUpload(request, metadata=lab_a.metadata))
+    assert code in (Code.INVALID_ARGUMENT, Code.UNAVAILABLE, Code.OK), details
 
 
 def test_limits_answer_resource_exhausted_before_any_work(
@@ -269,6 +310,32 @@ def test_no_tokens_refuses_to_start_unless_unauthenticated_is_switched_on(
             assert len(api.classify([rois[0][1]]).predictions) == 1
     finally:
         running.stop()
+
+
+def test_a_store_outage_is_unavailable_and_the_client_retries_until_the_gateway_is_up(
+    lab_a: PlanklineClient, rois: list[tuple[str, bytes]]
+) -> None:
+    from plankline.stream.stack import free_port
+
+    code, details = status_of(lambda: lab_a.job("cruise42"))  # its object store is down
+    assert code == Code.UNAVAILABLE and details.startswith("object store or broker unavailable")
+    port = free_port()
+    later = threading.Timer(
+        0.5,
+        lambda: started.append(
+            serve(GatewaySettings(gateway_port=port, gateway_allow_unauthenticated=True))
+        ),
+    )
+    started: list[RunningGateway] = []
+    later.start()
+    try:
+        with PlanklineClient(f"127.0.0.1:{port}", retries=8, backoff_s=0.1) as api:
+            assert len(api.classify([rois[0][1]]).predictions) == 1  # after UNAVAILABLEs
+        assert started  # it was answered by the gateway started late
+    finally:
+        later.join()
+        for running in started:
+            running.stop()
 
 
 def test_health_and_reflection_answer_without_a_token(direct: RunningGateway) -> None:

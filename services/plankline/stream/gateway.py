@@ -74,6 +74,36 @@ class _Abort(Exception):
         self.code, self.message = code, message
 
 
+def rich_status(code: grpc.StatusCode, message: str) -> grpc.Status:
+    """A status with ``google.rpc`` error details (``grpcio-status``) naming the field.
+
+    Messages start with the request field at fault (``images[3]: ...``); clients that
+    read details get it machine-readable: ``BadRequest`` field violations for
+    INVALID_ARGUMENT / FAILED_PRECONDITION, ``QuotaFailure`` for RESOURCE_EXHAUSTED.
+    """
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+
+    field, sep, description = message.partition(": ")
+    details = []
+    if sep and code in (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=field, description=description
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    elif sep and code == Code.RESOURCE_EXHAUSTED:
+        quota = error_details_pb2.QuotaFailure.Violation(subject=field, description=description)
+        details.append(error_details_pb2.QuotaFailure(violations=[quota]))
+    packed = []
+    for detail in details:
+        item = any_pb2.Any()
+        item.Pack(detail)
+        packed.append(item)
+    status = status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return rpc_status.to_status(status)
+
+
 # ---------------------------------------------------------------------------- images
 
 
@@ -218,7 +248,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
 
     def _abort_with(self, error: Exception, context: grpc.ServicerContext, where: str) -> None:
         if isinstance(error, _Abort):
-            context.abort(error.code, error.message)
+            context.abort_with_status(rich_status(error.code, error.message))
         if isinstance(error, StoreUnavailableError | ConnectionError | TimeoutError):
             context.abort(Code.UNAVAILABLE, f"object store or broker unavailable: {error}")
         if type(error).__module__.startswith("kafka"):
