@@ -74,3 +74,24 @@ def test_lamp_flicker_lines_are_counted_by_the_flat_field() -> None:
         ff.correct(f)
     assert 55 <= ff.last_flicker_lines <= 70
     assert ff.flicker_lines >= ff.last_flicker_lines
+
+
+def test_a_steady_line_band_of_a_fixed_camera_is_no_flicker_but_a_new_one_is() -> None:
+    # 30 lines 6% darker in every frame (a 2-D vignette's residual the flat-field's smooth
+    # grid does not follow): the same lines every frame, so no lamp flicker.
+    frames = []
+    for i in range(7):
+        f = _background(seed=i).astype(np.float32)
+        f[100:130] *= 0.94
+        frames.append(f.astype(np.uint8))
+    dim = frames[6].astype(np.float32)
+    dim[300:330] *= 0.9  # and, in the last frame only, 30 lines of a lamp dip
+    frames[6] = dim.astype(np.uint8)
+    ff = FlatField(mode="both")
+    ff.prime(frames[:3])
+    assert ff.flicker_lines == 0  # primed frames are counted by the chunk owning them
+    for f in frames[3:6]:
+        ff.correct(f)
+    assert ff.flicker_lines == 0
+    ff.correct(frames[6])
+    assert 25 <= ff.last_flicker_lines <= 40
