@@ -708,6 +708,12 @@ def test_a_lab_sees_and_cancels_only_its_own_jobs(
             lambda: a.submit_reference(key, job="mine", settings={"fps": "x"})
         )
         assert code == Code.INVALID_ARGUMENT and details.startswith("settings['fps']")
+        code, details = status_of(
+            lambda: a.submit_reference(key, job="other", settings={"model": "/etc"})
+        )
+        assert code == Code.INVALID_ARGUMENT and details.startswith("settings['model']: '/etc'")
+        code, details = status_of(lambda: a.submit_reference(key, job="x", settings={"nope": "1"}))
+        assert code == Code.INVALID_ARGUMENT and details.startswith("settings['nope']")
         assert a.cancel("mine").state == api_pb2.Job.CANCELLED
         (event,) = list(a.watch("mine", timeout_s=10))  # settled: one event, then the end
         assert event.job.state == api_pb2.Job.CANCELLED

@@ -495,12 +495,28 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
     # -------------------------------------------------------------------- submitting
 
     def _settings(self, values: Any, field: str = "settings") -> Any:
+        """A lab's ``PipelineSettings``; ``model`` names a served model (ListModels), and no
+        other setting may name a path: a lab never points the services at server files."""
         from pydantic import ValidationError
 
         from plankline.config import PipelineSettings
 
+        values = dict(values)
+        for name, info in PipelineSettings.model_fields.items():
+            if name in values and name != "model" and "Path" in str(info.annotation):
+                raise _Abort(
+                    Code.INVALID_ARGUMENT, f"{field}[{name!r}]: a server path, not settable"
+                )
+        if "model" in values:
+            if values["model"] not in self.models:
+                raise _Abort(
+                    Code.INVALID_ARGUMENT,
+                    f"{field}['model']: {values['model'][:80]!r} is not a served model "
+                    f"({', '.join(self.models)})",
+                )
+            values["model"] = str(self.models[values["model"]].folder)
         try:
-            return PipelineSettings(**dict(values))
+            return PipelineSettings(**values)
         except ValidationError as error:
             first = error.errors()[0]
             name = ".".join(str(x) for x in first["loc"])
@@ -756,11 +772,12 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
             download_results(self.store, job, Path(tmp))  # the one layout + summary writer
             for path in wanted:
                 self._deadline(context, f"sending {path}")
-                data = (Path(tmp) / path).read_bytes()
-                for start in range(0, max(len(data), 1), DOWNLOAD_PIECE):
-                    piece = data[start : start + DOWNLOAD_PIECE]
-                    last = start + DOWNLOAD_PIECE >= len(data)
-                    yield api_pb2.FileChunk(path=path, offset=start, data=piece, last=last)
+                size = (Path(tmp) / path).stat().st_size
+                with open(Path(tmp) / path, "rb") as f:
+                    for start in range(0, max(size, 1), DOWNLOAD_PIECE):
+                        piece = f.read(DOWNLOAD_PIECE)
+                        last = start + DOWNLOAD_PIECE >= size
+                        yield api_pb2.FileChunk(path=path, offset=start, data=piece, last=last)
 
     @_unary
     def GetCounts(self, request: Any, context: Any) -> Any:
