@@ -261,6 +261,9 @@ def test_limits_answer_resource_exhausted_before_any_work(
     assert len(huge) < 20_000
     code, details = status_of(lambda: lab_a.classify([tiny, huge]))
     assert code == Code.RESOURCE_EXHAUSTED and details.startswith("images[1]: 2000x1000 pixels")
+    bomb = _png_header_only(40_000, 40_000)  # 1.6 Gpx declared in 60 bytes
+    code, details = status_of(lambda: lab_a.classify([bomb]))
+    assert code == Code.RESOURCE_EXHAUSTED and details.startswith("images[0]: ")
     noise = np.random.default_rng(0).integers(0, 255, (900, 1100), np.uint8)  # 1 MB as PNG
     code, _ = status_of(lambda: lab_a.classify([cv2.imencode(".png", noise)[1].tobytes()] * 2))
     assert code == Code.RESOURCE_EXHAUSTED  # over gateway_max_message_bytes
@@ -280,6 +283,19 @@ def test_limits_answer_resource_exhausted_before_any_work(
     for stream in open_streams:
         list(stream)
     assert len(list(lab_a.classify_stream([[tiny]]))) == 1  # slots freed
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` gray pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
 def test_missing_wrong_and_revoked_tokens_are_unauthenticated(

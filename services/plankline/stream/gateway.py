@@ -33,6 +33,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,11 +116,18 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
     """
     if not data:
         raise _Abort(Code.INVALID_ARGUMENT, f"{field}: empty (no image bytes)")
-    try:
-        from PIL import Image as PILImage
+    from PIL import Image as PILImage
 
-        with PILImage.open(io.BytesIO(data)) as header:
-            width, height = header.size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except PILImage.DecompressionBombError:
+        raise _Abort(
+            Code.RESOURCE_EXHAUSTED,
+            f"{field}: declares more pixels than the limit of {max_pixels} per image",
+        ) from None
     except Exception:  # any unreadable header is the caller's bad input, not our bug
         raise _Abort(
             Code.INVALID_ARGUMENT,
