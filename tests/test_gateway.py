@@ -773,9 +773,13 @@ def node_client() -> Path:
     return NODE_CLIENT / "client.js"
 
 
-def run_node(script: Path, running: RunningGateway, token: str, *args: str) -> Any:
+def run_node(
+    script: Path, running: RunningGateway, token: str, *args: str, ca: Path | None = None
+) -> Any:
     env = {"PATH": os.environ["PATH"], "PLANKLINE_TOKEN": token}
     env["PLANKLINE_ENDPOINT"] = f"127.0.0.1:{running.port}"
+    if ca is not None:
+        env["PLANKLINE_CA"] = str(ca)
     done = subprocess.run(
         ["node", str(script), *args], capture_output=True, text=True, timeout=180, env=env
     )
@@ -921,3 +925,29 @@ def test_concurrent_clients_classifying_get_no_errors_and_the_same_answers(
     for thread in threads:
         thread.join()
     assert errors == [] and len(calls) == 4 and min(calls.values()) > 0
+
+
+def test_a_node_client_classifies_over_tls_trusting_the_labs_ca(
+    node_client: Path, tokens: dict[str, Any], rois: list[tuple[str, bytes]], tmp_path: Path
+) -> None:
+    pem = _certificates(tmp_path)
+    running = serve(
+        GatewaySettings(
+            gateway_port=0,
+            gateway_tokens_file=str(tokens["file"]),
+            gateway_tls_cert=str(pem["server_cert"]),
+            gateway_tls_key=str(pem["server_key"]),
+        )
+    )
+    try:
+        image = tmp_path / "roi.png"
+        image.write_bytes(rois[0][1])
+        token = tokens["clear"]["lab-a"]
+        answer = run_node(node_client, running, token, "classify", str(image), ca=pem["ca_cert"])
+        assert answer["predictions"][0]["top_class"] == rois[0][0]
+        untrusted = run_node(
+            node_client, running, token, "classify", str(image), ca=pem["stranger_cert"]
+        )
+        assert untrusted["code"] == "UNAVAILABLE"  # a server its CA did not sign
+    finally:
+        running.stop()
