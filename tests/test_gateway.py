@@ -283,6 +283,17 @@ def test_limits_answer_resource_exhausted_before_any_work(
     for stream in open_streams:
         list(stream)
     assert len(list(lab_a.classify_stream([[tiny]]))) == 1  # slots freed
+    # streams the client cancels free their slots too (no leak from cut connections)
+    release.clear()
+    cut = [lab_a.classify_stream(held()) for _ in range(2)]
+    for stream in cut:
+        next(stream)
+        stream.cancel()
+    deadline = time.monotonic() + 10
+    while status_of(lambda: list(lab_a.classify_stream([[tiny]])))[0] != Code.OK:
+        assert time.monotonic() < deadline, "cancelled streams kept their slots"
+        time.sleep(0.05)
+    release.set()
 
 
 def _png_header_only(width: int, height: int) -> bytes:
