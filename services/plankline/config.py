@@ -31,7 +31,7 @@ class IniSettingsSource(PydanticBaseSettingsSource):
         path = Path(ini_path)
         if not path.is_file():
             raise ValueError(f"{path}: config file not found")
-        parser = configparser.ConfigParser()
+        parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
         parser.read(path)
         if not parser.has_section(INI_SECTION):
             raise ValueError(f"{path}: no [{INI_SECTION}] section")
