@@ -32,8 +32,10 @@ from plankline.model.data import POLARITIES, checked_model_inputs, feature_names
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
-DEFAULT_MODEL_DIR = MODELS_DIR / "synthetic"
-"""The shipped default model, used when no model folder is given."""
+DEFAULT_MODEL_DIR = MODELS_DIR / "ndsb-isiis"
+"""The shipped default model, used when no model folder is given: 121 ISIIS classes of the
+2015 National Data Science Bowl (PlanktonSet 1.0), trained by ``scripts/train_default_model.py``
+(figures in its ``meta.json`` and ``EVALUATION.md``)."""
 
 SYNTHETIC_MODEL_DIR = MODELS_DIR / "synthetic"
 """The shipped model of the synthetic generator's five classes: ``plankline demo`` scores
