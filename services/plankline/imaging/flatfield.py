@@ -262,7 +262,7 @@ class FlatField:
         self.shape = frame.shape
         sub = frame[:: self.sample_step].astype(np.float32)
         if self.mode == "column":
-            self.column = np.percentile(sub, 75, axis=0).astype(np.float32)
+            self.column = _column_percentile(sub, 75)
             self.vignette = None
         else:
             sh, sw = self._small_shape()
@@ -271,7 +271,7 @@ class FlatField:
             # than their surroundings); blur gives the smooth vignetting field.
             small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
             if self.mode == "both":
-                col = np.percentile(sub, 75, axis=0).astype(np.float32)
+                col = _column_percentile(sub, 75)
                 col_small = cv2.resize(col[None, :], (sw, 1), interpolation=cv2.INTER_AREA)[0]
                 vig = small / np.maximum(col_small[None, :], 1e-3)
                 scale = float(np.median(vig))
@@ -521,10 +521,32 @@ def _median_frame(frames: list[np.ndarray]) -> np.ndarray:
     """Per-pixel median of frames, on every 4th row (all columns: the column gains are
     per pixel) and interpolated back to full height."""
     h, w = frames[0].shape
-    small = np.median(np.stack([f[::4] for f in frames]), axis=0)
+    if len(frames) <= 16:
+        small = _median_of(frames)
+    else:
+        small = np.median(np.stack([f[::4] for f in frames]), axis=0)
     return cv2.resize(small.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR).astype(
         frames[0].dtype
     )
+
+
+def _column_percentile(rows: np.ndarray, q: float) -> np.ndarray:
+    """``np.percentile(rows, q, axis=0)`` as float32, on the transposed copy: the same
+    values per column, but partitioned along contiguous memory (3x faster)."""
+    return np.percentile(cv2.transpose(rows), q, axis=1).astype(np.float32)
+
+
+def _median_of(frames: list[np.ndarray]) -> np.ndarray:
+    """``np.median(np.stack([f[::4] for f in frames]), axis=0)`` to the bit (float64), by
+    an odd-even transposition sorting network of per-pixel ``cv2.min``/``cv2.max`` over
+    the frames: ~k^2/2 fast whole-image passes instead of numpy's partition along the
+    strided frame axis (~100 ms for 8 frames of 2048 x 2048, every chunk's priming)."""
+    a = [np.ascontiguousarray(f[::4]) for f in frames]
+    k = len(a)
+    for rnd in range(k):
+        for i in range(rnd % 2, k - 1, 2):
+            a[i], a[i + 1] = cv2.min(a[i], a[i + 1]), cv2.max(a[i], a[i + 1])
+    return (a[(k - 1) // 2].astype(np.float64) + a[k // 2]) / 2
 
 
 def _column_median(rows: np.ndarray) -> np.ndarray:
