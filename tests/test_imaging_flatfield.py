@@ -90,3 +90,27 @@ def test_flatfield_rejects_bad_frames_with_clear_messages() -> None:
         ff.correct(np.full((16, 32), 100, np.uint8))
     with pytest.raises(ValueError, match="mode"):
         FlatField(mode="rows")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fast_background_statistics_equal_numpys_to_the_bit(dtype: type) -> None:
+    # The flat-field's sorting-network median over the priming frames, its radix-sort
+    # column medians and transposed column percentiles replace numpy's strided
+    # partitions: the estimate (and so every ROI) must not move by one bit.
+    from plankline.imaging.flatfield import _column_median, _column_percentile, _median_of
+
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    for k in range(1, 10):
+        frames = [rng.integers(0, top, (64, 96), endpoint=True).astype(dtype) for _ in range(k)]
+        expected = np.median(np.stack([f[::4] for f in frames]), axis=0)
+        got = _median_of(frames)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    for rows in (7, 8, 255, 256):
+        sample = rng.integers(0, top, (rows, 300), endpoint=True).astype(dtype)
+        as_float = sample.astype(np.float32)
+        assert np.array_equal(_column_median(sample), np.median(as_float, axis=0))
+        assert np.array_equal(
+            _column_percentile(as_float, 75),
+            np.percentile(as_float, 75, axis=0).astype(np.float32),
+        )
