@@ -146,7 +146,7 @@ class FlatField:
         self._blocks: list[tuple[int, int, int, int]] = []  # row block, used basis rows
         self._gain_sub: np.ndarray | None = None  # gain of every 8th column, (1 or H, W/8)
         self._corr_sub: np.ndarray | None = None  # corrected float rows ::sample_step
-        self._gblock = self._fblock = self._out = np.zeros((0, 0), np.float32)
+        self._gblock = self._fblock = np.zeros((0, 0), np.float32)
 
     # ----------------------------------------------------------------- public
 
@@ -195,7 +195,7 @@ class FlatField:
             for frame in kept:
                 if self.column is None:
                     self._initialise(frame)
-                self._apply(frame, self._scratch(frame))
+                self._apply(frame, None)
                 self._update(frame)
         finally:
             self._priming = False
@@ -247,12 +247,6 @@ class FlatField:
         if self.shape is not None and frame.shape != self.shape:
             raise ValueError(f"frame shape {frame.shape} differs from earlier frames {self.shape}")
 
-    def _scratch(self, frame: np.ndarray) -> np.ndarray:
-        """A reusable uint8 output for passes whose corrected frame is not returned."""
-        if self._out.shape != frame.shape:
-            self._out = np.empty(frame.shape, np.uint8)
-        return self._out
-
     def _small_shape(self) -> tuple[int, int]:
         h, w = self.shape  # type: ignore[misc]
         return max(2, round(h / self.grid)), max(2, round(w / self.grid))
@@ -283,7 +277,7 @@ class FlatField:
                 self.column = np.full(frame.shape[1], float(np.median(small)), np.float32)
         self._refresh_gain()
         # One refinement pass with objects masked out, so the first frame is corrected well.
-        self._apply(frame, self._scratch(frame))
+        self._apply(frame, None)
         keep = self.memory
         self.memory = 0.0
         self._update(frame)
@@ -342,13 +336,15 @@ class FlatField:
         else:
             self._gain_sub = cv2.resize(sub, (sub.shape[1], h), interpolation=cv2.INTER_LINEAR)
 
-    def _apply(self, frame: np.ndarray, out: np.ndarray) -> None:
+    def _apply(self, frame: np.ndarray, out: np.ndarray | None) -> None:
         """Write the corrected frame into ``out`` (uint8) and keep every ``sample_step``-th
         corrected row in float for the estimate update.
 
         One pass per 64-row block while it is in cache: gain block from
         ``(row gain x weights) @ basis``, float product, rounding saturating cast (as
         ``cv2.convertScaleAbs``: round half to even). No full-frame float temporaries.
+        ``out=None`` (priming, where only the estimate update reads the result): only the
+        sampled rows are corrected, by the same gain blocks, so the update is unchanged.
         """
         h, w = frame.shape
         step = self.sample_step
@@ -373,12 +369,20 @@ class FlatField:
                 np.multiply(wts, basis[k0:k1], out=g)  # type: ignore[index]
             else:
                 np.matmul(wts, basis[k0:k1], out=g)  # type: ignore[index]
+            first = -(-y0 // step) * step
+            if out is None:
+                if first < y1:
+                    np.multiply(
+                        frame[first:y1:step],
+                        g[first - y0 :: step],
+                        out=self._corr_sub[first // step : -(-y1 // step)],
+                    )
+                continue
             np.multiply(frame[y0:y1], g, out=f)
             cv2.convertScaleAbs(f, dst=out[y0:y1])
-            first = -(-y0 // step) * step
             if first < y1:
                 self._corr_sub[first // step : -(-y1 // step)] = f[first - y0 :: step]
-        if len(self.stuck_columns):
+        if out is not None and len(self.stuck_columns):
             self._repair(out)
 
     def _repair(self, out: np.ndarray) -> None:
