@@ -31,6 +31,7 @@ from plankline.imaging.measure import measure_rois
 from plankline.imaging.synth import make_roi_library, render_organism
 from plankline.model.infer import (
     DEFAULT_MODEL_DIR,
+    SYNTHETIC_MODEL_DIR,
     model_fingerprint,
     read_classification_csv,
     shared_classifier,
@@ -112,9 +113,13 @@ def direct(tokens: dict[str, Any]) -> Iterator[RunningGateway]:
     from plankline.stream.stack import free_port
 
     dead_store = {"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_retries": 0}  # jobs: UNAVAILABLE
-    running = serve(
+    running = serve(  # the generator's model: the direct tests classify generated ROIs
         GatewaySettings(
-            gateway_port=0, gateway_tokens_file=str(tokens["file"]), **dead_store, **LIMITS
+            gateway_port=0,
+            gateway_tokens_file=str(tokens["file"]),
+            gateway_model_dirs=[str(SYNTHETIC_MODEL_DIR)],
+            **dead_store,
+            **LIMITS,
         )
     )
     yield running
@@ -138,7 +143,7 @@ def test_classify_over_grpc_gives_the_in_process_probabilities_and_classes(
     lab_a: PlanklineClient, rois: list[tuple[str, bytes]]
 ) -> None:
     answer = lab_a.classify(rois)
-    clf = shared_classifier(DEFAULT_MODEL_DIR)
+    clf = shared_classifier(SYNTHETIC_MODEL_DIR)
     crops = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED) for _, b in rois]
     want = clf.predict(crops)
     got = np.array([p.probabilities for p in answer.predictions], np.float32)
@@ -149,7 +154,7 @@ def test_classify_over_grpc_gives_the_in_process_probabilities_and_classes(
     assert [p.thresholded_class for p in answer.predictions] == thresholded_classes(
         want, clf.class_names, clf.thresholds
     )
-    assert answer.model_sha256 == model_fingerprint(DEFAULT_MODEL_DIR)
+    assert answer.model_sha256 == model_fingerprint(SYNTHETIC_MODEL_DIR)
     accuracy = np.mean([p.top_class == p.id for p in answer.predictions])
     assert accuracy >= 0.9  # the shipped model on its own generator's ROIs
 
@@ -188,11 +193,11 @@ def test_measure_gives_measure_rois_columns_with_given_masks_and_found_ones(
     np.testing.assert_allclose(found["area"], areas, rtol=0.1)
 
 
-def test_list_models_describes_the_shipped_model(lab_a: PlanklineClient) -> None:
+def test_list_models_describes_the_served_model(lab_a: PlanklineClient) -> None:
     (model,) = lab_a.models()
-    clf = shared_classifier(DEFAULT_MODEL_DIR)
-    assert model.name == DEFAULT_MODEL_DIR.name and model.is_default
-    assert model.sha256 == model_fingerprint(DEFAULT_MODEL_DIR)
+    clf = shared_classifier(SYNTHETIC_MODEL_DIR)
+    assert model.name == SYNTHETIC_MODEL_DIR.name and model.is_default
+    assert model.sha256 == model_fingerprint(SYNTHETIC_MODEL_DIR)
     assert list(model.class_names) == clf.class_names
     assert (model.input_size, model.polarity) == (clf.canvas, clf.polarity)
     assert model.uses_measurements == clf.shapes
@@ -854,12 +859,14 @@ def test_plankline_remote_submits_watches_and_downloads_the_batch_cli_files(
     }
     cli = CliRunner()
     models = cli.invoke(app, ["remote", "models"], env=env)
-    assert models.exit_code == 0 and "synthetic (default)" in models.output, models.output
+    default = f"{DEFAULT_MODEL_DIR.name} (default)"
+    assert models.exit_code == 0 and default in models.output, models.output
     image = tmp_path / "roi.png"
     image.write_bytes(rois[0][1])
     classified = cli.invoke(app, ["remote", "classify", str(image)], env=env)
     assert classified.exit_code == 0, classified.output
-    assert classified.output.splitlines()[1].startswith(f"roi.png,{rois[0][0]},")
+    row = classified.output.splitlines()[1].split(",")  # image,top_class,probability,thresholded
+    assert row[0] == "roi.png" and row[1] in shared_classifier(DEFAULT_MODEL_DIR).class_names
     job = ["--job", "cli"]
     sent = cli.invoke(
         app,
@@ -948,6 +955,7 @@ def test_a_node_client_classifies_over_tls_trusting_the_labs_ca(
             gateway_tokens_file=str(tokens["file"]),
             gateway_tls_cert=str(pem["server_cert"]),
             gateway_tls_key=str(pem["server_key"]),
+            gateway_model_dirs=[str(SYNTHETIC_MODEL_DIR)],  # the ROI is the generator's
         )
     )
     try:
