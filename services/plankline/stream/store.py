@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import urllib3
 from minio import Minio
@@ -184,9 +184,13 @@ class S3Store:
 
     def get_bytes(self, key: str) -> bytes:
         """Read a whole object; ``KeyError`` names the key when it does not exist."""
+        return self._get(self.bucket, key, f"get {key}")
+
+    def _get(self, bucket: str, key: str, what: str, **request: Any) -> bytes:
+        """One GET (retried as ``what``), the connection released; ``KeyError`` if missing."""
 
         def get() -> bytes:
-            response = self.client.get_object(self.bucket, key)
+            response = self.client.get_object(bucket, key, **request)
             try:
                 return response.read()
             finally:
@@ -194,10 +198,10 @@ class S3Store:
                 response.release_conn()
 
         try:
-            return self._call(f"get {key}", get)
+            return self._call(what, get)
         except S3Error as error:
             if error.code == "NoSuchKey":
-                raise KeyError(f"s3://{self.bucket}/{key} does not exist") from error
+                raise KeyError(f"s3://{bucket}/{key} does not exist") from error
             raise
 
     def size(self, key: str, bucket: str | None = None) -> int:
@@ -224,25 +228,15 @@ class S3Store:
         """
         if offset < 0 or length <= 0:
             raise ValueError(f"need offset >= 0 and length > 0, got {offset}, {length}")
-        bucket = bucket or self.bucket
         headers = {"If-Match": etag} if etag else None
-
-        def get() -> bytes:
-            response = self.client.get_object(
-                bucket, key, offset=offset, length=length, request_headers=headers
-            )
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
-
-        try:
-            return self._call(f"get {key} bytes {offset}+{length}", get)
-        except S3Error as error:
-            if error.code == "NoSuchKey":
-                raise KeyError(f"s3://{bucket}/{key} does not exist") from error
-            raise
+        return self._get(
+            bucket or self.bucket,
+            key,
+            f"get {key} bytes {offset}+{length}",
+            offset=offset,
+            length=length,
+            request_headers=headers,
+        )
 
     def open_object(
         self,
