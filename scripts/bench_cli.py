@@ -54,6 +54,9 @@ from plankline.imaging.video import iter_frames, write_video
 from plankline.outputs.rois import iter_roi_tar
 from plankline.pipeline import STAGES, StageTimes, one_core, process_chunk
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_segment import naive_path
+
 REAL = (
     Path(__file__).resolve().parents[2]
     / "shared"
@@ -99,22 +102,9 @@ def ours(project: Path, **settings: object) -> tuple[int, int, float, list[str]]
 
 
 def naive(video: Path, threshold: int = 200) -> tuple[int, int, float]:
-    """Column-mean flat-field (float64), fixed threshold, label, crop + PNG-encode."""
-    cv2.setNumThreads(1)
-    t = time.perf_counter()
-    n = count = 0
-    for _, f in iter_frames(video):
-        col = f.mean(axis=0)
-        flat = np.clip(f / col[None, :] * 235.0, 0, 255).astype(np.uint8)
-        _, binary = cv2.threshold(flat, threshold - 1, 255, cv2.THRESH_BINARY_INV)
-        _, _, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-        for x, y, w, h, area in stats[1:]:
-            if area >= 25:
-                crop = flat[max(0, y - 6) : y + h + 6, max(0, x - 6) : x + w + 6]
-                cv2.imencode(".png", crop)
-                count += 1
-        n += 1
-    return n, count, time.perf_counter() - t
+    """The naive OpenCV path of ``bench_segment.py`` (one definition), as (frames, ROIs, s)."""
+    n, seconds, count = naive_path(video, threshold=threshold)
+    return n, count, seconds
 
 
 def profile(project: Path, **settings: object) -> tuple[StageTimes, int, int, float]:
