@@ -89,8 +89,8 @@ class FailOnChunk:
             raise RuntimeError(f"injected bug on chunk {ref.chunk_name}")
         return self.handler.handle(message)
 
-    def on_dead_letter(self, message: Incoming, error: str, attempts: int) -> None:
-        self.handler.on_dead_letter(message, error, attempts)
+    def on_dead_letter(self, message: Incoming, failure: Any, outputs_follow: bool) -> None:
+        self.handler.on_dead_letter(message, failure, outputs_follow)
 
     def close(self) -> None:
         close = getattr(self.handler, "close", None)

@@ -496,6 +496,39 @@ def test_kill_9_of_each_service_mid_run_and_restart_gives_identical_outputs(
     assert assert_same_outputs(tmp_path / "out", batch_project) == status.rois
 
 
+def test_a_cancelled_job_stops_chunks_already_published_in_every_service(
+    raw: Path, kafka: ServerHandle, s3_server: ServerHandle
+) -> None:
+    """Cancel while the segmenter holds the job's first chunk (outputs written): the other 4
+    chunks, already in the topic, and the first chunk's ROIs downstream are all skipped."""
+    from plankline.stream.ingest import submit as ingest
+    from plankline.stream.jobs import cancel_job
+    from plankline.stream.results import job_status
+
+    store = fresh_store(s3_server, "cancel")
+    with services(kafka, store, pause_after_first={"segmenter": math.inf}) as runners:
+        submit(raw, "cancel", store, kafka)  # 3 + 2 chunks published
+        held = runners["segmenter"].handler
+        assert held.reached.wait(60), "the segmenter never wrote its first chunk"
+        cancel_job(store, "cancel", by="test")
+        held.release()
+        services_ = {name: runners[name].handler for name in ("measurer", "classifier")}
+
+        def skipped() -> tuple[int, ...]:
+            return (held.handler.skipped, *(s.skipped for s in services_.values()))
+
+        wait_for(lambda: skipped() == (4, 1, 1), 60, f"the skips (got {skipped()})")
+        assert runners["segmenter"].stats.processed == 5
+    status = job_status(store, "cancel")
+    assert status.cancelled and status.finished and (status.planned, status.done) == (5, 0)
+    prefix = contracts.job_prefix("cancel")
+    written = [k.rsplit("/", 1)[1] for k in store.list(prefix + "videos/") if "/chunks/" in k]
+    assert sorted(written) == ["positions.csv", "rois.npz", "rois.tar"]  # chunk 0's, no more
+    assert not list(store.list(prefix + "results/"))
+    with pytest.raises(ValueError, match="was cancelled"):
+        ingest(sorted(raw.glob("*.avi")), "cancel", PipelineSettings(), store, kafka.endpoint)
+
+
 def read_dead_letters(bootstrap: str, want: int, timeout_s: float = 30.0) -> list[Any]:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -547,7 +580,8 @@ def test_a_truncated_video_dead_letters_its_bad_chunk_and_the_job_reports_it(
     (letter,) = read_dead_letters(kafka.endpoint, 1)
     assert bad in letter.error and "frame 4" in letter.error and letter.service == "segmenter"
     assert letter.input_topic == contracts.TOPIC_CHUNKS
-    assert runners["segmenter"].stats.dead_lettered == 0  # a clean failure, not a crash loop
+    stats = runners["segmenter"].stats  # dead-lettered once by the runner, never retried
+    assert (stats.dead_lettered, stats.failed_attempts) == (1, 0)
     assert job_status(store, "corrupt").failed == status.failed
     from plankline.cli import app
     from typer.testing import CliRunner

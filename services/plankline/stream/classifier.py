@@ -165,11 +165,9 @@ class ClassifierService(ServiceBase):
             )
         return self._triton[key]
 
-    def handle(self, message: Incoming) -> list[Outgoing]:
+    def process(self, message: Incoming, msg: contracts.RoiBatch) -> list[Outgoing]:  # type: ignore[override]
         from plankline.model.infer import write_classification_csv
 
-        msg = message.parse()
-        assert isinstance(msg, contracts.RoiBatch)
         ref = msg.chunk
         settings = job_settings(self.store, ref.job_id)
         key = contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "classifications.csv")

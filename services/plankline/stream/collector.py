@@ -19,6 +19,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,9 +39,8 @@ from plankline.stream.runner import Incoming, Outgoing
 class Collector(ServiceBase):
     """Handler of ``plankline.measurements`` + ``plankline.classifications``."""
 
-    def handle(self, message: Incoming) -> list[Outgoing]:
-        msg = message.parse()
-        ref = msg.chunk  # type: ignore[attr-defined]
+    def process(self, message: Incoming, msg: Any) -> list[Outgoing]:
+        ref = msg.chunk
         began = time.perf_counter()
 
         def key(artifact: str) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "MeasurementResult",
     "RoiBatch",
     "VideoChunk",
+    "cancel_key",
     "chunk_key",
     "chunk_prefix",
     "chunk_ref",
@@ -161,6 +162,11 @@ def job_prefix(job_id: str) -> str:
 def manifest_key(job_id: str) -> str:
     """The job manifest: settings and the planned chunks of every video (JSON)."""
     return job_prefix(job_id) + "manifest.json"
+
+
+def cancel_key(job_id: str) -> str:
+    """The job's cancellation marker: while it exists every service skips the job's messages."""
+    return job_prefix(job_id) + "cancelled.json"
 
 
 def source_key(job_id: str, video_id: str) -> str:

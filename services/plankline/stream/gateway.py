@@ -16,7 +16,9 @@ lab may ask is bounded (images per request, pixels per image, message and upload
 bytes, concurrent streams and unfinished jobs per lab): over a limit answers
 RESOURCE_EXHAUSTED before any work is done. The gateway keeps two small records
 per job in the store (``gateway/owners/<job>``: the lab; ``gateway/labs/<lab>/jobs/
-<job>.json``: created, cancelled), so it is stateless and may run replicated.
+<job>.json``: created), so it is stateless and may run replicated. CancelJob writes
+the job's cancellation marker (``stream.jobs.cancel_job``): every service skips the
+job's chunks still in the topics.
 
 Run it with ``python -m plankline.stream.gateway`` (settings: :class:`GatewaySettings`).
 """
@@ -50,6 +52,7 @@ from grpc_reflection.v1alpha import reflection
 
 from plankline.stream import contracts
 from plankline.stream.auth import TokenTable, bearer
+from plankline.stream.jobs import cancel_job, job_cancelled
 from plankline.stream.settings import GatewaySettings
 from plankline.stream.store import S3Store, StoreAuthError, StoreUnavailableError
 from plankline.stream.v1 import api_pb2, api_pb2_grpc
@@ -451,7 +454,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         owner = self._owner(job)
         if owner is not None:
             record = self._own(lab, job)
-            if record.get("cancelled"):
+            if job_cancelled(self.store, job):
                 raise _Abort(Code.FAILED_PRECONDITION, f"job_id: job {job!r} was cancelled")
             return record
         if self.store.exists(contracts.manifest_key(job)):  # submitted without the gateway
@@ -464,7 +467,6 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
                 f"job_id: lab {lab!r} has {len(running)} unfinished jobs (the limit is {limit})",
             )
         record = {"job": job, "lab": lab, "created_unix_ms": int(time.time() * 1000)}
-        record["cancelled"] = False
         self.store.put_bytes(self._record_key(lab, job), json.dumps(record).encode())
         self.store.put_bytes(f"gateway/owners/{job}", lab.encode())
         return record
@@ -478,7 +480,8 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         try:
             status = job_status(self.store, record["job"])
         except KeyError:  # claimed, manifest not written yet
-            job.state = api_pb2.Job.CANCELLED if record.get("cancelled") else api_pb2.Job.RUNNING
+            cancelled = job_cancelled(self.store, record["job"])
+            job.state = api_pb2.Job.CANCELLED if cancelled else api_pb2.Job.RUNNING
             return job
         job.chunks_planned, job.chunks_done = status.planned, status.done
         job.chunks_failed, job.chunks_pending = len(status.failed), max(status.pending, 0)
@@ -486,7 +489,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         job.failures.extend(
             api_pb2.ChunkFailure(chunk=name, error=error) for name, error in status.failed.items()
         )
-        if record.get("cancelled"):
+        if status.cancelled:
             job.state = api_pb2.Job.CANCELLED
         elif not status.finished:
             job.state = api_pb2.Job.RUNNING
@@ -744,8 +747,7 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
     def CancelJob(self, request: Any, context: Any) -> Any:
         lab = self.lab(context)
         record = self._own(lab, request.job_id)
-        record["cancelled"] = True
-        self.store.put_bytes(self._record_key(lab, record["job"]), json.dumps(record).encode())
+        cancel_job(self.store, record["job"], by=lab, reason="CancelJob")
         return self._job(record)
 
     # -------------------------------------------------------------------- results

@@ -39,6 +39,7 @@ from plankline.stream.jobs import (
     SEGMENT_FRAMES_TAR,
     SEGMENT_WHOLE_VIDEO,
     frames_tar,
+    job_cancelled,
     segment_range,
     write_manifest,
 )
@@ -242,6 +243,8 @@ def submit(
 
     contracts.job_prefix(job)  # validates the job name
     store.ensure_bucket()
+    if job_cancelled(store, job):
+        raise ValueError(f"job {job!r} was cancelled; submit under a new --job name")
     report = SubmitReport(job)
     plans: list[tuple[VideoSource, list[Chunk], dict]] = []
     for video in videos:

@@ -36,6 +36,7 @@ import io
 import json
 import math
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,38 @@ def read_manifest(store: S3Store, job: str, *, cached: bool = True) -> dict[str,
         except KeyError as error:
             raise KeyError(f"job {job!r} has no manifest: was it submitted?") from error
     return _manifests[key]
+
+
+def cancel_job(store: S3Store, job: str, *, by: str = "", reason: str = "") -> dict[str, Any]:
+    """Cancel ``job``: write its marker (:func:`contracts.cancel_key`); returns the record.
+
+    Every service checks the marker before it handles a message of the job
+    (``ServiceBase.handle``), so the chunks already published are skipped, not
+    processed: a cancel stops the job within one chunk per service. The marker is
+    permanent; outputs already written stay. Cancelling twice keeps the first record.
+    """
+    key = contracts.cancel_key(job)
+    try:
+        return json.loads(store.get_bytes(key))
+    except KeyError:
+        pass
+    record = {"job": job, "by": by, "reason": reason, "cancelled_unix_ms": int(time.time() * 1000)}
+    store.put_bytes(key, json.dumps(record).encode(), content_type="application/json")
+    return record
+
+
+def job_cancelled(store: S3Store, job: str) -> bool:
+    """Whether ``job`` was cancelled (one HEAD; a cancel is never undone, so ``True`` is cached)."""
+    key = (store.bucket, job)
+    if key in _cancelled:
+        return True
+    if store.exists(contracts.cancel_key(job)):
+        _cancelled.add(key)
+        return True
+    return False
+
+
+_cancelled: set[tuple[str, str]] = set()
 
 
 def job_settings(store: S3Store, job: str) -> PipelineSettings:

@@ -25,9 +25,7 @@ from plankline.stream.runner import Incoming, Outgoing
 class Measurer(ServiceBase):
     """Handler of ``plankline.rois`` (consumer group ``measurer``)."""
 
-    def handle(self, message: Incoming) -> list[Outgoing]:
-        msg = message.parse()
-        assert isinstance(msg, contracts.RoiBatch)
+    def process(self, message: Incoming, msg: contracts.RoiBatch) -> list[Outgoing]:  # type: ignore[override]
         ref = msg.chunk
         settings = job_settings(self.store, ref.job_id)
         chunk = chunk_from_manifest(self.store, ref)

@@ -1,7 +1,7 @@
 """Job status and results: what ``plankline results`` prints and downloads.
 
 Status comes from S3 only (the manifest's planned chunks, the collector's
-``done.json`` and the ``failed.json`` markers), so it survives any restart and
+``done.json``, the ``failed.json`` markers and ``cancelled.json``), so it survives any restart and
 needs no Kafka. ``failed.json`` is written by the segmenter for an unreadable
 frame (the chunk still finishes with the ROIs before it, as in batch) and by any
 service that dead-letters a chunk's message (a bug, a poison message, a model
@@ -34,6 +34,7 @@ class JobStatus:
     rois: int = 0
     abandoned: int = 0  # failed chunks without outputs (dead-lettered downstream)
     records: list[dict] = field(default_factory=list)  # the done markers
+    cancelled: bool = False  # the services skip its remaining chunks (jobs.cancel_job)
 
     @property
     def pending(self) -> int:
@@ -42,8 +43,8 @@ class JobStatus:
     @property
     def finished(self) -> bool:
         """No chunk is still in flight: each is done (a chunk with a bad frame is done too:
-        its ROIs before the frame) or was given up by a service."""
-        return self.planned > 0 and self.pending <= 0
+        its ROIs before the frame) or was given up by a service, or the job was cancelled."""
+        return self.cancelled or (self.planned > 0 and self.pending <= 0)
 
 
 #: (bucket, key, etag) -> parsed marker: ``results --wait`` polls 4 times a second, and
@@ -73,7 +74,7 @@ def job_status(store: S3Store, job: str) -> JobStatus:
     if manifest_key not in keys:
         raise KeyError(f"job {job!r} has no manifest: was it submitted?")
     manifest = _marker(store, manifest_key, keys[manifest_key])
-    status = JobStatus(job)
+    status = JobStatus(job, cancelled=contracts.cancel_key(job) in keys)
     for video in manifest["videos"]:
         for chunk in video["chunks"]:
             status.planned += 1
@@ -91,8 +92,10 @@ def job_status(store: S3Store, job: str) -> JobStatus:
                 failure = _marker(store, key("failed.json"), keys[key("failed.json")])
                 status.failed[chunk["name"]] = failure["error"]
                 # a chunk with a bad frame goes on with the ROIs before it: pending until
-                # its done.json; only a dead-lettered one never gets there
-                status.abandoned += not done and failure.get("dead_lettered", False)
+                # its done.json; a chunk given up never gets there (records written before
+                # ``outputs_follow`` said ``dead_lettered`` for the latter)
+                follow = failure.get("outputs_follow", not failure.get("dead_lettered", False))
+                status.abandoned += not done and not follow
     return status
 
 

@@ -17,7 +17,12 @@ same S3 keys and re-sends the same messages: at-least-once delivery,
 exactly-once outputs. An input that fails ``max_attempts`` times (or raises
 :class:`PermanentError`) is published to the dead-letter topic as a
 ``plankline.v1.Failure`` (error text + input reference + input bytes) and
-committed, so the stream goes on.
+committed, so the stream goes on. A handler that could do part of the work
+(a chunk with an unreadable frame keeps the ROIs before it) raises
+:class:`PartialFailure` with the messages that still go downstream: the runner
+produces them, then dead-letters the input the same way. Dead-lettering happens
+here only; the handler's optional ``on_dead_letter(message, failure,
+outputs_follow)`` records it where job status looks (``failed.json``).
 
 SIGTERM/SIGINT finish the current message, commit it and exit. An HTTP port
 serves ``/healthz`` (loop alive), ``/readyz`` (set up, partitions assigned)
@@ -105,13 +110,26 @@ class Handler(Protocol):
         """Process one record; write S3 outputs under deterministic keys; return messages."""
         ...
 
-    # Optional: ``on_dead_letter(message, error, attempts)`` is called once a record is
-    # dead-lettered (after the Failure is acknowledged, before the commit), e.g. to mark
+    # Optional: ``on_dead_letter(message, failure, outputs_follow)`` is called once a record
+    # is dead-lettered (after the Failure is acknowledged, before the commit), e.g. to mark
     # its chunk failed in S3 so job status reports it; ``close()`` on exit.
 
 
 class PermanentError(Exception):
     """Raised by a handler for an input that can never succeed: dead-letter it at once."""
+
+
+class PartialFailure(Exception):
+    """Raised by a handler that did what it could with an input that cannot fully succeed.
+
+    ``outgoing`` still goes downstream (e.g. the ROIs found before an unreadable
+    frame); then the input is dead-lettered with this error, without retries
+    (the same input fails the same way), and committed.
+    """
+
+    def __init__(self, message: str, outgoing: list[Outgoing]) -> None:
+        super().__init__(message)
+        self.outgoing = outgoing
 
 
 # ---------------------------------------------------------------------------- Kafka helpers
@@ -476,6 +494,7 @@ class Runner:
         attempt = 0
         for attempt in range(1, s.max_attempts + 1):
             started = time.monotonic()
+            partial: PartialFailure | None = None
             try:
                 incoming = Incoming(
                     topic=record.topic,
@@ -486,7 +505,10 @@ class Runner:
                     timestamp_ms=record.timestamp,
                     attempt=attempt,
                 )
-                outgoing = self.handler.handle(incoming)
+                try:
+                    outgoing = self.handler.handle(incoming)
+                except PartialFailure as failure:
+                    outgoing, partial = failure.outgoing, failure
                 self._produce(outgoing)
             except PermanentError as error:
                 self.metrics.errors.labels(s.service_name, topic).inc()
@@ -512,6 +534,9 @@ class Runner:
                     delay = min(delay * 2, s.backoff_max_s)
                 continue
             self.metrics.latency.labels(s.service_name, topic).observe(time.monotonic() - started)
+            if partial is not None:  # its outputs are downstream: now record the failure
+                self._dead_letter(record, str(partial), attempt, outputs_follow=True)
+                return
             self.metrics.messages.labels(s.service_name, topic, "ok").inc()
             self.stats.processed += 1
             return
@@ -545,7 +570,12 @@ class Runner:
             self.metrics.produced.labels(self.settings.service_name, topic).inc()
             self.stats.produced += 1
 
-    def _dead_letter(self, record: Any, error_text: str, attempts: int) -> None:
+    def _dead_letter(
+        self, record: Any, error_text: str, attempts: int, *, outputs_follow: bool = False
+    ) -> None:
+        """Publish the one failure record (``plankline.v1.Failure``) and wait for its ack;
+        then tell the handler (``on_dead_letter``). ``outputs_follow``: the handler's
+        partial outputs went downstream (:class:`PartialFailure`)."""
         s = self.settings
         failure = contracts.Failure(
             input_topic=record.topic,
@@ -586,11 +616,11 @@ class Runner:
                 if self._stop.wait(max(delay, 0.1)):
                     raise _Stopping from error
                 delay = min(max(delay, 0.1) * 2, s.backoff_max_s)
-        self._mark_failed(record, error_text, attempts)
+        self._mark_failed(record, failure, outputs_follow)
         self.metrics.messages.labels(s.service_name, record.topic, "dead_letter").inc()
         self.stats.dead_lettered += 1
 
-    def _mark_failed(self, record: Any, error_text: str, attempts: int) -> None:
+    def _mark_failed(self, record: Any, failure: Any, outputs_follow: bool) -> None:
         """Let the handler record the failure where job status looks (``on_dead_letter``).
 
         Best effort after the dead-letter record is durable: the topic stays the
@@ -606,10 +636,10 @@ class Runner:
             key=record.key,
             value=record.value or b"",
             timestamp_ms=record.timestamp,
-            attempt=attempts,
+            attempt=failure.attempts,
         )
         try:
-            hook(incoming, error_text, attempts)
+            hook(incoming, failure, outputs_follow)
         except Exception as error:
             log.error("on_dead_letter of %s[%d]@%d failed: %s", *_where(record), error)
 

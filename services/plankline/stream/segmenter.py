@@ -5,8 +5,9 @@ GETs of only the bytes they need; or a frame folder's tar), runs the very functi
 the batch CLI runs, and writes the ROI images (the output tar), the raw crops +
 masks and the positions table to S3 before returning the RoiBatch message. A
 chunk with an unreadable frame keeps the ROIs found before it (as batch does):
-they go on downstream, and the chunk is recorded as failed (``failed.json``) and
-published to the dead-letter topic with an error naming the video and frame.
+they go on downstream, and the handler raises ``PartialFailure`` with them: the
+runner publishes them, then dead-letters the chunk (an error naming the video and
+frame) and ``ServiceBase`` records it failed (``failed.json``).
 
 Run: ``python -m plankline.stream.runner plankline.stream.segmenter:from_env``.
 """
@@ -14,7 +15,6 @@ Run: ``python -m plankline.stream.runner plankline.stream.segmenter:from_env``.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import tarfile
 import time
@@ -33,7 +33,7 @@ from plankline.stream.jobs import (
     job_settings,
     rois_to_objects,
 )
-from plankline.stream.runner import Incoming, Outgoing
+from plankline.stream.runner import Incoming, Outgoing, PartialFailure
 
 log = logging.getLogger("plankline.stream.segmenter")
 
@@ -74,9 +74,7 @@ class Segmenter(ServiceBase):
             f"(this segmenter reads {SEGMENT_WHOLE_VIDEO!r} and {SEGMENT_FRAMES_TAR!r})"
         )
 
-    def handle(self, message: Incoming) -> list[Outgoing]:
-        msg = message.parse()
-        assert isinstance(msg, contracts.VideoChunk)
+    def process(self, message: Incoming, msg: contracts.VideoChunk) -> list[Outgoing]:  # type: ignore[override]
         ref = msg.chunk
         settings = job_settings(self.store, ref.job_id)
         chunk = chunk_of(msg)
@@ -102,7 +100,7 @@ class Segmenter(ServiceBase):
             paths = rois_to_objects(chunk, rois, settings, folder)
             keys = {
                 name: contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, name)
-                for name in (*paths, "failed.json")
+                for name in paths
             }
             for name, path in paths.items():
                 self.store.put_file(keys[name], path)
@@ -128,29 +126,7 @@ class Segmenter(ServiceBase):
             )
         ]
         if error is None:
-            self.store.delete(keys["failed.json"])  # a resubmitted chunk that now reads fine
-        else:
-            log.error("chunk %s failed: %s", chunk.name, error)
-            record = {"chunk": chunk.name, "video": chunk.video, "index": chunk.index}
-            record |= {"error": error, "rois_kept": len(rois), "service": "segmenter"}
-            self.store.put_bytes(keys["failed.json"], json.dumps(record).encode())
-            out.append(
-                Outgoing(
-                    self.settings.dead_letter_topic,
-                    contracts.Failure(
-                        input_topic=message.topic,
-                        input_partition=message.partition,
-                        input_offset=message.offset,
-                        input_key=message.key or b"",
-                        input_value=message.value,
-                        error=f"VideoError: {error}",
-                        service=self.settings.service_name,
-                        attempts=message.attempt,
-                        failed_at_unix_ms=int(time.time() * 1000),
-                    ).SerializeToString(),
-                    key=message.key,
-                )
-            )
+            self.store.delete(self.failed_key(ref))  # a resubmitted chunk that now reads fine
         if warning:
             log.warning("chunk %s: %s", chunk.name, warning)
         log.info(
@@ -161,6 +137,8 @@ class Segmenter(ServiceBase):
             read_bytes,
             requests,
         )
+        if error is not None:  # the ROIs before the bad frame go on; the runner dead-letters
+            raise PartialFailure(f"VideoError: {error} ({len(rois)} ROIs kept)", out)
         return out
 
 

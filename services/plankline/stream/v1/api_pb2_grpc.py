@@ -193,7 +193,9 @@ class PlanklineServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """Stop reporting and accepting uploads for a job (see Job.state CANCELLED).
+        """Cancel a job: every service skips the job's chunks not yet processed (those
+        already published included), no further video is accepted for it, outputs
+        already written stay downloadable. Permanent; Job.state becomes CANCELLED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
