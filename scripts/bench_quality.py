@@ -106,13 +106,10 @@ def main() -> None:
     ap.add_argument("--real-frames", type=int, default=20, help="real-frame video length")
     ap.add_argument("--montage", type=Path, help="PNG of the ROIs found on the real video")
     ap.add_argument("--no-real", action="store_true")
-    ap.add_argument("--mser", action="store_true", help="also time and score method=mser")
     args = ap.parse_args()
 
     tuned = _params(args.set)
     methods = [("static 192", SegmentParams(method="static")), ("default", tuned)]
-    if args.mser:
-        methods.append(("mser", SegmentParams(method="mser")))
     kind = "easy" if args.easy else "hard"
     print(
         f"{kind} synthetic{' dark-field' if args.dark_field else ''}: seeds {args.seeds}, "

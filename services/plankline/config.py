@@ -66,7 +66,7 @@ class PipelineSettings(BaseSettings):
         description="Dark organisms on light (bright-field) or bright on black (dark-field);"
         " auto decides from the first frame and inverts dark-field video once.",
     )
-    method: Literal["adaptive", "static", "percentile", "otsu", "mser"] = Field(
+    method: Literal["adaptive", "static", "percentile", "otsu"] = Field(
         "adaptive",
         description="adaptive: levels from the footage's own background noise, hysteresis.",
     )

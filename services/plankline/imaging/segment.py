@@ -1,6 +1,6 @@
 """Segmentation: flat-fielded frames in, regions of interest (crops + masks + positions) out.
 
-One vectorised pass per frame: threshold (or MSER), ``cv2.connectedComponentsWithStats``,
+One vectorised pass per frame: a threshold, ``cv2.connectedComponentsWithStats``,
 a size filter on the stats table, then crops by slicing. The only Python loop is over the
 objects kept, to slice their crops (and, for the default ``adaptive`` method, to test their
 seed and set their outline at a quarter of their own contrast on the small crop).
@@ -43,7 +43,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-METHODS = ("adaptive", "static", "percentile", "otsu", "mser")
+METHODS = ("adaptive", "static", "percentile", "otsu")
 
 POSITION_FIELDS = (  # the integer per-ROI fields of Rois, in order
     "frame",
@@ -64,7 +64,7 @@ class SegmentParams:
 
     Parameters
     ----------
-    method : {"adaptive", "static", "percentile", "otsu", "mser"}
+    method : {"adaptive", "static", "percentile", "otsu"}
         ``adaptive`` (default): levels from the footage. Per cell of ``noise_cell`` px the
         background level ``b`` and robust noise ``s`` of the flat-fielded frame
         (:func:`noise_grid`); pixels darker than ``b - k_low * s`` are labelled, and a
@@ -79,14 +79,13 @@ class SegmentParams:
         pixels darker than the ``percentile``-th intensity percentile of the frame
         (adapts to turbid water).
         ``otsu``: Otsu's threshold per frame (only sensible when objects are plentiful).
-        ``mser``: union of dark maximally stable extremal regions (the OSU Threshold-MSER
-        idea), darker than ``mser_max_level``. Kept for comparison with the seed's method
-        and documented as SLOW: whole-frame ``cv2.MSER`` costs ~7x the adaptive path per
-        frame (scripts/bench_quality.py --mser), under the 2.4 frames/s per core the issue
-        asks, and its fixed ``mser_max_level`` makes it blind below contrast ~0.2 in the
-        hard synthetic mode (recall 0.67 there). MSER inside candidate windows ran 5x
-        faster but its nested regions gave outlines at the growth level (precision 0.37):
-        not shipped.
+        There is no MSER method (the seed's Threshold-MSER): whole-frame ``cv2.MSER`` ran at
+        0.3 frames/s per core on real frames, an eighth of the OSU C++ segmenter's 2.4, and
+        its fixed brightest level made it blind below contrast ~0.2 in the hard synthetic
+        mode (recall 0.67), where ``adaptive`` meets every quality target
+        (``scripts/bench_quality.py``); MSER inside candidate windows ran 5x faster but its
+        nested regions gave outlines at the growth level (precision 0.37). So it was
+        removed rather than kept as a slow, worse option.
     threshold : float
         Static level: a pixel is object when ``value < threshold``. 192 keeps everything at
         or above quarter contrast on a 255 background (see ``synth.MASK_LEVEL``).
@@ -107,8 +106,6 @@ class SegmentParams:
         are the pixels actually darker than the threshold.
     connectivity : {4, 8}
         Pixel connectivity of objects.
-    mser_delta, mser_max_level : int
-        MSER stability step and the brightest level a region may have.
     k_high, k_low : float
         Adaptive seed and growth levels, in noise sigmas (of the smoothed frame) below the
         background. Chosen on the hard synthetic mode (5 seeds) and looked at on the real
@@ -141,7 +138,7 @@ class SegmentParams:
         fouled camera producing one endless dark region).
     """
 
-    method: Literal["adaptive", "static", "percentile", "otsu", "mser"] = "adaptive"
+    method: Literal["adaptive", "static", "percentile", "otsu"] = "adaptive"
     threshold: float = 192.0
     percentile: float = 1.0
     min_area_px: int = 25
@@ -153,8 +150,6 @@ class SegmentParams:
     closing: int = 0
     fill_holes: bool = False
     connectivity: Literal[4, 8] = 8
-    mser_delta: int = 5
-    mser_max_level: int = 230
     k_high: float = 5.0
     k_low: float = 2.5
     edge_fraction: float = 0.25
@@ -171,8 +166,10 @@ class SegmentParams:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
+            hint = " (MSER was removed: slower and blinder than adaptive)" * (self.method == "mser")
             raise ValueError(
-                f"SegmentParams.method must be one of {'/'.join(METHODS)}, got {self.method!r}"
+                f"SegmentParams.method must be one of {'/'.join(METHODS)}, got "
+                f"{self.method!r}{hint}"
             )
         if not 0 < self.k_low <= self.k_high:
             raise ValueError(
@@ -311,13 +308,10 @@ def binarize(frame: np.ndarray, params: SegmentParams) -> np.ndarray:
         cdf = np.cumsum(hist)
         level = float(np.searchsorted(cdf, cdf[-1] * params.percentile / 100.0)) + 1
         level = min(level, params.threshold)  # never call background an object
-    elif params.method == "otsu":
+    else:  # otsu
         src = frame if frame.dtype == np.uint8 else cv2.convertScaleAbs(frame, alpha=1 / 257)
         otsu, _ = cv2.threshold(src, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         level = (otsu + 1) * (1 if frame.dtype == np.uint8 else 257)
-    else:
-        binary = _mser_binary(frame, params)
-        return _close(binary, params.closing)
     if frame.dtype == np.uint8:
         # value < level  <=>  value <= ceil(level) - 1
         _, binary = cv2.threshold(frame, math.ceil(level) - 1, 255, cv2.THRESH_BINARY_INV)
@@ -494,21 +488,6 @@ def _close(binary: np.ndarray, closing: int) -> np.ndarray:
     if closing > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (closing, closing))
         binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, kernel)
-    return binary
-
-
-def _mser_binary(frame: np.ndarray, params: SegmentParams) -> np.ndarray:
-    src = frame if frame.dtype == np.uint8 else cv2.convertScaleAbs(frame, alpha=1 / 257)
-    lo, hi = params.area_bounds()
-    mser = cv2.MSER_create(
-        delta=params.mser_delta, min_area=max(1, lo // 2), max_area=int(min(hi, src.size // 4))
-    )
-    regions, _ = mser.detectRegions(src)
-    binary = np.zeros(src.shape, np.uint8)
-    if regions:
-        pts = np.concatenate(regions)
-        binary[pts[:, 1], pts[:, 0]] = 255
-        binary[src > params.mser_max_level] = 0  # bright (inverted-polarity) regions
     return binary
 
 
