@@ -107,6 +107,7 @@ def main() -> int:
         inference=args.inference,
         partitions=max(4, args.segmenters),
         services=False,
+        gateway=False,  # the figures are the pipeline's own CPU
     )
     print(f"servers up in {time.perf_counter() - t0:.1f} s")
     phases: dict[str, dict[str, float]] = {}

@@ -722,7 +722,8 @@ def test_a_frame_folder_and_an_h264_video_give_the_batch_cli_outputs(
 def test_stack_up_submit_results_down_gives_the_batch_cli_files(
     raw: Path, batch_project: Path, triton_venv: Path, tmp_path: Path
 ) -> None:
-    """The user's path: `stack up` (Tansu, SeaweedFS, Triton, 4 services) -> submit -> results."""
+    """The user's path: `stack up` (Tansu, SeaweedFS, Triton, 4 services, gateway) -> submit
+    -> results -> down."""
     import os
 
     import psutil
@@ -735,11 +736,15 @@ def test_stack_up_submit_results_down_gives_the_batch_cli_files(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANKLINE_")}
     env["PLANKLINE_TRITON_VENV"] = str(triton_venv)
     env["COLUMNS"] = "40"  # a narrow terminal setting: the output parsed below stays whole
-    up = cli.invoke(app, ["stack", "up", "--state-dir", str(state), "--partitions", "2"], env=env)
+    up = cli.invoke(
+        app,
+        ["stack", "up", "--state-dir", str(state), "--partitions", "2", "--gateway-port", "0"],
+        env=env,
+    )
     assert up.exit_code == 0, up.output
     handles = read_state(state)
     try:
-        assert set(handles) == {*SERVICES, "seaweedfs", "tansu", "triton"}
+        assert set(handles) == {*SERVICES, "gateway", "seaweedfs", "tansu", "triton"}
         videos = [str(p) for p in sorted(raw.glob("*.avi"))]
         options = ["--state-dir", str(state), "--job", "cli"]
         sent = cli.invoke(
@@ -764,6 +769,6 @@ def test_stack_up_submit_results_down_gives_the_batch_cli_files(
         assert float(running.split("cpu")[1].split()[0]) > 0.5, running  # it segmented 5 chunks
     finally:
         down = cli.invoke(app, ["stack", "down", "--state-dir", str(state)], env=env)
-    assert down.exit_code == 0 and down.output.count("stopped") == 7, down.output
+    assert down.exit_code == 0 and down.output.count("stopped") == 8, down.output
     assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
     assert assert_same_outputs(tmp_path / "out", batch_project, prob_atol=1e-5) > 20

@@ -45,8 +45,11 @@ def _read_all(bootstrap: str, topic: str, partitions: int, want: int) -> list[by
     return values
 
 
-def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path) -> None:
+def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine_and_serves_the_gateway(
+    tmp_path: Path,
+) -> None:
     from kafka import KafkaProducer
+    from plankline.model.infer import DEFAULT_MODEL_DIR
 
     state = tmp_path / "stack"
     cli = CliRunner()
@@ -54,13 +57,13 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
         app,
         [
             *("stack", "up", "--state-dir", str(state), "--tansu-storage", "s3"),
-            *("--partitions", "2", "--no-triton", "--no-services"),
+            *("--partitions", "2", "--no-triton", "--no-services", "--gateway-port", "0"),
         ],
     )
     assert result.exit_code == 0, result.output
     try:
         handles = read_state(state)
-        assert set(handles) == {"seaweedfs", "tansu"}
+        assert set(handles) == {"seaweedfs", "tansu", "gateway"}
         assert all(h.endpoint.startswith("127.0.0.1:") for h in handles.values())
         status = cli.invoke(app, ["stack", "status", "--state-dir", str(state)], env=NARROW)
         assert status.exit_code == 0, status.output
@@ -71,6 +74,13 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
             assert all(f"{k}={v}" in line for k, v in handle.ports.items()), line
         env = _env(state)
         assert env["PLANKLINE_BOOTSTRAP_SERVERS"] == handles["tansu"].endpoint
+        # the gateway: its endpoint and the local lab's token are in the env file
+        assert env["PLANKLINE_ENDPOINT"] == handles["gateway"].endpoint
+        models = cli.invoke(app, ["remote", "models"], env=env | {"COLUMNS": "200"})
+        assert models.exit_code == 0 and f"{DEFAULT_MODEL_DIR.name} (default)" in models.output
+        anonymous = {k: v for k, v in env.items() if k != "PLANKLINE_TOKEN"}
+        refused = cli.invoke(app, ["remote", "models"], env=anonymous | {"PLANKLINE_TOKEN": ""})
+        assert refused.exit_code == 2 and "UNAUTHENTICATED" in refused.output, refused.output
         producer = KafkaProducer(bootstrap_servers=env["PLANKLINE_BOOTSTRAP_SERVERS"], acks="all")
         producer.send(contracts.TOPIC_CHUNKS, key=b"k", value=b"kept", partition=1).get(10)
         producer.close()
@@ -78,8 +88,9 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
         assert again.exit_code == 2 and "already runs" in again.output
     finally:
         down = cli.invoke(app, ["stack", "down", "--state-dir", str(state)])
-    assert down.exit_code == 0 and down.output.count("stopped") == 2
-    assert sorted(down.output.splitlines()) == ["seaweedfs  stopped", "tansu      stopped"]
+    assert down.exit_code == 0 and down.output.count("stopped") == 3
+    lines = down.output.splitlines()  # the gateway before the servers it uses
+    assert lines == ["gateway    stopped", "seaweedfs  stopped", "tansu      stopped"], lines
     assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
     assert cli.invoke(app, ["stack", "status", "--state-dir", str(state)]).exit_code == 1
 
@@ -87,7 +98,7 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine(tmp_path: Path)
         app,
         [
             *("stack", "up", "--state-dir", str(state), "--tansu-storage", "s3"),
-            *("--partitions", "2", "--no-triton", "--no-services"),
+            *("--partitions", "2", "--no-triton", "--no-services", "--no-gateway"),
         ],
     )
     assert result.exit_code == 0, result.output

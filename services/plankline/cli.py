@@ -625,9 +625,19 @@ def stack_up_command(
     ] = "triton",
     segmenters: Annotated[int, typer.Option(help="Segmenter replicas.")] = 1,
     partitions: Annotated[int, typer.Option(help="Partitions per plankline topic.")] = 4,
+    gateway: Annotated[
+        bool, typer.Option("--gateway/--no-gateway", help="Also start the gRPC gateway.")
+    ] = True,
+    gateway_port: Annotated[int, typer.Option(help="Gateway port (0: a free one).")] = 50051,
+    gateway_unauthenticated: Annotated[
+        bool,
+        typer.Option(help="Let the gateway serve calls without a token (local use only)."),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Start Tansu, SeaweedFS, Triton and the services on 127.0.0.1; write STATE_DIR/env."""
+    """Start Tansu, SeaweedFS, Triton, the services and the gRPC gateway on 127.0.0.1;
+    write STATE_DIR/env (it also exports the gateway's PLANKLINE_ENDPOINT and the local
+    lab's PLANKLINE_TOKEN for `plankline remote`)."""
     from plankline.stream.launch import up
     from plankline.stream.stack import ServerError
 
@@ -642,6 +652,9 @@ def stack_up_command(
             services=services,
             inference=inference,
             replicas={"segmenter": segmenters},
+            gateway=gateway,
+            gateway_port=gateway_port,
+            gateway_unauthenticated=gateway_unauthenticated,
         )
     except (ServerError, ValueError, FileNotFoundError) as error:
         _fail(str(error), debug)
@@ -651,6 +664,11 @@ def stack_up_command(
             f"ready in {handle.extra.get('ready_s', '?')} s  log {escape(handle.log_path)}"
         )
     echo(f"point other tools at it: [bold]source {escape(state_dir / 'env')}[/]")
+    if "gateway" in handles:
+        echo(
+            f"other labs: gRPC gateway at {handles['gateway'].endpoint}; after `source` the "
+            "env, `plankline remote models` uses the local lab's token"
+        )
 
 
 @stack_app.command("down", epilog="Example: plankline stack down")

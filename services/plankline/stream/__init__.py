@@ -14,9 +14,11 @@ runner
     The one shared loop: consume -> ``handler.handle`` (writes S3) -> produce and
     wait for the ack -> commit; retries, dead-letter topic, SIGTERM, probes,
     Prometheus metrics. A service is ``run_service(MyHandler(...))``.
-stack
-    Real local servers on 127.0.0.1 (Tansu, SeaweedFS, Triton) for
-    ``plankline stack up|down|status`` and the test fixtures.
+processes, servers, triton_venv, stack
+    Real local servers on 127.0.0.1 for ``plankline stack up|down|status`` and the
+    test fixtures: process supervision (free ports, PID files, exact stops, the
+    recorded state), the three server starters (SeaweedFS, Tansu, Triton), the
+    numpy<2 venv Triton runs from, and ``stack_up`` tying them together.
 ingest, segmenter, measurer, classifier, collector
     The pipeline as services: ``plankline submit`` cuts videos into chunk segments
     in S3 and publishes VideoChunk; each service is a thin Handler calling the
@@ -25,9 +27,13 @@ ingest, segmenter, measurer, classifier, collector
     equal ``plankline run``'s. Run one with
     ``python -m plankline.stream.runner plankline.stream.<service>:from_env``.
 jobs, results, launch
-    Job manifest (the job's PipelineSettings travel with it), segment reader and
-    ROI (de)serialisation; job status and ``plankline results``; ``stack up``
-    with Triton (exported default model) and one process per service.
+    Job manifest (the job's PipelineSettings travel with it), cancellation marker,
+    segment reader and ROI (de)serialisation; job status and ``plankline results``;
+    ``stack up`` with Triton (exported default model), one process per service and
+    the gateway.
+gateway, auth, client
+    The public gRPC API (``plankline.v1.Plankline``) for other labs: bearer tokens
+    per lab, TLS/mTLS, limits; ``PlanklineClient`` and ``plankline remote``.
 
 Local stack
 -----------

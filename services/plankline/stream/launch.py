@@ -1,9 +1,14 @@
-"""The whole local stack: servers (``stack.stack_up``) plus Triton with the default model and
-one process per service, each through the shared runner, with logs and PID files.
+"""The whole local stack: servers (``stack.stack_up``) plus Triton with the default model,
+one process per service, each through the shared runner, and the gRPC gateway, with logs
+and PID files.
 
 ``plankline stack up`` calls :func:`up`; ``plankline stack down`` stops exactly
-the recorded PIDs (services first, so they commit and leave their groups);
-``plankline stack status`` reads each service's ``/metrics`` (:func:`stage_stats`).
+the recorded PIDs (gateway and services first, so they commit and leave their
+groups); ``plankline stack status`` reads each service's ``/metrics``
+(:func:`stage_stats`). The gateway gets a token for one lab, ``local``, made on the
+first ``up`` and kept in ``<state>/gateway-token`` (its digest in
+``<state>/gateway-tokens.json``); ``<state>/env`` exports ``PLANKLINE_ENDPOINT`` and
+``PLANKLINE_TOKEN``, so ``plankline remote ...`` works after ``source .stack/env``.
 """
 
 from __future__ import annotations
@@ -16,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from plankline.stream import contracts
-from plankline.stream.stack import (
+from plankline.stream.processes import (
     HOST,
     ServerHandle,
-    _handle,
-    _spawn,
-    _wait_ready,
     free_port,
     http_get,
+    make_handle,
     read_state,
-    stack_up,
+    spawn,
+    wait_ready,
     write_state,
 )
+from plankline.stream.stack import stack_up
 
 #: service -> (handler factory, input topics); consumer group = service name.
 SERVICES: dict[str, tuple[str, list[str]]] = {
@@ -87,15 +92,15 @@ def start_service(
         "PLANKLINE_HTTP_PORT": str(port),
     }
     argv = [sys.executable, "-m", "plankline.stream.runner", factory]
-    process, log_path, pid_path = _spawn(label, argv, Path(state_dir).resolve(), env=child)
-    handle = _handle(
+    process, log_path, pid_path = spawn(label, argv, Path(state_dir).resolve(), env=child)
+    handle = make_handle(
         label, process, log_path, pid_path, {"http": port}, f"http://{HOST}:{port}", service=name
     )
 
     def ready() -> bool:
         return http_get(f"{handle.endpoint}/readyz", 1.0)[0] == 200
 
-    handle.extra["ready_s"] = f"{_wait_ready(handle, ready, timeout_s, 0.2):.2f}"
+    handle.extra["ready_s"] = f"{wait_ready(handle, ready, timeout_s, 0.2):.2f}"
     return handle
 
 
@@ -110,8 +115,12 @@ def up(
     services: bool = True,
     inference: str = "triton",
     replicas: dict[str, int] | None = None,
+    gateway: bool = True,
+    gateway_port: int = 0,
+    gateway_unauthenticated: bool = False,
 ) -> dict[str, ServerHandle]:
-    """Servers, Triton (default: the shipped model, ``cpu_python``) and the services."""
+    """Servers, Triton (default: the shipped model, ``cpu_python``), the services and the
+    gateway (``gateway_port`` 0: a free port)."""
     state_dir = Path(state_dir).resolve()
     if triton and model_repository is None:
         model_repository = export_default_model(state_dir)
@@ -125,17 +134,86 @@ def up(
         if os.environ.get("PLANKLINE_TRITON_VENV")
         else None,
     )
-    if not services:
-        return handles
+    started: dict[str, ServerHandle] = {}
     try:
-        started = start_services(
-            state_dir, inference=inference if triton else "onnxruntime", replicas=replicas
-        )
+        if services:
+            started |= start_services(
+                state_dir, inference=inference if triton else "onnxruntime", replicas=replicas
+            )
+        if gateway:
+            started["gateway"] = start_gateway(
+                state_dir, port=gateway_port, unauthenticated=gateway_unauthenticated
+            )
     except BaseException:
-        for handle in handles.values():
+        for handle in [*started.values(), *handles.values()]:
             handle.stop()
         raise
     return started | handles
+
+
+def gateway_token(state_dir: Path) -> str:
+    """The local stack's lab token (``local``), made once and kept in ``<state>``; its
+    SHA-256 is what the gateway reads (``gateway-tokens.json``)."""
+    from plankline.stream.auth import new_token, token_digest
+
+    state_dir = Path(state_dir)
+    path = state_dir / "gateway-token"
+    if not path.is_file():
+        path.write_text(new_token())
+        path.chmod(0o600)
+    token = path.read_text().strip()
+    table = state_dir / "gateway-tokens.json"
+    table.write_text(json.dumps({"local": token_digest(token)}, indent=1))
+    return token
+
+
+def start_gateway(
+    state_dir: Path, *, port: int = 0, unauthenticated: bool = False, timeout_s: float = 60
+) -> ServerHandle:
+    """The gRPC gateway (``python -m plankline.stream.gateway``) against the stack recorded
+    in ``state_dir``, ready once its health service answers SERVING; recorded in the state
+    (before the servers, so ``down`` stops it first), its endpoint and token added to
+    ``<state>/env``."""
+    state_dir = Path(state_dir).resolve()
+    env = read_env_file(state_dir)
+    token = gateway_token(state_dir)
+    port = port or free_port()
+    child = dict(os.environ) | env
+    child |= {
+        "PLANKLINE_GATEWAY_HOST": HOST,
+        "PLANKLINE_GATEWAY_PORT": str(port),
+        "PLANKLINE_GATEWAY_TOKENS_FILE": str(state_dir / "gateway-tokens.json"),
+        "PLANKLINE_GATEWAY_ALLOW_UNAUTHENTICATED": "1" if unauthenticated else "0",
+    }
+    argv = [sys.executable, "-m", "plankline.stream.gateway"]
+    process, log_path, pid_path = spawn("gateway", argv, state_dir, env=child)
+    handle = make_handle(
+        "gateway", process, log_path, pid_path, {"grpc": port}, f"{HOST}:{port}", role="gateway"
+    )
+    handle.extra["ready_s"] = f"{wait_ready(handle, lambda: _serving(port), timeout_s, 0.2):.2f}"
+    recorded = [h for h in read_state(state_dir).values() if h.name != "gateway"]
+    write_state(state_dir, [handle, *recorded])
+    client_env = {"PLANKLINE_ENDPOINT": handle.endpoint, "PLANKLINE_TOKEN": token}
+    lines = [
+        ln
+        for ln in (state_dir / "env").read_text().splitlines()
+        if ln.removeprefix("export ").partition("=")[0] not in client_env
+    ]
+    lines += [f"export {k}={v}" for k, v in client_env.items()]
+    (state_dir / "env").write_text("\n".join(lines) + "\n")
+    return handle
+
+
+def _serving(port: int) -> bool:
+    """Whether the gateway on ``port`` answers its standard health check with SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=1
+        )
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def start_services(
