@@ -18,8 +18,8 @@ from pathlib import Path
 
 from plankline import pipeline
 from plankline.batch.project import Project
-from plankline.config import BatchSettings
-from plankline.imaging.video import VideoError, iter_frames, probe_video
+from plankline.config import BatchSettings, PipelineSettings
+from plankline.imaging.video import Source, VideoError, iter_frames, probe_video
 from plankline.pipeline import Chunk, PartialChunkError, plan_chunks, process_chunk
 from plankline.processes import pool_initializer
 
@@ -29,13 +29,24 @@ log = logging.getLogger("plankline.batch")
 # --- planning -----------------------------------------------------------------
 
 
-def plan_video(video: Path, settings: BatchSettings) -> list[Chunk]:
-    """Split one video into chunks of ``chunk_frames`` frames (raises VideoError)."""
+def plan_video(
+    video: Source, settings: PipelineSettings, *, name: str | None = None
+) -> list[Chunk]:
+    """Split one video into chunks of ``chunk_frames`` frames (raises VideoError).
+
+    The one plan of batch and stream: ``stream.ingest`` passes a ranged reader of a
+    video in the object store with its file ``name`` (default: ``video``'s own), from
+    which the chunks are named, so both cut and name a video alike.
+    """
     info = probe_video(video)
     if not info.n_frames:
-        raise VideoError(str(video), None, "no frames")
+        raise VideoError(name or str(video), None, "no frames")
     return plan_chunks(
-        video.name, info.n_frames, info.height, settings.fps or info.fps, settings.chunk_frames
+        name or Path(video).name,  # type: ignore[arg-type]
+        info.n_frames,
+        info.height,
+        settings.fps or info.fps,
+        settings.chunk_frames,
     )
 
 

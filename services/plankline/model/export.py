@@ -270,9 +270,10 @@ def write_triton_repository(
 
     Returns the model folder.
     """
-    src = Path(model_dir)
-    meta = json.loads((src / "meta.json").read_text())
-    names = [ln for ln in (src / "labels.txt").read_text().splitlines() if ln.strip()]
+    from plankline.model.card import read_model_card
+
+    card = read_model_card(model_dir)
+    src, names = card.folder, card.class_names
     if any(p > max_batch_size for p in preferred_batch_sizes):
         raise ValueError(
             f"preferred batch sizes {preferred_batch_sizes} exceed max_batch_size {max_batch_size}"
@@ -285,9 +286,9 @@ def write_triton_repository(
     fields = {
         "name": model_name,
         "max_batch": max_batch_size,
-        "canvas": int(meta["canvas"]),
+        "canvas": card.canvas,
         "n_classes": len(names),
-        "n_inputs": len(meta["features"]),
+        "n_inputs": card.n_features,
         "preferred": ", ".join(str(p) for p in preferred_batch_sizes),
         "delay_us": queue_delay_us,
         "instances": gpu_instances,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 import tempfile
 import warnings
@@ -144,20 +143,11 @@ class Classifier:
         """
         import onnxruntime as ort
 
-        d = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-        onnx_path, labels_path, meta_path = d / "model.onnx", d / "labels.txt", d / "meta.json"
-        for p in (onnx_path, labels_path, meta_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"model folder {d} lacks {p.name}")
-        names = [ln for ln in labels_path.read_text().splitlines() if ln.strip()]
-        meta = json.loads(meta_path.read_text())
-        thresholds = None
-        tp = d / "thresholds.json"
-        if tp.is_file():
-            thresholds = json.loads(tp.read_text())["thresholds"]
-            missing = set(names) - set(thresholds)
-            if missing:
-                raise ValueError(f"{tp} has no threshold for classes {sorted(missing)}")
+        from plankline.model.card import read_model_card
+
+        card = read_model_card(model_dir if model_dir is not None else DEFAULT_MODEL_DIR)
+        onnx_path, labels_path = card.onnx_path, card.labels_path
+        names, meta, thresholds = card.class_names, card.meta, card.thresholds
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -165,7 +155,7 @@ class Classifier:
             str(onnx_path), so, providers=list(providers or default_providers())
         )
         inputs = {i.name: i.shape for i in sess.get_inputs()}
-        want = len(feature_names(bool(meta.get("shapes", False))))
+        want = len(feature_names(card.shapes))
         if "features" not in inputs or inputs["features"][1] != want:
             raise ValueError(
                 f"{onnx_path} takes inputs {inputs}, not image + features (batch, {want}) as "
@@ -176,7 +166,7 @@ class Classifier:
             raise ValueError(
                 f"{onnx_path} has {n_out} outputs but {labels_path} names {len(names)}"
             )
-        return cls(sess, names, int(meta["canvas"]), thresholds, meta)
+        return cls(sess, names, card.canvas, thresholds, meta)
 
     def predict(self, crops: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` float32 for raw ROIs (any size, gray/colour).

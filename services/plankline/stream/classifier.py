@@ -22,7 +22,6 @@ Run: ``python -m plankline.stream.runner plankline.stream.classifier:from_env``.
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,18 +57,13 @@ class TritonModel:
     ) -> None:
         import tritonclient.grpc as grpcclient
 
+        from plankline.model.card import read_model_card
         from plankline.model.infer import DEFAULT_MODEL_DIR
 
         folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-        self.class_names = [
-            ln for ln in (folder / "labels.txt").read_text().splitlines() if ln.strip()
-        ]
-        meta = json.loads((folder / "meta.json").read_text())
-        self.canvas = int(meta["canvas"])
-        self.shapes = bool(meta["shapes"])
-        self.polarity = str(meta.get("polarity", "bright"))  # imager convention (model.data)
-        tp = folder / "thresholds.json"
-        self.thresholds = json.loads(tp.read_text())["thresholds"] if tp.is_file() else None
+        card = read_model_card(folder)
+        self.class_names, self.thresholds = card.class_names, card.thresholds
+        self.canvas, self.shapes, self.polarity = card.canvas, card.shapes, card.polarity
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
         self.client = grpcclient.InferenceServerClient(url)
         try:

@@ -62,11 +62,12 @@ class Collector(ServiceBase):
         images = encoded_images(self.store.get_bytes(key("rois.tar")), ids)
         counts: dict[str, int] = {}
         class_names = thresholds = None
-        if probs is not None:
-            from plankline.pipeline import load_classifier
+        if probs is not None:  # names and thresholds of the job's model, from its card
+            from plankline.model.card import read_model_card
+            from plankline.model.infer import DEFAULT_MODEL_DIR
 
-            model = load_classifier(settings)  # names and thresholds of the job's model
-            class_names, thresholds = model.class_names, model.thresholds
+            card = read_model_card(settings.model or DEFAULT_MODEL_DIR)
+            class_names, thresholds = card.class_names, card.thresholds
             labels, tally = np.unique(probs.argmax(axis=1), return_counts=True)
             counts = {class_names[k]: int(c) for k, c in zip(labels, tally, strict=True)}
         with self.scratch() as tmp:

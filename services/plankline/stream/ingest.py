@@ -32,8 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from plankline.config import PipelineSettings
-from plankline.imaging.video import IMAGE_SUFFIXES, Source, VideoError, probe_video
-from plankline.pipeline import Chunk, plan_chunks, video_stem
+from plankline.imaging.video import IMAGE_SUFFIXES, Source, VideoError
+from plankline.pipeline import Chunk, video_stem
 from plankline.stream import contracts
 from plankline.stream.jobs import (
     SEGMENT_FRAMES_TAR,
@@ -98,15 +98,18 @@ class VideoSource:
 def plan_video(
     video: Path | VideoSource, settings: PipelineSettings, store: S3Store | None = None
 ) -> tuple[list[Chunk], dict]:
-    """The batch CLI's chunk plan of one video, and its manifest entry.
+    """The batch CLI's chunk plan of one video (``batch.run.plan_video``, the one plan),
+    and its manifest entry.
 
     A video by reference is probed through ranged reads of its object (``store``):
     the header and index, or, for containers without a frame count (MKV), every
     packet once.
     """
+    from plankline.batch.run import plan_video as plan
+
     source = video if isinstance(video, VideoSource) else VideoSource.parse(video)
     if source.path is not None:
-        info = probe_video(source.path)
+        chunks = plan(source.path, settings, name=source.name)
     else:
         if store is None:
             raise ValueError(f"{source}: a video by reference needs the object store")
@@ -114,21 +117,16 @@ def plan_video(
             reader = store.open_object(source.key, bucket=source.bucket)
         except KeyError as error:
             raise VideoError(str(source), None, "no such object") from error
-        info = probe_video(reader)
-    if not info.n_frames:
-        raise VideoError(str(source), None, "no frames")
-    chunks = plan_chunks(
-        source.name, info.n_frames, info.height, settings.fps or info.fps, settings.chunk_frames
-    )
+        chunks = plan(reader, settings, name=source.name)
     video_id = video_stem(source.name)
     contracts.message_key(video_id, 0)  # validates the id early, naming it
     entry = {
         "video": source.name,
         "video_id": video_id,
         "source": str(source),
-        "n_frames": info.n_frames,
+        "n_frames": chunks[-1].stop,
         "fps": chunks[0].fps,
-        "frame_height": info.height,
+        "frame_height": chunks[0].frame_height,
         "chunks": [
             {"index": c.index, "name": c.name, "start": c.start, "stop": c.stop} for c in chunks
         ],

@@ -1,0 +1,120 @@
+"""The model card: what a model folder says about its model, read in one place.
+
+A model folder (``plankline export``; shipped ones in ``plankline/models/<name>``)
+holds ``model.onnx``, ``labels.txt`` (one class per line), ``meta.json``
+(canvas, inputs, polarity, training figures) and optionally ``thresholds.json``
+(per-class probability thresholds). Everything that needs to know the classes,
+the input size, the inputs or the thresholds (the ONNX Runtime classifier, the
+Triton client, the Triton repository writer, the stream's collector) reads
+them through :func:`read_model_card`, so a folder is checked the same way
+everywhere and nothing loads a whole ONNX session just to learn class names.
+
+Example
+-------
+>>> from plankline.model.infer import SYNTHETIC_MODEL_DIR
+>>> card = read_model_card(SYNTHETIC_MODEL_DIR)
+>>> card.canvas, len(card.class_names) > 1, card.polarity
+(64, True, 'bright')
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Files every model folder has (``thresholds.json`` is optional).
+REQUIRED_FILES = ("model.onnx", "labels.txt", "meta.json")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model folder's description (no model loaded).
+
+    Attributes
+    ----------
+    folder : Path
+        The model folder.
+    class_names : list of str
+        ``labels.txt``: the order of the model's outputs.
+    meta : dict
+        ``meta.json`` as written by the export.
+    thresholds : dict or None
+        ``thresholds.json``'s per-class thresholds (a value may be None: the class is
+        never thresholded), or None without that file.
+    """
+
+    folder: Path
+    class_names: list[str]
+    meta: dict[str, Any]
+    thresholds: dict[str, float | None] | None
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.folder / "model.onnx"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.folder / "labels.txt"
+
+    @property
+    def canvas(self) -> int:
+        """Side of the square input image the network takes, in pixels."""
+        return int(self.meta["canvas"])
+
+    @property
+    def shapes(self) -> bool:
+        """Whether the model also takes the shape measurements as features."""
+        return bool(self.meta.get("shapes", False))
+
+    @property
+    def polarity(self) -> str:
+        """Imager convention of the training images (``bright`` for models from before it
+        was recorded)."""
+        return str(self.meta.get("polarity", "bright"))
+
+    @property
+    def n_features(self) -> int:
+        """Length of the ``features`` input (``meta.json`` ``features``)."""
+        return len(self.meta.get("features", []))
+
+
+def read_model_card(model_dir: Path | str) -> ModelCard:
+    """Read and check a model folder's card (labels, meta, thresholds).
+
+    Parameters
+    ----------
+    model_dir : Path or str
+        The model folder.
+
+    Returns
+    -------
+    ModelCard
+
+    Raises
+    ------
+    FileNotFoundError
+        A required file is missing (named).
+    ValueError
+        ``meta.json`` has no ``canvas``, ``labels.txt`` names no class, or
+        ``thresholds.json`` lacks a class (named).
+    """
+    folder = Path(model_dir)
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"model folder {folder} lacks {name}")
+    names = [ln for ln in (folder / "labels.txt").read_text().splitlines() if ln.strip()]
+    if not names:
+        raise ValueError(f"{folder / 'labels.txt'} names no class")
+    meta = json.loads((folder / "meta.json").read_text())
+    if "canvas" not in meta:
+        raise ValueError(f"{folder / 'meta.json'} has no canvas (input size)")
+    thresholds = None
+    path = folder / "thresholds.json"
+    if path.is_file():
+        thresholds = json.loads(path.read_text())["thresholds"]
+        missing = set(names) - set(thresholds)
+        if missing:
+            raise ValueError(f"{path} has no threshold for classes {sorted(missing)}")
+    return ModelCard(folder, names, meta, thresholds)
