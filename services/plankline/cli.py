@@ -722,6 +722,7 @@ def stack_status_command(
         raise typer.Exit(1)
 
 
+import dataclasses  # noqa: E402 (stream section: remote's connection options)
 import typing  # noqa: E402 (stream section: type names for _stream_store only)
 
 if typing.TYPE_CHECKING:
@@ -744,7 +745,10 @@ def _stream_store(state_dir: Path) -> tuple[RunnerSettings, S3Store]:
     epilog="Example: plankline submit raw/*.avi --job cruise42 --chunk-frames 100",
 )
 def submit(
-    videos: Annotated[list[Path], typer.Argument(help="Videos or frame folders.")],
+    videos: Annotated[
+        list[str],  # text, not Path: a Path would turn s3://bucket/key into s3:/bucket/key
+        typer.Argument(help="Videos or frame folders, or s3://bucket/key of stored videos."),
+    ],
     job: Annotated[str, typer.Option(help="Job name ([A-Za-z0-9._-]).")] = "default",
     chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
@@ -806,6 +810,25 @@ def results(
         raise typer.Exit(1)
 
 
+@app.command(epilog="Example: plankline cancel --job cruise42")
+def cancel(
+    job: Annotated[str, typer.Option(help="Job name.")] = "default",
+    state_dir: Annotated[Path, _STATE_DIR_OPTION] = Path(".stack"),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Cancel a submitted job: every service skips its chunks not yet processed."""
+    from plankline.stream.jobs import cancel_job
+    from plankline.stream.results import job_status
+
+    try:
+        _, store = _stream_store(state_dir)
+        status = job_status(store, job)  # KeyError: never submitted
+        cancel_job(store, job, by="cli")
+    except (ValueError, KeyError, ConnectionError) as error:
+        _fail(str(error), debug)
+    echo(f"job {job}: cancelled, {status.done}/{status.planned} chunks done")
+
+
 # --- remote commands (a Plankline gateway over gRPC) --------------------------
 
 remote_app = typer.Typer(
@@ -814,19 +837,53 @@ remote_app = typer.Typer(
 )
 app.add_typer(remote_app, name="remote")
 
-_ENDPOINT = typer.Option(envvar="PLANKLINE_ENDPOINT", help="Gateway host:port.")
-_TOKEN = typer.Option(envvar="PLANKLINE_TOKEN", help="Your lab's bearer token.", show_default=False)
-_CA = typer.Option(envvar="PLANKLINE_CA", help="PEM CA of the gateway's certificate (TLS).")
-_CERT = typer.Option(envvar="PLANKLINE_CERT", help="PEM client certificate (mutual TLS).")
-_KEY = typer.Option(envvar="PLANKLINE_KEY", help="PEM key of --cert.")
+
+@dataclasses.dataclass(frozen=True)
+class _Connection:
+    """How ``plankline remote`` reaches the gateway (the group's options, given once)."""
+
+    endpoint: str
+    token: str | None
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    debug: bool
+
+    def client(self) -> typing.Any:
+        from plankline.stream.client import PlanklineClient
+
+        return PlanklineClient(
+            self.endpoint, token=self.token, ca=self.ca, cert=self.cert, key=self.key
+        )
 
 
-def _remote(
-    endpoint: str, token: str | None, ca: Path | None, cert: Path | None, key: Path | None
-) -> typing.Any:
-    from plankline.stream.client import PlanklineClient
-
-    return PlanklineClient(endpoint, token=token, ca=ca, cert=cert, key=key)
+@remote_app.callback(
+    epilog="Example: PLANKLINE_TOKEN=... plankline remote --endpoint host:443 --ca ca.pem models"
+)
+def remote_options(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str, typer.Option(envvar="PLANKLINE_ENDPOINT", help="Gateway host:port.")
+    ] = "127.0.0.1:50051",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="PLANKLINE_TOKEN", help="Your lab's bearer token.", show_default=False),
+    ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option(envvar="PLANKLINE_CA", help="PEM CA of the gateway's certificate (TLS)."),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(envvar="PLANKLINE_CERT", help="PEM client certificate (mutual TLS)."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(envvar="PLANKLINE_KEY", help="PEM key of --cert.")
+    ] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Connection options of every remote command (or their PLANKLINE_* variables)."""
+    ctx.obj = _Connection(endpoint, token or None, ca, cert, key, debug)
 
 
 def _rpc_fail(error: typing.Any, debug: bool) -> NoReturn:
@@ -835,23 +892,17 @@ def _rpc_fail(error: typing.Any, debug: bool) -> NoReturn:
     _fail(f"{code.name if code else type(error).__name__}: {details}", debug)
 
 
-@remote_app.command("models", epilog="Example: plankline remote models --endpoint host:443")
-def remote_models(
-    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
-    token: Annotated[str | None, _TOKEN] = None,
-    ca: Annotated[Path | None, _CA] = None,
-    cert: Annotated[Path | None, _CERT] = None,
-    key: Annotated[Path | None, _KEY] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
-) -> None:
+@remote_app.command("models", epilog="Example: plankline remote --endpoint host:443 models")
+def remote_models(ctx: typer.Context) -> None:
     """List the gateway's models: name, sha256, input size, polarity, classes."""
+    remote: _Connection = ctx.obj
     import grpc
 
     try:
-        with _remote(endpoint, token, ca, cert, key) as api:
+        with remote.client() as api:
             models = api.models()
     except grpc.RpcError as error:
-        _rpc_fail(error, debug)
+        _rpc_fail(error, remote.debug)
     for m in models:
         echo(
             f"{escape(m.name)}{' (default)' if m.is_default else ''}  sha256 {m.sha256[:12]}  "
@@ -860,52 +911,44 @@ def remote_models(
 
 
 @remote_app.command(
-    "classify", epilog="Example: plankline remote classify rois/*.png --endpoint host:443"
+    "classify", epilog="Example: plankline remote --endpoint host:443 classify rois/*.png"
 )
 def remote_classify(
+    ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="ROI image files.")],
     model: Annotated[str, typer.Option(help="Model name (default: the gateway's).")] = "",
     batch: Annotated[int, typer.Option(help="Images per request.")] = 256,
-    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
-    token: Annotated[str | None, _TOKEN] = None,
-    ca: Annotated[Path | None, _CA] = None,
-    cert: Annotated[Path | None, _CERT] = None,
-    key: Annotated[Path | None, _KEY] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Print image,top_class,top_probability,thresholded_class (CSV) for each image."""
+    remote: _Connection = ctx.obj
     import grpc
 
     print("image,top_class,top_probability,thresholded_class")
     try:
-        with _remote(endpoint, token, ca, cert, key) as api:
+        with remote.client() as api:
             for start in range(0, len(images), max(batch, 1)):
                 part = images[start : start + max(batch, 1)]
                 answer = api.classify([(p.name, p.read_bytes()) for p in part], model=model)
                 for p in answer.predictions:
                     print(f"{p.id},{p.top_class},{p.top_probability:.6f},{p.thresholded_class}")
     except grpc.RpcError as error:
-        _rpc_fail(error, debug)
+        _rpc_fail(error, remote.debug)
     except OSError as error:
-        _fail(str(error), debug)
+        _fail(str(error), remote.debug)
 
 
 @remote_app.command(
     "submit", epilog="Example: plankline remote submit raw/*.avi --job cruise42 --set fps=10"
 )
 def remote_submit(
+    ctx: typer.Context,
     videos: Annotated[list[Path], typer.Argument(help="Video files to upload.")],
     job: Annotated[str, typer.Option(help="Job name ([A-Za-z0-9._-]).")] = "default",
     chunk_frames: Annotated[int | None, typer.Option(help="Frames per chunk.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any setting, KEY=VALUE.")] = None,
-    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
-    token: Annotated[str | None, _TOKEN] = None,
-    ca: Annotated[Path | None, _CA] = None,
-    cert: Annotated[Path | None, _CERT] = None,
-    key: Annotated[Path | None, _KEY] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Upload videos (resuming any cut upload) and submit them as one job."""
+    remote: _Connection = ctx.obj
     import grpc
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -916,7 +959,7 @@ def remote_submit(
     )
     try:
         with (
-            _remote(endpoint, token, ca, cert, key) as api,
+            remote.client() as api,
             Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -939,23 +982,19 @@ def remote_submit(
                     f"sent, {answer.chunks_planned} chunks planned"
                 )
     except grpc.RpcError as error:
-        _rpc_fail(error, debug)
+        _rpc_fail(error, remote.debug)
     except OSError as error:
-        _fail(str(error), debug)
+        _fail(str(error), remote.debug)
 
 
 @remote_app.command("watch", epilog="Example: plankline remote watch --job cruise42")
 def remote_watch(
+    ctx: typer.Context,
     job: Annotated[str, typer.Option(help="Job name.")] = "default",
     timeout: Annotated[float, typer.Option(help="Seconds to watch at most.")] = 3600.0,
-    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
-    token: Annotated[str | None, _TOKEN] = None,
-    ca: Annotated[Path | None, _CA] = None,
-    cert: Annotated[Path | None, _CERT] = None,
-    key: Annotated[Path | None, _KEY] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Follow a job until it settles; exit 1 unless it succeeded."""
+    remote: _Connection = ctx.obj
     import grpc
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -965,7 +1004,7 @@ def remote_watch(
     last = None
     try:
         with (
-            _remote(endpoint, token, ca, cert, key) as api,
+            remote.client() as api,
             Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -978,9 +1017,9 @@ def remote_watch(
                 last = event.job
                 bar.update(task, total=last.chunks_planned, completed=last.chunks_done)
     except grpc.RpcError as error:
-        _rpc_fail(error, debug)
+        _rpc_fail(error, remote.debug)
     if last is None:
-        _fail(f"job {job}: no events", debug)
+        _fail(f"job {job}: no events", remote.debug)
     state = api_pb2.Job.State.Name(last.state)
     echo(
         f"job {job}: {state}, {last.chunks_done}/{last.chunks_planned} chunks done, "
@@ -992,26 +1031,39 @@ def remote_watch(
         raise typer.Exit(1)
 
 
-@remote_app.command("results", epilog="Example: plankline remote results out/ --job cruise42")
-def remote_results(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for segmentation/ measurements/ ...")],
+@remote_app.command("cancel", epilog="Example: plankline remote cancel --job cruise42")
+def remote_cancel(
+    ctx: typer.Context,
     job: Annotated[str, typer.Option(help="Job name.")] = "default",
-    endpoint: Annotated[str, _ENDPOINT] = "127.0.0.1:50051",
-    token: Annotated[str | None, _TOKEN] = None,
-    ca: Annotated[Path | None, _CA] = None,
-    cert: Annotated[Path | None, _CERT] = None,
-    key: Annotated[Path | None, _KEY] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Download a job's files in the batch layout and print its counts per class."""
+    """Cancel a job: the services skip its chunks not yet processed (outputs so far stay)."""
+    remote: _Connection = ctx.obj
     import grpc
 
     try:
-        with _remote(endpoint, token, ca, cert, key) as api:
+        with remote.client() as api:
+            answer = api.cancel(job)
+    except grpc.RpcError as error:
+        _rpc_fail(error, remote.debug)
+    echo(f"job {job}: cancelled, {answer.chunks_done}/{answer.chunks_planned} chunks done")
+
+
+@remote_app.command("results", epilog="Example: plankline remote results out/ --job cruise42")
+def remote_results(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Argument(help="Folder for segmentation/ measurements/ ...")],
+    job: Annotated[str, typer.Option(help="Job name.")] = "default",
+) -> None:
+    """Download a job's files in the batch layout and print its counts per class."""
+    remote: _Connection = ctx.obj
+    import grpc
+
+    try:
+        with remote.client() as api:
             files = api.download_results(job, out_dir)
             counts = api.counts(job)
     except grpc.RpcError as error:
-        _rpc_fail(error, debug)
+        _rpc_fail(error, remote.debug)
     echo(f"job {job}: {len(files)} files in {escape(out_dir)}")
     for name, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         echo(f"  {escape(name):24} {n}")

@@ -769,7 +769,10 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
 
     @_streaming
     def DownloadResults(self, request: Any, context: Any) -> Iterator[Any]:
-        from plankline.stream.results import download_results
+        """Each file goes straight from the store in ``DOWNLOAD_PIECE`` ranged reads, so
+        memory and disk stay bounded by one piece whatever the job's size; ``summary/`` is
+        made from the done chunks' classification CSVs only (``results.summary_files``)."""
+        from plankline.stream.results import summary_files
 
         lab = self.lab(context)
         job = self._own(lab, request.job_id)["job"]
@@ -778,16 +781,28 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
             if path not in known:
                 raise _Abort(Code.NOT_FOUND, f"paths[{i}]: job {job!r} has no result {path!r}")
         wanted = sorted(request.paths or known)
-        with self.stream_slot(lab), tempfile.TemporaryDirectory() as tmp:
-            download_results(self.store, job, Path(tmp))  # the one layout + summary writer
+        prefix = contracts.job_prefix(job) + "results/"
+        summary: dict[str, bytes] = {}
+        with self.stream_slot(lab):
             for path in wanted:
                 self._deadline(context, f"sending {path}")
-                size = (Path(tmp) / path).stat().st_size
-                with open(Path(tmp) / path, "rb") as f:
-                    for start in range(0, max(size, 1), DOWNLOAD_PIECE):
-                        piece = f.read(DOWNLOAD_PIECE)
-                        last = start + DOWNLOAD_PIECE >= size
-                        yield api_pb2.FileChunk(path=path, offset=start, data=piece, last=last)
+                if path.startswith("summary/"):
+                    summary = summary or summary_files(self.store, job)
+                    data = summary[path.removeprefix("summary/")]
+                    size = len(data)
+
+                    def read(offset: int, n: int, data: bytes = data) -> bytes:
+                        return data[offset : offset + n]
+                else:
+                    size = self.store.size(prefix + path)
+
+                    def read(offset: int, n: int, key: str = prefix + path) -> bytes:
+                        return self.store.get_range(key, offset, n)
+
+                for start in range(0, max(size, 1), DOWNLOAD_PIECE):
+                    piece = read(start, min(DOWNLOAD_PIECE, size - start)) if size else b""
+                    last = start + DOWNLOAD_PIECE >= size
+                    yield api_pb2.FileChunk(path=path, offset=start, data=piece, last=last)
 
     @_unary
     def GetCounts(self, request: Any, context: Any) -> Any:

@@ -99,6 +99,32 @@ def job_status(store: S3Store, job: str) -> JobStatus:
     return status
 
 
+def summary_files(store: S3Store, job: str, status: JobStatus | None = None) -> dict[str, bytes]:
+    """The job's ``summary/`` files (name -> bytes) as :func:`download_results` writes them,
+    fetching only what the summary reads (the done chunks' measurement and classification
+    CSVs), not the ROI archives: what the gateway streams to a lab."""
+    import tempfile
+
+    status = status if status is not None else job_status(store, job)
+    prefix = contracts.job_prefix(job) + "results/"
+    with tempfile.TemporaryDirectory(prefix="plankline-summary-") as tmp:
+        out_dir = Path(tmp)
+        for record in status.records:
+            for kind in ("measurements", "classification"):
+                folder, ext = contracts.RESULT_KINDS[kind]
+                name = f"{folder}/{record['name']}{ext}"
+                if store.exists(prefix + name):
+                    store.get_file(prefix + name, out_dir / name)
+
+        def outputs(chunk: str) -> dict[str, Path]:
+            return {
+                kind: out_dir / f"{f}/{chunk}{e}" for kind, (f, e) in contracts.RESULT_KINDS.items()
+            }
+
+        pipeline.write_summary(out_dir / "summary", status.records, outputs)
+        return {name: (out_dir / "summary" / name).read_bytes() for name in pipeline.SUMMARY_FILES}
+
+
 def download_results(
     store: S3Store, job: str, out_dir: Path, status: JobStatus | None = None
 ) -> list[Path]:
