@@ -497,20 +497,37 @@ def test_kill_9_of_each_service_mid_run_and_restart_gives_identical_outputs(
 
 
 def test_a_cancelled_job_stops_chunks_already_published_in_every_service(
-    raw: Path, kafka: ServerHandle, s3_server: ServerHandle
+    raw: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
 ) -> None:
-    """Cancel while the segmenter holds the job's first chunk (outputs written): the other 4
-    chunks, already in the topic, and the first chunk's ROIs downstream are all skipped."""
-    from plankline.stream.ingest import submit as ingest
-    from plankline.stream.jobs import cancel_job
+    """`plankline submit s3://...` two stored videos, `plankline cancel` while the segmenter
+    holds the job's first chunk (outputs written): the other 4 chunks, already in the topic,
+    and the first chunk's ROIs downstream are all skipped; nothing finishes."""
+    from plankline.cli import app
+    from plankline.stream.jobs import read_manifest
     from plankline.stream.results import job_status
+    from typer.testing import CliRunner
 
     store = fresh_store(s3_server, "cancel")
+    urls = []
+    for video in sorted(raw.glob("*.avi")):
+        store.put_file(f"archive/{video.name}", video)
+        urls.append(f"s3://{store.bucket}/archive/{video.name}")
+    env = {
+        "PLANKLINE_S3_ENDPOINT": store.endpoint,
+        "PLANKLINE_S3_ACCESS_KEY": CREDENTIALS[store.endpoint][0],
+        "PLANKLINE_S3_SECRET_KEY": CREDENTIALS[store.endpoint][1],
+        "PLANKLINE_S3_BUCKET": store.bucket,
+        "PLANKLINE_BOOTSTRAP_SERVERS": kafka.endpoint,
+    }
+    cli, job = CliRunner(), ["--job", "cancel", "--state-dir", str(tmp_path)]
     with services(kafka, store, pause_after_first={"segmenter": math.inf}) as runners:
-        submit(raw, "cancel", store, kafka)  # 3 + 2 chunks published
+        options = ["--chunk-frames", str(CHUNK_FRAMES), "--set", f"fps={FPS}"]
+        sent = cli.invoke(app, ["submit", *urls, *job, *options], env=env)
+        assert sent.exit_code == 0 and "5 chunks" in sent.output, sent.output
         held = runners["segmenter"].handler
         assert held.reached.wait(60), "the segmenter never wrote its first chunk"
-        cancel_job(store, "cancel", by="test")
+        cancelled = cli.invoke(app, ["cancel", *job], env=env)
+        assert cancelled.exit_code == 0 and "0/5 chunks done" in cancelled.output
         held.release()
         services_ = {name: runners[name].handler for name in ("measurer", "classifier")}
 
@@ -519,14 +536,15 @@ def test_a_cancelled_job_stops_chunks_already_published_in_every_service(
 
         wait_for(lambda: skipped() == (4, 1, 1), 60, f"the skips (got {skipped()})")
         assert runners["segmenter"].stats.processed == 5
+    assert [v["source"] for v in read_manifest(store, "cancel")["videos"]] == urls  # whole URLs
     status = job_status(store, "cancel")
     assert status.cancelled and status.finished and (status.planned, status.done) == (5, 0)
     prefix = contracts.job_prefix("cancel")
     written = [k.rsplit("/", 1)[1] for k in store.list(prefix + "videos/") if "/chunks/" in k]
     assert sorted(written) == ["positions.csv", "rois.npz", "rois.tar"]  # chunk 0's, no more
     assert not list(store.list(prefix + "results/"))
-    with pytest.raises(ValueError, match="was cancelled"):
-        ingest(sorted(raw.glob("*.avi")), "cancel", PipelineSettings(), store, kafka.endpoint)
+    again = cli.invoke(app, ["submit", *urls, *job], env=env)
+    assert again.exit_code == 2 and "was cancelled" in again.output, again.output
 
 
 def read_dead_letters(bootstrap: str, want: int, timeout_s: float = 30.0) -> list[Any]:

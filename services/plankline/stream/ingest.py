@@ -45,8 +45,8 @@ from plankline.stream.jobs import (
 )
 from plankline.stream.store import S3Store
 
-#: ``s3://bucket/key`` (a shell-less ``Path`` collapses the ``//``: ``s3:/bucket/key``).
-_S3_URL = re.compile(r"^s3:/+([^/]+)/(.+)$")
+#: ``s3://bucket/key`` (inputs travel as text: a ``Path`` would collapse the ``//``).
+_S3_URL = re.compile(r"^s3://([^/]+)/(.+)$")
 
 
 @dataclass
