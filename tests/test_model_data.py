@@ -10,6 +10,7 @@ import pytest
 from plankline.model.data import (
     SHAPE_FEATURES,
     Augment,
+    CanvasDataset,
     feature_names,
     load_library,
     model_inputs,
@@ -90,6 +91,37 @@ def test_augmentation_is_deterministic_and_keeps_rotated_corners() -> None:
     np.testing.assert_array_equal(a, b)
     # a pure rotation/flip keeps the organism's area (nothing cut at the corners)
     assert a.sum() == pytest.approx(crop.sum(), rel=0.05)
+
+
+def test_training_views_of_big_crops_match_the_unshrunk_path_on_the_canvas() -> None:
+    # a textured organism filling a 900 x 420 crop: training pre-shrinks it to 2 canvas sides
+    # before augmenting; the view on the canvas and its log2 shrink must be what augmenting
+    # the full crop gives (identity warp: the rest of the augmentation is random)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:900, 0:420]
+    img = 40 + 30 * np.sin(yy / 37.0) * np.cos(xx / 23.0) + rng.normal(0, 3, yy.shape)
+    crop = normalize_crop(np.clip(img, 0, 255).astype(np.uint8))
+    ident = Augment(rotate=False, flip=False, scale=0.0, shear=0.0, translate=0.0, noise=0.0)
+    ds = CanvasDataset([crop], np.array([0]), 64, augment=ident)
+    assert max(ds.crops[0].shape) == 128  # shrunk once, up front
+    x, f, label = ds[(0, 0, 0)]
+    ref_x, ref_s = place_on_canvas([ident(crop, np.random.default_rng(0))], 64)
+    assert label == 0 and f[0] == pytest.approx(ref_s[0, 0], abs=1e-3)  # log2(900 / 64)
+    assert f[0] == pytest.approx(np.log2(900 / 64), abs=0.01)
+    assert np.abs(x - ref_x[0]).max() < 0.02 and np.abs(x - ref_x[0]).mean() < 0.002
+    # noise: clipped at 0, it leaves a mean offset on the canvas that shrinking keeps, the
+    # same in both paths; its random part stays within what an unshrunk crop gets
+    noisy = Augment(rotate=False, flip=False, scale=0.0, shear=0.0, translate=0.0, noise=0.1)
+    ds = CanvasDataset([crop], np.array([0]), 64, augment=noisy)
+    full = np.stack(
+        [place_on_canvas([noisy(crop, np.random.default_rng(k))], 64)[0][0] for k in range(4)]
+    )
+    pre = np.stack([ds[(0, k, 0)][0] for k in range(4)])
+    assert (pre - ref_x[0]).mean() == pytest.approx((full - ref_x[0]).mean(), rel=0.2)
+    assert (pre - ref_x[0]).std() < 0.1
+    # small crops are left as they are
+    small = normalize_crop(_blob(40, 60))
+    assert CanvasDataset([small], np.array([0]), 64, augment=ident).crops[0] is small
 
 
 def test_split_is_stratified_and_keeps_each_class_on_both_sides() -> None:

@@ -38,7 +38,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -684,6 +684,13 @@ def split_indices(
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
 
+PRESHRINK = 2.0
+"""Training shrinks crops wider than this many canvas sides before augmenting them: every
+augmented view of such a crop (rotated, scaled by at most ``exp(0.15)``: its box shrinks by at
+most ``sqrt(2) * 1.16 < 2``) is still wider than the canvas, so it is still shrunk to fit, as
+the unaugmented crop is at inference."""
+
+
 class CanvasDataset:
     """Torch-style map dataset of augmented crops on canvases, keyed by ``(epoch, draw, index)``.
 
@@ -695,6 +702,17 @@ class CanvasDataset:
     index)`` alone, as before, every repeat was the very same view: an epoch
     of 512 draws of 84 FlowCam images held only 84 distinct views, and
     cross-validated macro-F1 was lower (``scripts/eval_classifier.py``).
+
+    Crops much larger than the canvas are shrunk once, here, to
+    :data:`PRESHRINK` times the canvas side before they are augmented: every
+    view of them is shrunk to fit the canvas anyway, and warping a 2,000 px
+    crop to show it at 64 px cost ~30 ms per draw, more than the network's
+    step (zoolake, zooscan). The ``log2`` shrink fed to the network counts
+    both shrinks, and the augmentation's translation is scaled so that the
+    organism moves as far on the canvas as without it. The noise is not: its
+    clipping at 0 leaves a mean offset on the background that shrinking does
+    not average away, and that offset stays the same; its random part is
+    averaged over fewer pixels, so it stays at most what small crops get.
     """
 
     def __init__(
@@ -713,6 +731,21 @@ class CanvasDataset:
         self.canvas = canvas
         self.augment = augment
         self.seed = seed
+        # per crop: the augmentation to use and log2 of the pre-shrink (0 when none)
+        self._aug: list[Augment | None] = [augment] * len(self.crops)
+        self._log_pre = np.zeros(len(self.crops), np.float32)
+        if augment is not None:
+            limit = PRESHRINK * canvas
+            for i, c in enumerate(self.crops):
+                side = max(c.shape)
+                if side <= limit:
+                    continue
+                p = side / limit
+                h, w = c.shape
+                size = (max(1, round(w / p)), max(1, round(h / p)))
+                self.crops[i] = cv2.resize(c, size, interpolation=cv2.INTER_AREA)
+                self._log_pre[i] = math.log2(p)
+                self._aug[i] = replace(augment, translate=augment.translate / p)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -720,8 +753,10 @@ class CanvasDataset:
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, int]:
         epoch, draw, i = key
         c = self.crops[i]
-        if self.augment is not None:
-            c = self.augment(c, np.random.default_rng((self.seed, epoch, draw, i)))
+        aug = self._aug[i]
+        if aug is not None:
+            c = aug(c, np.random.default_rng((self.seed, epoch, draw, i)))
         x, s = place_on_canvas([c], self.canvas)
+        s[0, 0] += self._log_pre[i]
         f = s[0] if self.shapes is None else np.concatenate([s[0], self.shapes[i]])
         return x[0], f, int(self.labels[i])
