@@ -425,6 +425,47 @@ def test_every_setting_the_gateway_reads_is_set_by_the_chart(rendered, monkeypat
 # ---------------------------------------------------------------------------- pods and traffic
 
 
+def dockerfile_targets(path: Path) -> dict[str, dict[str, Any]]:
+    """Per build stage of a Dockerfile: ENTRYPOINT, CMD, USER and EXPOSE, inherited from the
+    stage it is built FROM (exec-form JSON instructions only, as docker/Dockerfile writes)."""
+    stages: dict[str, dict[str, Any]] = {}
+    current: dict[str, Any] = {}
+    for line in path.read_text().splitlines():
+        word, _, rest = line.strip().partition(" ")
+        if word == "FROM":
+            base, _, name = rest.partition(" AS ")
+            current = dict(stages.get(base.strip(), {}))
+            stages[name.strip() or base] = current
+        elif word in ("ENTRYPOINT", "CMD"):
+            current[word] = json.loads(rest)
+        elif word == "USER":
+            current[word] = rest.strip()
+        elif word == "EXPOSE":
+            current[word] = {int(port) for port in rest.split()}
+    return stages
+
+
+def test_pods_run_the_images_own_commands_user_and_ports(rendered):
+    """The chart spells out each container's command and user: they must be the ones the
+    images of docker/Dockerfile are built with (a chart `args` after an image ENTRYPOINT would
+    run `python -m runner python -m runner ...`)."""
+    dockerfile = ROOT / "docker" / "Dockerfile"
+    if not dockerfile.is_file():
+        pytest.skip("docker/Dockerfile not in this checkout")
+    stages = dockerfile_targets(dockerfile)
+    docs = rendered["defaults"]
+    for name in [*launch.SERVICES, "gateway"]:
+        image = stages[name]
+        deployment = of_kind(docs, "Deployment")[component(name)]
+        main = container(deployment)
+        assert main["command"] == image["ENTRYPOINT"], name
+        assert main.get("args", image.get("CMD")) == image.get("CMD"), name
+        assert main["image"].startswith(f"plankline-{name}:"), name
+        pod = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert image["USER"] == f"{pod['runAsUser']}:{pod['runAsGroup']}", name
+        assert {p["containerPort"] for p in main["ports"]} == image["EXPOSE"], name
+
+
 def test_every_pod_runs_non_root_read_only_without_capabilities(rendered):
     for name, docs in rendered.items():
         for deployment in of_kind(docs, "Deployment").values():
