@@ -45,3 +45,19 @@ def test_tables_in_a_pipe_keep_every_cell_whole() -> None:
     assert "a very long class name of a rare appendicularian, with words" in row
     assert row.rstrip().endswith("12345 │")
     assert len({len(line) for line in err[2:] if line.strip()}) == 1  # the table is aligned
+
+
+def test_help_in_a_pipe_shows_defaults_without_markup_escapes() -> None:
+    env = dict(os.environ, COLUMNS="80")
+    env.pop("FORCE_COLOR", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "plankline.cli", "run", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[default: no-debug]" in done.stdout
+    assert "[required]" in done.stdout
+    assert "\\[" not in done.stdout  # rich's escape, meaningless in plain text
