@@ -35,7 +35,7 @@ kv = pytest.importorskip(
     reason="kubernetes-validate not installed (pip install kubernetes-validate==1.37.0)",
 )
 
-from plankline.stream import auth, launch  # noqa: E402
+from plankline.stream import auth, contracts, launch  # noqa: E402
 from plankline.stream.settings import GatewaySettings, ServiceSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -376,6 +376,28 @@ def test_every_setting_a_service_reads_is_set_by_the_chart(rendered, monkeypatch
                 assert settings.triton_model == launch.TRITON_MODEL
             else:
                 assert settings.inference == "onnxruntime"
+
+
+def test_bundled_kafka_creates_every_topic_with_room_for_the_replicas():
+    """The bundled broker creates the code's topics (contracts.TOPICS, dead letters included)
+    with at least as many partitions as any service may have replicas: a consumer group
+    member beyond the partition count idles."""
+    for name in VALUE_SETS:
+        values = chart_values(user_values(name))
+        if not values["kafka"]["enabled"]:
+            continue
+        provisioning = values["kafka"]["provisioning"]
+        assert provisioning["enabled"]
+        topics = {t["name"] for t in provisioning["topics"]}
+        assert topics == set(contracts.TOPICS) | {values["settings"]["dead_letter_topic"]}
+        partitions = provisioning["numPartitions"]
+        for service, svc in values["services"].items():
+            most = max(
+                svc["replicaCount"],
+                svc["autoscaling"]["maxReplicas"],
+                svc["keda"]["maxReplicaCount"],
+            )
+            assert most <= partitions, (name, service)
 
 
 def test_every_setting_the_gateway_reads_is_set_by_the_chart(rendered, monkeypatch):
