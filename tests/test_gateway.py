@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -25,7 +26,7 @@ import cv2
 import grpc
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from plankline.imaging.measure import measure_rois
 from plankline.imaging.synth import make_roi_library, render_organism
@@ -763,6 +764,105 @@ def test_a_watch_past_its_deadline_ends_deadline_exceeded(
         code, _ = status_of(lambda: a.watch("deadline", timeout_s=0.3))
         assert code == Code.DEADLINE_EXCEEDED
         assert a.job("deadline").job_id == "deadline"  # still served
+
+
+CLIENT_ERRORS = {
+    Code.INVALID_ARGUMENT,
+    Code.NOT_FOUND,
+    Code.PERMISSION_DENIED,
+    Code.FAILED_PRECONDITION,
+    Code.RESOURCE_EXHAUSTED,
+}
+SETTING_NAMES = ["chunk_frames", "fps", "model", "method", "min_area_px", "project", "nope", ""]
+job_ids = st.one_of(
+    st.text(max_size=30), st.sampled_from(["mine", "upload", "x" * 201, "../up", "ok-job.1"])
+)
+settings_maps = st.dictionaries(
+    st.sampled_from(SETTING_NAMES),
+    st.one_of(st.text(max_size=12), st.sampled_from(["4", "-1", "0", "1e400", "nan", "/etc"])),
+    max_size=3,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    call=st.sampled_from(["reference", "upload", "job", "watch", "cancel", "download"]),
+    job_id=job_ids,
+    key=st.one_of(st.text(max_size=40), st.sampled_from(["", "a/", "jobs/x", "gateway/owners/x"])),
+    name=st.one_of(st.text(max_size=20), st.just("20260101120000.000.avi")),
+    sha=st.one_of(st.text(max_size=70), st.just("0" * 64), st.just("own")),
+    size=st.sampled_from([0, 1, 5, 1 << 40]),
+    data=st.lists(st.binary(max_size=64), max_size=3),
+    settings_map=settings_maps,
+    paths=st.lists(st.text(max_size=20), max_size=2),
+)
+@example(  # a whole upload with its right hash that is no video: refused, no job left
+    call="upload",
+    job_id="ok-job.1",
+    key="",
+    name="20260101120000.000.avi",
+    sha="own",
+    size=0,
+    data=[b"not a video"],
+    settings_map={},
+    paths=[],
+)
+def test_any_job_request_gets_a_client_status_and_the_gateway_keeps_serving(
+    jobs_gateway: RunningGateway,
+    tokens: dict[str, Any],
+    rois: list[tuple[str, bytes]],
+    call: str,
+    job_id: str,
+    key: str,
+    name: str,
+    sha: str,
+    size: int,
+    data: list[bytes],
+    settings_map: dict[str, str],
+    paths: list[str],
+) -> None:
+    """Property: whatever the fields (empty, huge, malformed ids and names, bad settings,
+    another lab's job, non-video bytes with their right hash), a job call ends OK or with
+    the client status gRPC intends, naming the field; never INTERNAL; and no job is left
+    claimed without a video."""
+    import hashlib
+
+    with client(jobs_gateway, tokens["clear"]["lab-b"]) as api:
+        stub, meta = api.stub, api.metadata
+        if call == "reference":
+            request = api_pb2.SubmitReferenceRequest(job_id=job_id, key=key, settings=settings_map)
+            code, details = status_of(lambda: stub.SubmitReference(request, metadata=meta))
+        elif call == "upload":
+            blob = b"".join(data)
+            digest = hashlib.sha256(blob).hexdigest() if sha == "own" else sha
+            header = api_pb2.VideoHeader(
+                job_id=job_id,
+                video_name=name,
+                sha256=digest,
+                size=len(blob) if sha == "own" else size,
+                settings=settings_map,
+            )
+            parts = [api_pb2.SubmitVideoRequest(header=header)]
+            parts += [api_pb2.SubmitVideoRequest(data=d) for d in data]
+            code, details = status_of(lambda: stub.SubmitVideo(iter(parts), metadata=meta))
+        elif call == "job":
+            code, details = status_of(lambda: api.job(job_id))
+        elif call == "watch":
+            code, details = status_of(lambda: api.watch(job_id, timeout_s=2))
+        elif call == "cancel":
+            code, details = status_of(lambda: api.cancel(job_id))
+        else:
+            request = api_pb2.DownloadResultsRequest(job_id=job_id, paths=paths)
+            code, details = status_of(lambda: stub.DownloadResults(request, metadata=meta))
+        assert code in CLIENT_ERRORS, (code, details)  # nothing here may succeed
+        assert re.match(r"^[a-z_]+(\[[^\]]*\])?(\.[a-z_]+)?(\[[^\]]*\])?: ", details), details
+        stuck = [j.job_id for j in api.jobs() if j.chunks_planned == 0]
+        assert stuck == [], f"jobs claimed without a video: {stuck}"
+        assert len(api.classify([rois[0][1]]).predictions) == 1  # still serving
 
 
 # ---------------------------------------------------------------------------- Node.js

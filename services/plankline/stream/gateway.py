@@ -550,6 +550,9 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         except ValueError as error:  # other settings than the job's first submit
             raise _Abort(Code.FAILED_PRECONDITION, f"settings: {error}") from None
         if report.failures:
+            if not self.store.exists(contracts.manifest_key(job)):  # a new job got no video:
+                self.store.delete(self._record_key(lab, job))  # free its id and the lab's
+                self.store.delete(f"gateway/owners/{job}")  # job slot again
             raise _Abort(Code.INVALID_ARGUMENT, f"video: {report.failures[0]}")
         return self._job(record)
 

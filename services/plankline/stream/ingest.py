@@ -253,6 +253,8 @@ def submit(
             report.failures.append(str(error))
             continue
         plans.append((source, chunks, entry))
+    if not plans:  # nothing readable: no manifest, so no job that would never finish
+        return report
     write_manifest(store, job, settings, [entry for _, _, entry in plans])
     producer = KafkaProducer(
         bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=5, retries=5
