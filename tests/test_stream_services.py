@@ -545,6 +545,9 @@ def test_a_cancelled_job_stops_chunks_already_published_in_every_service(
     assert not list(store.list(prefix + "results/"))
     again = cli.invoke(app, ["submit", *urls, *job], env=env)
     assert again.exit_code == 2 and "was cancelled" in again.output, again.output
+    shown = cli.invoke(app, ["results", str(tmp_path / "out"), *job, "--wait"], env=env)
+    assert shown.exit_code == 1 and "0/5 chunks done" in shown.output  # settled, not waiting
+    assert "(cancelled)" in shown.output, shown.output
 
 
 def read_dead_letters(bootstrap: str, want: int, timeout_s: float = 30.0) -> list[Any]:

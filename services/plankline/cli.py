@@ -803,10 +803,11 @@ def results(
     echo(
         f"job {job}: {status.done}/{status.planned} chunks done, {status.pending} pending, "
         f"{len(status.failed)} failed, {status.rois} ROIs; {len(files)} files in {out_dir}"
+        + (" (cancelled)" if status.cancelled else "")
     )
     for name, error in status.failed.items():
         typer.secho(f"  failed {name}: {error.splitlines()[0]}", fg="red")
-    if status.failed or not status.finished:
+    if status.failed or not status.finished or status.cancelled:
         raise typer.Exit(1)
 
 
