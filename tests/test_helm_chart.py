@@ -59,6 +59,11 @@ GATEWAY_NOT_SET = {
 
 POD_TLS = {
     "gateway": {
+        "tls": {"enabled": True, "existingSecret": "ocean-gateway-pod-tls", "clientCA": False}
+    }
+}
+POD_MTLS = {
+    "gateway": {
         "tls": {"enabled": True, "existingSecret": "ocean-gateway-pod-tls", "clientCA": True}
     }
 }
@@ -78,7 +83,8 @@ VALUE_SETS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "autoscaling": (["autoscaling.yaml"], {}),
     "gpu-triton": (["gpu-triton.yaml"], {}),
     "ingress-tls": (["ingress-tls.yaml"], {}),
-    "pod-mtls": (["ingress-tls.yaml"], POD_TLS),
+    "pod-tls": (["ingress-tls.yaml"], POD_TLS),
+    "pod-mtls": (["ingress-tls.yaml"], POD_MTLS),
     "pinned-cpu": (["external.yaml"], PINNED),
 }
 
@@ -439,6 +445,9 @@ def test_every_setting_the_gateway_reads_is_set_by_the_chart(rendered, monkeypat
                 (settings.gateway_tls_key, "tls.key"),
                 (settings.gateway_tls_client_ca, "ca.crt"),
             ):
+                if path is None:  # no client CA: TLS without client certificates
+                    assert not tls["clientCA"]
+                    continue
                 volume, in_volume = mounted_file(deployment, path)
                 assert volume["secret"]["secretName"] == tls["existingSecret"]
                 assert in_volume == key  # the keys of a kubernetes.io/tls Secret (+ ca.crt)
@@ -548,7 +557,8 @@ def test_gateway_is_served_over_tls_with_grpc_to_its_pods(rendered):
     for name, backend, probe in (
         ("defaults", None, "grpc"),
         ("ingress-tls", "GRPC", "grpc"),
-        ("pod-mtls", "GRPCS", "tcpSocket"),
+        ("pod-tls", "GRPCS", "tcpSocket"),
+        ("pod-mtls", "passthrough", "tcpSocket"),  # the client certificate reaches the pod
     ):
         docs = rendered[name]
         values = chart_values(user_values(name))
@@ -564,7 +574,11 @@ def test_gateway_is_served_over_tls_with_grpc_to_its_pods(rendered):
             continue
         (ingress,) = ingresses.values()
         annotations = ingress["metadata"]["annotations"]
-        assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == backend
+        if backend == "passthrough":
+            assert annotations["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+            assert "nginx.ingress.kubernetes.io/backend-protocol" not in annotations
+        else:
+            assert annotations["nginx.ingress.kubernetes.io/backend-protocol"] == backend
         ing = values["gateway"]["ingress"]
         assert ingress["spec"]["tls"] == [{"hosts": [ing["host"]], "secretName": ing["tlsSecret"]}]
         (rule,) = ingress["spec"]["rules"]
