@@ -244,6 +244,59 @@ def test_bad_request_fields_get_the_status_gRPC_intends_naming_the_field(
     assert detail_field(lambda: lab_a.classify(one * 65)) == "images"  # QuotaFailure
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.sampled_from([0, 1, 2, 64, 65]),
+    model=st.one_of(st.just(""), st.just(SYNTHETIC_MODEL_DIR.name), st.text(max_size=12)),
+    pixel_size=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 10.0, 1e6, 1e300])
+    ),
+    mask=st.sampled_from(["none", "same", "smaller", "corrupt"]),
+)
+def test_direct_calls_answer_the_status_their_fields_call_for(
+    lab_a: PlanklineClient,
+    rois: list[tuple[str, bytes]],
+    n: int,
+    model: str,
+    pixel_size: float,
+    mask: str,
+) -> None:
+    """Property with an oracle: image counts around the limits (0, 64), any model name, any
+    float pixel size, masks of the right size, another size or corrupt get exactly the
+    status (and the field) the API defines; the server answers the next call."""
+    images = [rois[i % len(rois)][1] for i in range(n)]
+    crop = cv2.imdecode(np.frombuffer(rois[0][1], np.uint8), cv2.IMREAD_UNCHANGED)
+    shapes = {"same": crop.shape[:2], "smaller": (crop.shape[0] - 1, crop.shape[1])}
+    masks = None
+    if n and mask in shapes:
+        masks = [cv2.imencode(".png", np.full(shapes[mask], 255, np.uint8))[1].tobytes()]
+    elif n and mask == "corrupt":
+        masks = [b"\x89PNG\r\n\x1a\n broken"]
+
+    def want_images(code: Code = Code.OK, field: str = "") -> tuple[Code, str]:
+        if n == 0:
+            return Code.INVALID_ARGUMENT, "images: "
+        if n > 64:
+            return Code.RESOURCE_EXHAUSTED, "images: "
+        return code, field
+
+    if model and model != SYNTHETIC_MODEL_DIR.name:
+        want = (Code.NOT_FOUND, "model: ")
+    else:
+        want = want_images()
+    code, details = status_of(lambda: lab_a.classify(images, model=model))
+    assert (code, details[: len(want[1])]) == want, details
+    if not 0 <= pixel_size <= 1e6:  # NaN, infinities, negative, absurdly large
+        want = (Code.INVALID_ARGUMENT, "pixel_size_um: ")
+    elif masks is not None and mask != "same":
+        want = want_images(Code.INVALID_ARGUMENT, "images[0].mask: ")
+    else:
+        want = want_images()
+    code, details = status_of(lambda: lab_a.measure(images, masks, pixel_size_um=pixel_size))
+    assert (code, details[: len(want[1])]) == want, details
+    assert len(lab_a.classify(rois[:1]).predictions) == 1
+
+
 @settings(max_examples=30, deadline=None)
 @given(job_id=st.text(max_size=40), sha=st.text(max_size=70))
 def test_any_job_id_or_hash_gets_a_client_status_never_internal(

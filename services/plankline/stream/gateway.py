@@ -62,6 +62,8 @@ log = logging.getLogger("plankline.gateway")
 SERVICE_NAME = api_pb2.DESCRIPTOR.services_by_name["Plankline"].full_name
 ANONYMOUS = "anonymous"
 DOWNLOAD_PIECE = 1 << 20
+#: Largest pixel size Measure takes (1 m per pixel): physical areas stay finite.
+MAX_PIXEL_SIZE_UM = 1e6
 #: Upload pieces are gathered to this size before each PUT (one object per part).
 UPLOAD_PART = 8 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -380,10 +382,11 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
         from plankline.imaging.segment import object_mask
 
         self.lab(context)
-        if not np.isfinite(request.pixel_size_um) or request.pixel_size_um < 0:
+        if not 0 <= request.pixel_size_um <= MAX_PIXEL_SIZE_UM:  # NaN fails too
             raise _Abort(
                 Code.INVALID_ARGUMENT,
-                f"pixel_size_um: must be a finite number >= 0, got {request.pixel_size_um}",
+                f"pixel_size_um: must be a number in [0, {MAX_PIXEL_SIZE_UM:g}], "
+                f"got {request.pixel_size_um}",
             )
         crops = self._images(request.images)
         masks = []
