@@ -293,3 +293,31 @@ def test_drive_on_slurm_resumes_a_cancelled_task_and_equals_the_batch_cli(
         reference / "summary/counts_per_second.csv"
     ).read_bytes()
     assert os.path.getsize(drive / "summary/chunks.csv") > 0
+
+    # --- planned again without --seg-fps: the speed is measured from the done markers ----
+    records = [json.loads(p.read_text()) for p in drive.glob(".plankline/done/*.json")]
+    replan_args = ["--time=5", "--seg-cpus=1", f"--set=chunk_frames={CHUNK_FRAMES}"]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SLURM / "plan_drive.py"),
+            "plan",
+            str(drive),
+            "--out",
+            str(tmp_path / "replan"),
+            *replan_args,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    replan = json.loads((tmp_path / "replan" / "plan.json").read_text())
+    frames = sum(r["stop"] - r["start"] for r in records)
+    assert replan["rates"]["seg_fps_source"] == "measured"
+    assert replan["rates"]["seg_fps_per_core"] == pytest.approx(
+        frames / sum(r["seconds"] for r in records)
+    )
+    assert replan["rates"]["rois_per_frame"] == pytest.approx(
+        sum(r["rois"] for r in records) / frames
+    )
+    assert not any(t["pending"] for t in replan["segment"] + replan["classify"])
