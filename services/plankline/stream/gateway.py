@@ -849,6 +849,60 @@ def server_credentials(settings: GatewaySettings) -> grpc.ServerCredentials | No
     )
 
 
+def method_handlers(gateway: Gateway) -> grpc.GenericRpcHandler:
+    """The servicer's methods as handlers that parse the request bytes themselves.
+
+    gRPC's generated registration parses before the handler runs and answers bytes
+    that are no valid message with INTERNAL ("Exception deserializing request"); a
+    client's malformed request is INVALID_ARGUMENT (naming ``request``, or
+    ``messages[i]`` in a client stream), so the parsing happens here.
+    """
+    from google.protobuf.message import DecodeError
+    from google.protobuf.message_factory import GetMessageClass
+
+    service = api_pb2.DESCRIPTOR.services_by_name["Plankline"]
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in service.methods:
+        request_type = GetMessageClass(method.input_type)
+        response_type = GetMessageClass(method.output_type)
+
+        def parse(data: bytes, context: Any, field: str, request_type: Any = request_type) -> Any:
+            try:
+                return request_type.FromString(data)
+            except DecodeError:
+                context.abort_with_status(
+                    rich_status(
+                        Code.INVALID_ARGUMENT,
+                        f"{field}: not a {request_type.DESCRIPTOR.full_name} ({len(data)} bytes)",
+                    )
+                )
+
+        behavior = getattr(gateway, method.name)
+        if method.client_streaming:
+
+            def call(
+                requests: Any, context: Any, behavior: Any = behavior, parse: Any = parse
+            ) -> Any:
+                parsed = (parse(r, context, f"messages[{i}]") for i, r in enumerate(requests))
+                return behavior(parsed, context)
+        else:
+
+            def call(
+                request: Any, context: Any, behavior: Any = behavior, parse: Any = parse
+            ) -> Any:
+                return behavior(parse(request, context, "request"), context)
+
+        kind = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(call, response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 @dataclass
 class RunningGateway:
     server: grpc.Server
@@ -882,7 +936,7 @@ def serve(settings: GatewaySettings, *, store: S3Store | None = None) -> Running
         ],
         maximum_concurrent_rpcs=settings.gateway_workers * 4,
     )
-    api_pb2_grpc.add_PlanklineServicer_to_server(gateway, server)
+    server.add_generic_rpc_handlers((method_handlers(gateway),))
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection(
