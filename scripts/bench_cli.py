@@ -29,8 +29,13 @@ Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
 * **profile**: ``pipeline.process_chunk`` with a ``StageTimes`` (the same calls as ours),
   seconds per stage turned into frames/s and ROIs/s so the slowest stage is visible.
 
-With ``--classify``: ``run_batch`` on all cores with classification (default model) and
-without it, same chunking, beside each other (frames/s, ROIs/s, ratio).
+With ``--classify``: ``run_batch`` on all cores without classification, with it (default
+model, default size gate ``classify_min_px``), and with it at the ``--gates`` values (0:
+every ROI through the network), same chunking, beside each other (frames/s, ROIs/s, the
+share of the throughput without classification each keeps).
+
+Besides wall-clock frames/s (best of ``--repeat``), the CPU seconds of ours and of the
+naive path are printed per frame and per ROI: on a shared machine they drift less.
 """
 
 from __future__ import annotations
@@ -92,19 +97,23 @@ def clear_outputs(project: Path) -> None:
     shutil.rmtree(project / ".plankline", ignore_errors=True)
 
 
-def ours(project: Path, **settings: object) -> tuple[int, int, float, list[str]]:
-    """``run_batch`` as ``plankline run`` calls it; frames, ROIs, seconds, failures."""
+def ours(project: Path, **settings: object) -> tuple[int, int, float, list[str], float]:
+    """``run_batch`` as ``plankline run`` calls it; frames, ROIs, seconds, failures, and
+    the CPU seconds of this process (the whole run with ``workers=1``, which runs inline)."""
     clear_outputs(project)
     s = BatchSettings(project=project, **{"workers": 1, "classify": False, **settings})
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     report = run_batch(s)
-    return report.frames, report.rois, time.perf_counter() - t, report.failures
+    cpu = time.process_time() - c
+    return report.frames, report.rois, time.perf_counter() - t, report.failures, cpu
 
 
-def naive(video: Path, threshold: int = 200) -> tuple[int, int, float]:
-    """The naive OpenCV path of ``bench_segment.py`` (one definition), as (frames, ROIs, s)."""
+def naive(video: Path, threshold: int = 200) -> tuple[int, int, float, float]:
+    """The naive OpenCV path of ``bench_segment.py`` (one definition), as (frames, ROIs, s,
+    CPU s)."""
+    c = time.process_time()
     n, seconds, count = naive_path(video, threshold=threshold)
-    return n, count, seconds
+    return n, count, seconds, time.process_time() - c
 
 
 def profile(project: Path, **settings: object) -> tuple[StageTimes, int, int, float]:
@@ -145,20 +154,30 @@ def print_profile(times: StageTimes, frames: int, rois: int, wall: float) -> Non
     print(f"  {'total':10s} {wall:8.2f} {1:6.0%} {frames / wall:9.1f} {rois / wall:9.0f}")
 
 
-def bench_source(label: str, project: Path, repeat: int, classify: bool, workers: int) -> None:
+def bench_source(
+    label: str,
+    project: Path,
+    repeat: int,
+    classify: bool,
+    workers: int,
+    gates: tuple[int, ...] = (),
+) -> None:
     video = project / "raw" / VIDEO_NAME
     print(f"\n== {label}: {video.name}, {video.stat().st_size / 2**20:.0f} MiB ==")
     best_ours = best_naive = None
+    cpu_ours, cpu_naive = [], []
     for _ in range(repeat):
         r = ours(project)
+        cpu_ours.append(r[4])
         if best_ours is None or r[2] < best_ours[2]:
             best_ours = r
         q = naive(video)
+        cpu_naive.append(q[3])
         if best_naive is None or q[2] < best_naive[2]:
             best_naive = q
     assert best_ours is not None and best_naive is not None
-    n, rois, dt, failures = best_ours
-    nn, nrois, ndt = best_naive
+    n, rois, dt, failures, _ = best_ours
+    nn, nrois, ndt, _ = best_naive
     print(
         f"ours  (plankline run, workers=1, classify=false): {n / dt:6.1f} frames/s "
         f"{rois / dt:7.0f} ROIs/s  ({rois / max(n, 1):.0f} ROIs/frame, {dt:.2f} s)"
@@ -170,6 +189,15 @@ def bench_source(label: str, project: Path, repeat: int, classify: bool, workers
         f"{nrois / ndt:7.0f} ROIs/s  ({nrois / max(nn, 1):.0f} ROIs/frame, {ndt:.2f} s)"
     )
     print(f"ratio ours/naive (frames/s): {(n / dt) / (nn / ndt):.2f}x   (best of {repeat} each)")
+    # CPU seconds resist a shared machine's load better than wall time: what each path
+    # costs a core, per frame and per ROI (best of the repeats)
+    co, cn = min(cpu_ours), min(cpu_naive)
+    print(
+        f"CPU per frame: ours {1e3 * co / n:.1f} ms ({1e6 * co / max(rois, 1):.0f} us/ROI), "
+        f"naive {1e3 * cn / nn:.1f} ms ({1e6 * cn / max(nrois, 1):.0f} us/ROI); "
+        f"ratio (frames per CPU second) {(n / co) / (nn / cn):.2f}x, "
+        f"(ROIs per CPU second) {(rois / co) / (nrois / cn):.2f}x"
+    )
     times, pf, pr, pwall = profile(project, classify=classify)
     print(
         f"per-stage profile, one core ({pf} frames, {pr} ROIs; process_chunk + StageTimes"
@@ -178,15 +206,25 @@ def bench_source(label: str, project: Path, repeat: int, classify: bool, workers
     print_profile(times, pf, pr, pwall)
     if classify:
         chunk = max(1, -(-n // (2 * workers)))  # two chunks per worker: both cores busy
-        off = ours(project, workers=workers, chunk_frames=chunk)
-        on = ours(project, workers=workers, chunk_frames=chunk, classify=True)
-        print(f"all cores ({workers} workers, chunks of {chunk} frames):")
-        for name, (fr, ro, sec, fail) in (("without classification", off), ("with", on)):
+        gate = BatchSettings(project=project).classify_min_px
+        runs = {"without classification": {}, f"with (default gate, {gate} px)": {}}
+        for px in gates:
+            runs[f"with, classify_min_px={px}"] = {"classify_min_px": px}
+        print(f"all cores ({workers} workers, chunks of {chunk} frames, best of {repeat}):")
+        off = None
+        for name, extra in runs.items():
+            on = {} if name.startswith("without") else {"classify": True, **extra}
+            fr, ro, sec, fail, _ = min(
+                (ours(project, workers=workers, chunk_frames=chunk, **on) for _ in range(repeat)),
+                key=lambda r: r[2],
+            )
+            off = sec if off is None else off
+            keeps = "" if name.startswith("without") else f"  keeps {off / sec:.0%}"
             print(
-                f"  {name:22s} {fr / sec:6.1f} frames/s {ro / sec:7.0f} ROIs/s ({sec:.2f} s)"
+                f"  {name:34s} {fr / sec:6.1f} frames/s {ro / sec:7.0f} ROIs/s ({sec:.2f} s)"
+                + keeps
                 + (f"  FAILED: {fail[0][:120]}" if fail else "")
             )
-        print(f"  classification keeps {off[2] / on[2]:.0%} of the throughput")
 
 
 def montage(project: Path, out: Path, n: int = 120, cell: int = 96) -> None:
@@ -221,7 +259,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=60, help="real-frame video length")
     ap.add_argument("--synth-frames", type=int, default=30, help="synthetic video length")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of ours and naive (best kept)")
+    ap.add_argument(
+        "--repeat", "--repeats", type=int, default=2, help="runs of each path (best kept)"
+    )
+    ap.add_argument(
+        "--gates",
+        type=int,
+        nargs="*",
+        default=[0, 12],
+        help="with --classify: also these classify_min_px (0 = every ROI through the model)",
+    )
     ap.add_argument("--classify", action="store_true", help="+ all cores with classification")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic source")
@@ -233,7 +280,9 @@ def main() -> int:
     try:
         if REAL.exists():
             real = make_real_project(tmp / "real", a.frames)
-            bench_source(f"real ISIIS frame x{a.frames}", real, a.repeat, a.classify, a.workers)
+            bench_source(
+                f"real ISIIS frame x{a.frames}", real, a.repeat, a.classify, a.workers, a.gates
+            )
             if a.montage:
                 ours(real)
                 montage(real, a.montage)
@@ -241,7 +290,9 @@ def main() -> int:
             print(f"real source skipped: {REAL} not found")
         if not a.no_synth:
             synth = make_synth_project(tmp / "synth", a.synth_frames)
-            bench_source(f"synthetic x{a.synth_frames}", synth, a.repeat, a.classify, a.workers)
+            bench_source(
+                f"synthetic x{a.synth_frames}", synth, a.repeat, a.classify, a.workers, a.gates
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

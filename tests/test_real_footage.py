@@ -18,7 +18,7 @@ from plankline.batch.project import Project
 from plankline.cli import app
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.video import write_video
-from plankline.model.infer import read_classification_csv
+from plankline.model.infer import BELOW_MODEL_SIZE, read_classification_csv
 from plankline.outputs.ecotaxa import validate_ecotaxa_zip
 from plankline.outputs.tables import read_csv
 from typer.testing import CliRunner
@@ -200,3 +200,27 @@ def test_dropped_streaks_are_counted_in_the_log_and_done_markers(run) -> None:
     assert counted >= len(streaks) * 3 // 4
     log = (root / "plankline.log").read_text()
     assert log.count("sensor artefacts left out: ") == len(records)
+
+
+def test_specks_under_the_models_size_are_below_model_size_and_the_rest_get_a_taxon(
+    run,
+) -> None:
+    # The default size gate (classify_min_px=8): the real frame's specks are never shown
+    # to the network (it was trained on objects from ~8 px up), counted apart instead,
+    # and every larger ROI gets one of the model's classes, in CSV, counts and EcoTaxa.
+    root, _, _ = run
+    t = _table(root)
+    ids, probs, names = [], [], None
+    for csv in sorted(root.glob("classification/*.csv")):
+        got, p, names = read_classification_csv(csv)
+        ids += got
+        probs.append(p)
+    assert names is not None and names[-1] == BELOW_MODEL_SIZE
+    assert ids == list(t["image"])
+    top = np.array(names)[np.concatenate(probs).argmax(axis=1)]
+    small = np.maximum(t["bbox_height"], t["bbox_width"]) < 8
+    assert 0 < small.sum() < len(small)
+    assert np.array_equal(top == BELOW_MODEL_SIZE, small)
+    per_second = read_csv(root / "summary" / "counts_per_second.csv", dtypes={"class": str})
+    gated = per_second["count"][per_second["class"] == BELOW_MODEL_SIZE].sum()
+    assert gated == small.sum()

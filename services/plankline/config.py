@@ -83,6 +83,13 @@ class PipelineSettings(BaseSettings):
     # classification
     classify: bool = True
     model: Path | None = Field(None, description="Model folder; default = the shipped model.")
+    classify_min_px: int = Field(
+        8,
+        ge=0,
+        description="ROIs whose longer bbox side is under this many px are not shown to the"
+        " model: class below_model_size (99 % of the default model's training objects are"
+        " at least 8 px); 0 classifies every ROI.",
+    )
     # EcoTaxa metadata (optional)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)

@@ -343,6 +343,28 @@ def load_classifier(settings: PipelineSettings) -> Any:
     return shared_classifier(settings.model, threads=1)
 
 
+def classify_rois(model: Any, rois: Rois, settings: PipelineSettings) -> np.ndarray:
+    """Class probabilities of a chunk's ROIs, those under ``classify_min_px`` left out of
+    the network (class ``below_model_size``, :func:`plankline.model.infer.predict_gated`).
+
+    ``model``: a loaded classifier or the stream's Triton client; the batch CLI and the
+    stream's classifier both call this, so their tables are the same.
+    """
+    from plankline.model.infer import predict_gated
+
+    return predict_gated(model, rois.crops, rois.height, rois.width, settings.classify_min_px)
+
+
+def class_columns(
+    model: Any, settings: PipelineSettings
+) -> tuple[list[str], dict[str, float | None] | None]:
+    """Class names and thresholds of :func:`classify_rois`'s columns (the model's, and
+    ``below_model_size`` when the size gate is on)."""
+    from plankline.model.infer import gated_classes
+
+    return gated_classes(model.class_names, model.thresholds, settings.classify_min_px)
+
+
 # --- write -------------------------------------------------------------------------
 
 
@@ -431,20 +453,13 @@ def process_chunk(
     if settings.classify:
         with _stage(times, "classify"):
             classifier = load_classifier(settings)
-            probs = classifier.predict(rois.crops)
+            probs = classify_rois(classifier, rois, settings)
+        class_names, thresholds = class_columns(classifier, settings)
         write_outputs(
-            paths,
-            chunk,
-            rois.crops,
-            table,
-            settings,
-            probs,
-            classifier.class_names,
-            classifier.thresholds,
-            times,
+            paths, chunk, rois.crops, table, settings, probs, class_names, thresholds, times
         )
         names, tally = np.unique(probs.argmax(axis=1), return_counts=True)
-        counts = {classifier.class_names[k]: int(c) for k, c in zip(names, tally, strict=True)}
+        counts = {class_names[k]: int(c) for k, c in zip(names, tally, strict=True)}
     else:
         write_outputs(paths, chunk, rois.crops, table, settings, times=times)
     if partial is not None:

@@ -13,6 +13,15 @@ The classification table, one per chunk (seed layout
 
 ``thresholded_class`` is ``top_class`` where ``top_probability`` reaches the
 class's threshold and ``unclassified`` otherwise (the "cleaner product").
+
+Size gate (:func:`predict_gated`): a ROI whose object is smaller than the smallest
+objects a model was trained on lies outside what it has seen, yet a network still
+names it. The pipeline therefore sends only ROIs whose longer bbox side reaches
+``classify_min_px`` through the model; the others get the extra class
+``below_model_size`` (probability 1, its own column after the model's classes):
+counted, measured and archived like every ROI, never given a taxon they cannot
+carry. On real ISIIS frames most ROIs are such specks, and each network pass costs
+the same whatever the ROI's size, so the gate also saves their cost.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +54,9 @@ UNCLASSIFIED = "unclassified"
 """``thresholded_class`` of ROIs whose top probability is below their class's threshold."""
 
 TAIL_COLUMNS = ("top_class", "top_probability", "thresholded_class")
+
+BELOW_MODEL_SIZE = "below_model_size"
+"""Class of ROIs under the size gate (see the module docstring): not shown to the model."""
 
 
 MODEL_FINGERPRINT_PARAMETER = "plankline_model_sha256"
@@ -213,6 +226,64 @@ class Classifier:
     def thresholded(self, probs: np.ndarray) -> list[str]:
         """``thresholded_class`` per row of ``probs`` (see module docstring)."""
         return thresholded_classes(probs, self.class_names, self.thresholds)
+
+
+def gated_classes(
+    class_names: Sequence[str], thresholds: Mapping[str, float | None] | None, min_px: int
+) -> tuple[list[str], dict[str, float | None] | None]:
+    """Class names and thresholds of :func:`predict_gated`'s output for this gate.
+
+    With a gate (``min_px > 0``) ``below_model_size`` follows the model's classes, with
+    threshold 0 (a gated ROI's ``thresholded_class`` says why it has no taxon); without
+    one, the model's own. The columns depend on the setting only, never on the ROIs, so
+    every chunk of a run has the same table.
+    """
+    names = list(class_names)
+    if min_px <= 0:
+        return names, None if thresholds is None else dict(thresholds)
+    if BELOW_MODEL_SIZE in names:
+        raise ValueError(f"the model has a class named {BELOW_MODEL_SIZE!r}, the size gate's")
+    gated = None if thresholds is None else {**thresholds, BELOW_MODEL_SIZE: 0.0}
+    return [*names, BELOW_MODEL_SIZE], gated
+
+
+def predict_gated(
+    model: Any,
+    crops: Sequence[np.ndarray],
+    heights: np.ndarray,
+    widths: np.ndarray,
+    min_px: int,
+) -> np.ndarray:
+    """Class probabilities of ROIs, the network run only on those the size gate passes.
+
+    Parameters
+    ----------
+    model
+        Anything with ``predict(crops) -> (n, n_classes)`` and ``class_names``: a
+        :class:`Classifier`, or the stream's Triton client.
+    crops : sequence of arrays
+    heights, widths : int arrays
+        The objects' bounding boxes (not the padded crops).
+    min_px : int
+        ROIs whose longer bbox side is under this are ``below_model_size``; 0 = no gate.
+
+    Returns
+    -------
+    (n, n_classes [+ 1]) float32
+        The columns of :func:`gated_classes`; a gated row is 1 in the last column.
+    """
+    if min_px <= 0:
+        return model.predict(crops)
+    n = len(crops)
+    if len(heights) != n or len(widths) != n:
+        raise ValueError(f"{n} crops but {len(heights)} heights and {len(widths)} widths")
+    passed = np.flatnonzero(np.maximum(heights, widths) >= min_px)
+    probs = np.zeros((n, len(model.class_names) + 1), np.float32)
+    probs[:, -1] = 1.0
+    if len(passed):
+        probs[passed, :-1] = model.predict([crops[i] for i in passed.tolist()])
+        probs[passed, -1] = 0.0
+    return probs
 
 
 def _usable(crop: np.ndarray) -> bool:

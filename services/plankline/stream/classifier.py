@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from plankline.config import PipelineSettings
-from plankline.pipeline import load_classifier
+from plankline.pipeline import class_columns, classify_rois, load_classifier
 from plankline.stream import contracts
 from plankline.stream._service import ServiceBase
 from plankline.stream.jobs import (
@@ -176,15 +176,16 @@ class ClassifierService(ServiceBase):
                 masks=False,
             )
             model = self.model(settings)
-            probs = model.predict(rois.crops)
+            probs = classify_rois(model, rois, settings)  # the batch's call (size gate)
+            class_names, thresholds = class_columns(model, settings)
             with self.scratch() as tmp:
                 path = Path(tmp) / "classifications.csv"
                 write_classification_csv(
                     path,
                     describe_ids(chunk, rois),
                     probs,
-                    model.class_names,
-                    thresholds=model.thresholds,
+                    class_names,
+                    thresholds=thresholds,
                 )
                 self.store.put_file(key, path)
             self.store.put_bytes(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from plankline.pipeline import OUTPUT_KINDS, write_outputs
+from plankline.pipeline import OUTPUT_KINDS, class_columns, write_outputs
 from plankline.stream import contracts
 from plankline.stream._service import ServiceBase
 from plankline.stream.jobs import (
@@ -67,7 +67,7 @@ class Collector(ServiceBase):
             from plankline.model.infer import DEFAULT_MODEL_DIR
 
             card = read_model_card(settings.model or DEFAULT_MODEL_DIR)
-            class_names, thresholds = card.class_names, card.thresholds
+            class_names, thresholds = class_columns(card, settings)  # + the size gate's
             labels, tally = np.unique(probs.argmax(axis=1), return_counts=True)
             counts = {class_names[k]: int(c) for k, c in zip(labels, tally, strict=True)}
         with self.scratch() as tmp:

@@ -1,0 +1,95 @@
+"""The classifier's size gate: ROIs smaller than ``classify_min_px`` never reach the
+network and are labelled ``below_model_size``; every other ROI gets exactly the
+probabilities the model gives it alone. Checked with the shipped synthetic model on
+rendered organisms and specks (no data folder needed, ~2 s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from plankline.config import PipelineSettings
+from plankline.imaging.segment import Rois
+from plankline.imaging.synth import render_organism
+from plankline.model.infer import (
+    BELOW_MODEL_SIZE,
+    SYNTHETIC_MODEL_DIR,
+    Classifier,
+    gated_classes,
+    predict_gated,
+    thresholded_classes,
+)
+from plankline.pipeline import class_columns, classify_rois
+
+
+@pytest.fixture(scope="module")
+def model() -> Classifier:
+    return Classifier.load(SYNTHETIC_MODEL_DIR, threads=1)
+
+
+def _rois() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Organisms of 10-60 px and 3-7 px specks, padded by 6 px as the segmentation pads."""
+    rng = np.random.default_rng(0)
+    crops, heights, widths = [], [], []
+    for k in range(12):
+        if k % 3 == 0:  # a speck: a dark blob of s x s px
+            s = int(rng.integers(3, 8))
+            img = np.full((s, s), 255, np.uint8)
+            img[:, :] = rng.integers(60, 140, (s, s)).astype(np.uint8)
+            mask_h, mask_w = s, s
+        else:
+            kind = ("copepod", "protist", "larval_fish", "marine_snow")[k % 4]
+            img, mask = render_organism(kind, rng, int(rng.integers(10, 60)))
+            ys, xs = np.nonzero(mask)
+            mask_h, mask_w = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+        crops.append(np.pad(img, 6, constant_values=255))
+        heights.append(mask_h)
+        widths.append(mask_w)
+    return crops, np.array(heights), np.array(widths)
+
+
+def test_rois_under_the_gate_are_below_model_size_and_the_rest_get_the_models_answer(
+    model: Classifier,
+) -> None:
+    crops, h, w = _rois()
+    probs = predict_gated(model, crops, h, w, 8)
+    names, thresholds = gated_classes(model.class_names, model.thresholds, 8)
+    assert names == [*model.class_names, BELOW_MODEL_SIZE]
+    small = np.maximum(h, w) < 8
+    assert 0 < small.sum() < len(crops)
+    assert probs.shape == (len(crops), len(names))
+    assert np.array_equal(probs[small], np.eye(len(names), dtype=np.float32)[[-1] * small.sum()])
+    # the others: the model's own probabilities, to the bit, and no weight on the gate class
+    alone = model.predict([c for c, s in zip(crops, small, strict=True) if not s])
+    assert np.array_equal(probs[~small, :-1], alone)
+    assert not probs[~small, -1].any()
+    # thresholded_class says why a speck has no taxon
+    thr = thresholded_classes(probs, names, thresholds)
+    assert [t for t, s in zip(thr, small, strict=True) if s] == [BELOW_MODEL_SIZE] * small.sum()
+
+
+def test_gate_zero_classifies_every_roi_with_the_models_columns(model: Classifier) -> None:
+    crops, h, w = _rois()
+    assert np.array_equal(predict_gated(model, crops, h, w, 0), model.predict(crops))
+    assert gated_classes(model.class_names, model.thresholds, 0)[0] == model.class_names
+
+
+def test_the_pipeline_gates_on_the_objects_bbox_by_the_setting(model: Classifier) -> None:
+    crops, h, w = _rois()
+    n = len(crops)
+    zeros = np.zeros(n, np.int64)
+    rois = Rois(
+        frame=zeros, line=zeros, row=zeros, column=zeros, height=h, width=w,
+        area_px=zeros, pad_top=zeros + 6, pad_left=zeros + 6, crops=crops,
+        masks=[np.ones(c.shape, bool) for c in crops],
+    )  # fmt: skip
+    settings = PipelineSettings(classify_min_px=20)
+    probs = classify_rois(model, rois, settings)
+    names, _ = class_columns(model, settings)
+    top = [names[k] for k in probs.argmax(axis=1)]
+    assert [t == BELOW_MODEL_SIZE for t in top] == list(np.maximum(h, w) < 20)
+    assert PipelineSettings().classify_min_px == 8  # the documented default
+
+
+def test_a_model_with_a_class_named_like_the_gate_is_refused() -> None:
+    with pytest.raises(ValueError, match=BELOW_MODEL_SIZE):
+        gated_classes(["copepod", BELOW_MODEL_SIZE], None, 8)
