@@ -86,6 +86,40 @@ def test_array_spec_and_gres_count() -> None:
     assert [gpu_count(g) for g in ("gpu:p100:4", "gpu:k80:2", "gpu", "")] == [4, 2, 1, 0]
 
 
+def test_plan_splits_a_drive_into_jobs_that_fit_the_wall_time(tmp_path: Path) -> None:
+    """Without a cluster: the planner's groups, chunk names and what is left to do."""
+    from plan_drive import main as plan_main
+    from plankline.batch.project import Project
+    from plankline.imaging.synth import write_synth_video
+
+    tiny = {**SMALL, "height": 64, "width": 96}
+    (tmp_path / "raw").mkdir()
+    frames = {"20260101120000.000.avi": 9, "20260101121000.000.avi": 3, "20260101122000.000.avi": 3}
+    for seed, (name, n) in enumerate(frames.items()):
+        write_synth_video(tmp_path / "raw" / name, n, seed=seed, **tiny)
+    project = Project(tmp_path)
+    project.create()
+    # the middle video done before: its task has nothing left
+    for chunk in ("20260101121000.000", "20260101121000.292"):
+        project.mark_done(chunk, {"video": "20260101121000.000.avi", "start": 0, "stop": 2,
+                                  "rois": 5, "seconds": 1.0})  # fmt: skip
+    args = ["plan", str(tmp_path), "--out", str(tmp_path / "plan"), "--time=1", "--fill=0.12",
+            "--seg-cpus=1", "--seg-fps=1", "--set=chunk-frames=2"]  # fmt: skip
+    assert plan_main(args) == 0
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    # 7.2 s budget at 1 frame/s: 9 frames alone (over budget: warned), then 3 + 3
+    assert [t["videos"] for t in plan["segment"]] == [[*frames][:1], [*frames][1:]]
+    assert plan["warnings"] and "exceeds" in plan["warnings"][0]
+    assert [t["frames"] for t in plan["segment"]] == [9, 6]
+    assert plan["segment"][0]["chunks"][:2] == ["20260101120000.000", "20260101120000.146"]
+    assert [t["pending"] for t in plan["segment"]] == [True, True]  # the last video is not done
+    markers = (tmp_path / "plan" / "segment" / "1.markers").read_text().split()
+    assert "20260101121000.000" in markers and "20260101122000.000.avi" in markers
+    assert (tmp_path / "plan" / "run.args").read_text().split("\n")[:3] == [
+        "--no-classify", "--set", "chunk-frames=2"]  # fmt: skip
+    assert plan["chunk_frames"] == 2
+
+
 def test_sbatch_templates_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     if not Path(shellcheck).is_file():

@@ -116,7 +116,12 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
     from plankline.config import BatchSettings
 
     drive = args.drive.resolve()
-    sets = dict(pair.split("=", 1) for pair in args.set)
+    sets = {}
+    for pair in args.set:  # as plankline run --set: KEY=VALUE, dashes or underscores
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        sets[key.strip().replace("-", "_")] = value.strip()
     settings = BatchSettings(
         project=drive, **({"config": args.config} if args.config else {}), **sets
     )
