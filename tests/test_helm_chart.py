@@ -282,6 +282,43 @@ def test_settings_schema_mirrors_the_services_settings_classes(rendered):
     assert not tunable & by_chart
 
 
+def value_paths(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every key in a values tree (maps only; lists are leaves)."""
+    paths = []
+    if isinstance(values, dict):
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            paths.append(path)
+            paths += value_paths(value, f"{path}.")
+    return paths
+
+
+def test_every_value_is_documented_with_a_param_line():
+    """values.yaml documents every key (Bitnami's `## @param path text`): a key is documented
+    by its own line or its parent's (`settings`, a map of the settings classes' fields, is
+    documented in the schema field by field); per-service keys as `services.<name>.*`; keys
+    under `kafka` and `minio` other than `enabled` are those charts' own values."""
+    text = (CHART / "values.yaml").read_text()
+    params = {line.split()[2] for line in text.splitlines() if line.startswith("## @param ")}
+    defaults = yaml.safe_load(text)
+    undocumented = []
+    for path in value_paths(defaults):
+        parts = path.split(".")
+        if parts[0] in ("kafka", "minio") and parts[1:] != ["enabled"]:
+            continue
+        if parts[0] == "services" and len(parts) > 1:
+            parts[1] = "<name>"
+        ancestors = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        if ancestors & params:
+            continue
+        own = ".".join(parts)
+        if not any(p.startswith(f"{own}.") for p in params):  # a map: its keys are
+            undocumented.append(path)
+    assert not undocumented
+    stale = {p for p in params if p.replace("<name>", "segmenter") not in value_paths(defaults)}
+    assert not stale  # a @param line for a key that no longer exists
+
+
 BAD_VALUES = [
     ({"gateway": {"auth": {"tokens": {"lab1": "clear-text-token"}}}}, "/gateway/auth/tokens/lab1"),
     ({"settings": {"max_attempts": 0}}, "/settings/max_attempts"),
