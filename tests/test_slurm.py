@@ -120,6 +120,30 @@ def test_plan_splits_a_drive_into_jobs_that_fit_the_wall_time(tmp_path: Path) ->
     assert plan["chunk_frames"] == 2
 
 
+def test_classify_cli_on_a_projects_tars_writes_what_the_batch_run_wrote(tmp_path: Path) -> None:
+    """The GPU jobs' step: ``plankline classify`` on a project's segmentation/ (measurements
+    beside it, so the same size gate) gives ``plankline run``'s classification CSVs."""
+    from plankline.batch.run import run_batch
+    from plankline.cli import app
+    from plankline.config import BatchSettings
+    from plankline.imaging.synth import write_synth_video
+    from typer.testing import CliRunner
+
+    (tmp_path / "raw").mkdir()
+    write_synth_video(tmp_path / "raw" / LONG, 4, seed=3, **SMALL)
+    assert run_batch(BatchSettings(project=tmp_path, chunk_frames=2, workers=1)).failures == []
+    out = tmp_path / "again"
+    res = CliRunner().invoke(
+        app, ["classify", "-i", str(tmp_path / "segmentation"), "-o", str(out), "--workers", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    batch = sorted((tmp_path / "classification").glob("*.csv"))
+    assert len(batch) == 2
+    for csv in batch:
+        assert (out / csv.name).read_bytes() == csv.read_bytes(), csv.name
+    assert "below_model_size" in batch[0].read_text().splitlines()[0]
+
+
 def test_sbatch_templates_pass_shellcheck() -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     if not Path(shellcheck).is_file():

@@ -363,6 +363,14 @@ def classify(
         typer.Option(help="Processes, one ONNX Runtime thread each (0: one per core)."),
     ] = 0,
     cpu: Annotated[bool, typer.Option(help="Force the CPU provider.")] = False,
+    min_px: Annotated[
+        int,
+        typer.Option(
+            help="Size gate of plankline run (classify_min_px) for a project's chunk tars: with "
+            "measurements/<chunk>.csv beside segmentation/, ROIs whose longer bbox side is "
+            "under it are below_model_size, as run classes them (0: off)."
+        ),
+    ] = BatchSettings.model_fields["classify_min_px"].default,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...).
@@ -389,11 +397,12 @@ def classify(
             err.print(f"[yellow]warning:[/] {escape(m)}")
 
     try:
-        if batch_size < 1 or workers < 0:
+        if batch_size < 1 or workers < 0 or min_px < 0:
             raise ValueError(
-                f"--batch-size must be >= 1 and --workers >= 0, got {batch_size} and {workers}"
+                f"--batch-size must be >= 1, --workers and --min-px >= 0, got {batch_size}, "
+                f"{workers} and {min_px}"
             )
-        job = job_.ClassifyJob(model, cpu, batch_size)
+        job = job_.ClassifyJob(model, cpu, batch_size, min_px=min_px)
         job_.load(job)  # in the parent too: a bad model fails here, in one line
         if input_.is_dir():
             tars = sorted(p for p in input_.iterdir() if p.name.endswith((".tar", ".tar.gz")))

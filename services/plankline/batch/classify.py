@@ -12,7 +12,7 @@ import math
 import multiprocessing
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +41,10 @@ class ClassifyJob:
     batch_size: int = 256
     threads: int | None = None
     """ONNX Runtime intra-op threads per worker (None: all cores, for one worker)."""
+    min_px: int = 0
+    """Size gate of ``plankline run`` (``classify_min_px``) for chunk tars of a project: with
+    ``measurements/<chunk>.csv`` beside ``segmentation/``, ROIs whose longer bbox side is
+    under it are ``below_model_size``, so the CSV is the one ``plankline run`` writes."""
 
 
 @dataclass
@@ -78,9 +82,20 @@ def auto_workers(units: int) -> int:
 
 
 def predict_items(
-    clf: Classifier, items: Iterable[tuple[str, str, np.ndarray | None]], batch_size: int
+    clf: Classifier,
+    items: Iterable[tuple[str, str, np.ndarray | None]],
+    batch_size: int,
+    sizes: Mapping[str, tuple[int, int]] | None = None,
+    min_px: int = 0,
 ) -> Predictions:
-    """Classify ``(roi_id, source, image)`` triples in batches; unreadable or empty skipped."""
+    """Classify ``(roi_id, source, image)`` triples in batches; unreadable or empty skipped.
+
+    With ``sizes`` (ROI id -> bbox height, width) and ``min_px``, the size gate of
+    :func:`plankline.model.infer.predict_gated` on the chunk as a whole, as the batch
+    pipeline applies it (one more column, ``below_model_size``).
+    """
+    if sizes is not None and min_px > 0:
+        return _predict_gated_items(clf, items, sizes, min_px)
     ids: list[str] = []
     skipped: list[str] = []
     probs: list[np.ndarray] = []
@@ -111,6 +126,49 @@ def predict_items(
     )
 
 
+def _predict_gated_items(
+    clf: Classifier,
+    items: Iterable[tuple[str, str, np.ndarray | None]],
+    sizes: Mapping[str, tuple[int, int]],
+    min_px: int,
+) -> Predictions:
+    from plankline.model.infer import predict_gated
+
+    ids: list[str] = []
+    crops: list[np.ndarray] = []
+    skipped: list[str] = []
+    for rid, source, img in items:
+        if img is None:
+            skipped.append(f"unreadable image {source}: skipped")
+        elif img.size == 0 or min(img.shape[:2]) == 0:
+            skipped.append(f"zero-size ROI {source}: skipped")
+        elif rid not in sizes:
+            raise ValueError(f"{source}: no row in the chunk's measurements for the size gate")
+        else:
+            ids.append(rid)
+            crops.append(img)
+    heights = np.array([sizes[r][0] for r in ids], dtype=np.int64)
+    widths = np.array([sizes[r][1] for r in ids], dtype=np.int64)
+    probs = predict_gated(clf, crops, heights, widths, min_px)
+    return Predictions(ids, probs, skipped)
+
+
+def chunk_sizes(tar: Path) -> dict[str, tuple[int, int]] | None:
+    """Bounding boxes (height, width) of a chunk tar's ROIs from its project's
+    ``measurements/<chunk>.csv`` beside ``segmentation/``; None without one."""
+    from plankline.outputs.tables import read_csv
+
+    stem = tar.name.removesuffix(".gz").removesuffix(".tar")
+    path = tar.parent.parent / "measurements" / f"{stem}.csv"
+    if not path.is_file():
+        return None
+    table = read_csv(path, dtypes={"image": str}, usecols=["image", "bbox_height", "bbox_width"])
+    return {
+        str(i): (int(h), int(w))
+        for i, h, w in zip(table["image"], table["bbox_height"], table["bbox_width"], strict=True)
+    }
+
+
 def classify_files(files: Sequence[Path], job: ClassifyJob) -> Predictions:
     """Probabilities for a shard of a folder of ROI images."""
     from plankline.model.data import read_image
@@ -126,24 +184,34 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
     A truncated tar gives the CSV of the ROIs before the damage, with a warning; a tar with
     nothing readable gives no CSV and an error.
     """
+    from plankline.model.infer import gated_classes
     from plankline.outputs.rois import iter_roi_tar
 
     res = TarResult(tar)
     try:
         clf = load(job)
+        sizes = chunk_sizes(tar) if job.min_px > 0 else None
+        gate = job.min_px if sizes is not None else 0
+        if job.min_px > 0 and sizes is None and (tar.parent.parent / "measurements").is_dir():
+            res.warnings.append(
+                f"{tar}: no measurements CSV for the size gate: every ROI classified"
+            )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pred = predict_items(
                 clf,
                 ((rid, f"{tar}:{rid}", img) for rid, img in iter_roi_tar(tar, mode="unchanged")),
                 job.batch_size,
+                sizes,
+                gate,
             )
         damage = [str(w.message) for w in caught]
         if damage and not pred.ids:  # nothing readable: no CSV that claims an empty chunk
             res.error = "; ".join(damage)
             return res
-        res.warnings = pred.warnings + damage
-        write_classification_csv(csv_path, pred.ids, pred.probs, clf.class_names, clf.thresholds)
+        res.warnings += pred.warnings + damage
+        names, thresholds = gated_classes(clf.class_names, clf.thresholds, gate)
+        write_classification_csv(csv_path, pred.ids, pred.probs, names, thresholds)
         res.rois = len(pred.ids)
     except (ValueError, OSError) as e:
         res.error = f"{tar}: {e}"
