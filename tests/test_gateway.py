@@ -833,6 +833,9 @@ def test_a_lab_sees_and_cancels_only_its_own_jobs(
         code, details = status_of(lambda: a.submit_reference(key, job="x", settings={"nope": "1"}))
         assert code == Code.INVALID_ARGUMENT and details.startswith("settings['nope']")
         assert a.cancel("mine").state == api_pb2.Job.CANCELLED
+        from plankline.stream import contracts
+
+        assert store.exists(contracts.cancel_key("mine"))  # what every service checks
         (event,) = list(a.watch("mine", timeout_s=10))  # settled: one event, then the end
         assert event.job.state == api_pb2.Job.CANCELLED
         code, details = status_of(lambda: a.submit_reference(key, job="mine"))

@@ -13,6 +13,7 @@ import psutil
 import pytest
 from plankline.cli import app
 from plankline.stream import contracts
+from plankline.stream.auth import new_token, token_digest
 from plankline.stream.stack import read_state, stop_recorded
 from typer.testing import CliRunner
 
@@ -94,17 +95,27 @@ def test_stack_up_down_up_keeps_kafka_records_with_the_s3_engine_and_serves_the_
     assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
     assert cli.invoke(app, ["stack", "status", "--state-dir", str(state)]).exit_code == 1
 
+    table = json.loads((state / "gateway-tokens.json").read_text())
+    other = new_token()  # the operator adds a lab: a later `up` keeps it, and the local token
+    (state / "gateway-tokens.json").write_text(json.dumps(table | {"lab-b": token_digest(other)}))
     result = cli.invoke(
         app,
         [
             *("stack", "up", "--state-dir", str(state), "--tansu-storage", "s3"),
-            *("--partitions", "2", "--no-triton", "--no-services", "--no-gateway"),
+            *("--partitions", "2", "--no-triton", "--no-services", "--gateway-port", "0"),
         ],
     )
     assert result.exit_code == 0, result.output
     try:
         values = _read_all(_env(state)["PLANKLINE_BOOTSTRAP_SERVERS"], contracts.TOPIC_CHUNKS, 2, 1)
         assert values == [b"kept"]
+        again_env = _env(state)
+        assert again_env["PLANKLINE_TOKEN"] == env["PLANKLINE_TOKEN"]  # the same local token
+        for token in (env["PLANKLINE_TOKEN"], other):
+            models = cli.invoke(
+                app, ["remote", "models"], env=again_env | {"PLANKLINE_TOKEN": token}
+            )
+            assert models.exit_code == 0, models.output
     finally:
         stop_recorded(state)
 

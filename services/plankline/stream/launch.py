@@ -162,8 +162,9 @@ def gateway_token(state_dir: Path) -> str:
         path.write_text(new_token())
         path.chmod(0o600)
     token = path.read_text().strip()
-    table = state_dir / "gateway-tokens.json"
-    table.write_text(json.dumps({"local": token_digest(token)}, indent=1))
+    table = state_dir / "gateway-tokens.json"  # other labs' lines, added by hand, stay
+    labs = json.loads(table.read_text()) if table.is_file() else {}
+    table.write_text(json.dumps(labs | {"local": token_digest(token)}, indent=1))
     return token
 
 
