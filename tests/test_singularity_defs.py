@@ -115,46 +115,53 @@ def test_the_debootstrap_def_builds_debian_bookworm_with_python311_and_venv() ->
     assert {"python3", "python3-venv", "ca-certificates"} <= set(keys["include"].split())
 
 
+def dockerfile_installs() -> dict[str, list[str]]:
+    """The Dockerfile's install.sh runs, variant -> argv (line continuations joined)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    runs = [shlex.split(m) for m in re.findall(r"sh \S*docker/install\.sh ([^\n]*)", text)]
+    return {option(argv, "--variant"): argv for argv in runs}
+
+
+def files_install_reads(variant: str) -> set[str]:
+    """Every path under SRC that docker/install.sh checks for or reads."""
+    text = INSTALL.read_text()
+    needed = re.search(r"for needed in (.*); do", text)
+    assert needed, "install.sh no longer lists what it needs"
+    paths = set(shlex.split(needed.group(1)))
+    paths |= set(re.findall(r"\$src/([\w./$-]+)", text)) - {"$needed"}
+    return {p.replace("$variant", variant) for p in paths}
+
+
 @pytest.mark.parametrize("name", FROM_SOURCE)
 def test_post_runs_the_docker_images_install_script_with_their_prefix(name: str) -> None:
     _, recipe = parse(name)
     args = build_args(name)
     (argv,) = install_lines(recipe, args)
     script = next(a for a in argv if a.endswith("docker/install.sh"))
-    docker_run = re.search(r"RUN sh docker/install.sh (.*)", DOCKERFILE.read_text())
-    assert docker_run, "docker/Dockerfile does not run docker/install.sh"
-    docker_argv = shlex.split(docker_run.group(1))
-    assert option(argv, "--prefix") == option(docker_argv, "--prefix") == "/opt/plankline"
-    # the variant is a build argument (default: cuda) that install.sh accepts
+    installs = dockerfile_installs()
+    assert {"cpu", "cuda"} <= set(installs), "docker/Dockerfile does not run docker/install.sh"
+    # the variant is a build argument (default: cuda, the GPU classifier image's)
     variant = option(argv, "--variant")
     assert variant == args["variant"] == "cuda"
     assert any("--variant {{ variant }}" in line for line in recipe.install)  # type: ignore[attr-defined]
     assert re.search(rf"[\s|]{variant}[|)]", INSTALL.read_text()), f"install.sh: {variant}?"
     assert (ROOT / "docker" / f"constraints-{variant}.txt").is_file()
-    # the source tree install.sh is given holds what install.sh checks for
-    copied = {line.split()[1]: line.split()[0] for line in recipe.files}  # type: ignore[attr-defined]
-    src = Path(argv[-1])
-    assert Path(script).parent == src / "docker"
-    needed = re.search(r"for needed in (.*); do", INSTALL.read_text())
-    assert needed, "install.sh no longer lists what it needs"
-    for item in shlex.split(needed.group(1).replace("$variant", variant)):
-        assert str(src / item) in copied, f"{name}: %files does not copy {item}"
-    for target, source in copied.items():  # every %files source exists in the repository
-        assert (ROOT / source).exists(), f"{name}: %files source {source} missing"
-        assert target == f"/src/{source}"
+    assert option(argv, "--prefix") == option(installs[variant], "--prefix") == "/opt/plankline"
+    assert Path(script).parent == Path(argv[-1]) / "docker"
 
 
 @pytest.mark.parametrize("name", FROM_SOURCE)
-def test_files_copied_match_the_dockerfiles_source_stage(name: str) -> None:
+def test_files_copies_everything_install_sh_reads_from_the_source_tree(name: str) -> None:
     _, recipe = parse(name)
-    copied = {line.split()[0] for line in recipe.files}  # type: ignore[attr-defined]
-    stage = DOCKERFILE.read_text().split(" AS source", 1)[1].split("\nFROM ", 1)[0]
-    docker_copied = set()
-    for line in re.findall(r"^COPY (.*)$", stage, re.MULTILINE):
-        *sources, _ = shlex.split(line)
-        for source in sources:
-            docker_copied |= {str(p.relative_to(ROOT)) for p in ROOT.glob(source)}
-    assert docker_copied and docker_copied <= copied
+    (argv,) = install_lines(recipe, build_args(name))
+    src = Path(argv[-1])
+    copied = {line.split()[1]: line.split()[0] for line in recipe.files}  # type: ignore[attr-defined]
+    for variant in ("cpu", "cuda"):  # either --build-arg variant
+        for item in files_install_reads(variant):
+            assert str(src / item) in copied, f"{name}: %files does not copy {item}"
+    for target, source in copied.items():  # every %files source exists in the repository
+        assert (ROOT / source).exists(), f"{name}: %files source {source} missing"
+        assert target == f"{src}/{source}"
 
 
 def test_the_docker_daemon_def_converts_a_dockerfile_target_of_this_version() -> None:
