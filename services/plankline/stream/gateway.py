@@ -812,17 +812,18 @@ class Gateway(api_pb2_grpc.PlanklineServicer):
 
     @_unary
     def GetCounts(self, request: Any, context: Any) -> Any:
-        from plankline.model.infer import read_classification_csv
+        """Top-class counts summed from the collector's done markers (each chunk's counts,
+        taken from the same probabilities as its classification CSV): no file is read."""
+        from plankline.stream.results import job_status
 
         job = self._own(self.lab(context), request.job_id)["job"]
-        prefix = contracts.job_prefix(job) + "results/classification/"
         counts: Counter[str] = Counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            for key in self.store.list(prefix):
-                path = self.store.get_file(key, Path(tmp) / Path(key).name)
-                _, probs, names = read_classification_csv(path)
-                if len(probs):
-                    counts.update(names[k] for k in probs.argmax(axis=1))
+        try:
+            records = job_status(self.store, job).records
+        except KeyError:  # claimed, manifest not written yet
+            records = []
+        for record in records:
+            counts.update(record.get("counts", {}))
         return api_pb2.ClassCounts(counts=dict(counts), rois=sum(counts.values()))
 
 
