@@ -288,6 +288,21 @@ def test_a_chunk_dead_lettered_downstream_is_reported_failed_not_pending(
     assert error.startswith("measurer gave up after 2 attempt(s): RuntimeError: injected bug")
     (letter,) = read_dead_letters(kafka.endpoint, 1)
     assert letter.service == "measurer" and "injected bug" in letter.error
+    # one failure record: failed.json is the dead letter (less the input bytes) + the chunk
+    import json
+
+    key = contracts.chunk_key("bug", "20260101120000.000", 1, "failed.json")
+    record = json.loads(store.get_bytes(key))
+    assert record["detail"] == letter.error and record["outputs_follow"] is False
+    assert (record["service"], record["attempts"], record["input_topic"]) == (
+        letter.service,
+        letter.attempts,
+        letter.input_topic,
+    )
+    assert (record["input_partition"], record["input_offset"]) == (
+        letter.input_partition,
+        letter.input_offset,
+    )
     files = download_results(store, "bug", tmp_path / "out")
     got = sorted(p.name for p in (tmp_path / "out" / "measurements").glob("*.csv"))
     assert got == ["20260101120000.000.csv", "20260101120000.800.csv"] and files
