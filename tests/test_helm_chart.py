@@ -536,7 +536,12 @@ def test_pods_run_the_images_own_commands_user_and_ports(rendered):
 
 def test_every_pod_runs_non_root_read_only_without_capabilities(rendered):
     for name, docs in rendered.items():
-        for deployment in of_kind(docs, "Deployment").values():
+        pods = [*of_kind(docs, "Deployment").values()]
+        pods += [
+            {"metadata": p["metadata"], "spec": {"template": p}}
+            for p in of_kind(docs, "Pod").values()
+        ]
+        for deployment in pods:
             where = f"{name}/{deployment['metadata']['name']}"
             spec = deployment["spec"]["template"]["spec"]
             assert spec["automountServiceAccountToken"] is False, where
@@ -551,7 +556,8 @@ def test_every_pod_runs_non_root_read_only_without_capabilities(rendered):
             assert "emptyDir" in volume, where
             for kind in ("requests", "limits"):
                 assert {"cpu", "memory"} <= main["resources"][kind].keys(), where
-            assert {"livenessProbe", "readinessProbe", "startupProbe"} <= main.keys(), where
+            if deployment.get("kind") == "Deployment":  # not the one-shot `helm test` Pod
+                assert {"livenessProbe", "readinessProbe", "startupProbe"} <= main.keys(), where
 
 
 def test_triton_serves_the_s3_model_repository_on_gpus_and_is_ready_on_its_health(rendered):
@@ -664,6 +670,64 @@ def test_network_policies_admit_only_the_ports_each_pod_serves(rendered):
                 for peer in rule["from"]
                 if "podSelector" in peer
             ), name
+
+
+def admits(policy: dict[str, Any], labels: dict[str, str], port: int) -> bool:
+    """Whether a NetworkPolicy lets a pod of this namespace with ``labels`` in on ``port``."""
+    for rule in policy["spec"]["ingress"]:
+        if not any(p["port"] == port for p in rule.get("ports", [])):
+            continue
+        peers = rule.get("from")
+        if peers is None or any(
+            "podSelector" in peer
+            and "namespaceSelector" not in peer
+            and selects(peer["podSelector"]["matchLabels"], labels)
+            for peer in peers
+        ):
+            return True
+    return False
+
+
+def test_helm_test_pod_checks_every_component_the_policies_let_it_reach(rendered):
+    """`helm test`'s Pod probes every service's /readyz, Triton's health and model, and the
+    gateway's gRPC health, at rendered Services, through the NetworkPolicies."""
+    for name in ("defaults", "ingress-tls", "pod-mtls", "pinned-cpu"):
+        docs = rendered[name]
+        values = chart_values(user_values(name))
+        (pod,) = of_kind(docs, "Pod").values()
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        (main,) = pod["spec"]["containers"]
+        compile(main["args"][0], "smoke-test", "exec")  # the script is valid Python
+        env = {v["name"]: v["value"] for v in main["env"]}
+        services = of_kind(docs, "Service")
+        deployments = of_kind(docs, "Deployment")
+        policies = of_kind(docs, "NetworkPolicy")
+        pod_labels = pod["metadata"]["labels"]
+        targets = [url.removeprefix("http://") for url in json.loads(env["SMOKE_HTTP"])]
+        targets = [t.split("/", 1)[0] for t in targets] + [env["SMOKE_GRPC"]]
+        paths = [u.split("/", 3)[3] for u in json.loads(env["SMOKE_HTTP"])]
+        expected = ["readyz"] * len(launch.SERVICES)
+        if values["triton"]["enabled"]:
+            expected += ["v2/health/ready", f"v2/models/{launch.TRITON_MODEL}/ready"]
+        assert sorted(paths) == sorted(expected), name
+        for target in targets:
+            host, port = target.rsplit(":", 1)
+            service = services[host]
+            (svc_port,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+            (deployment,) = [
+                d
+                for d in deployments.values()
+                if selects(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+            ]
+            ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+            container_port = ports[svc_port["targetPort"]]
+            labels = deployment["spec"]["template"]["metadata"]["labels"]
+            (policy,) = [
+                p
+                for p in policies.values()
+                if selects(p["spec"]["podSelector"]["matchLabels"], labels)
+            ]
+            assert admits(policy, pod_labels, container_port), (name, target)
 
 
 def test_disruption_budgets_and_autoscalers_target_rendered_deployments(rendered):
@@ -804,4 +868,4 @@ def test_checkov_finds_no_failed_check_and_every_skip_says_why(unique_docs, chec
         for c in results["passed_checks"]
         if c["check_id"] == "CKV_K8S_43" and origin[Path(c["file_path"]).name] == "pinned-cpu"
     }
-    assert len(pinned) == len(launch.SERVICES) + 1  # four services and the gateway
+    assert len(pinned) == len(launch.SERVICES) + 2  # four services, the gateway, helm test
