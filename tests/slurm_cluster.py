@@ -8,10 +8,13 @@ with this machine's CPUs and memory, state and spool in the same folder,
 by its own PID. Clients (``sbatch``, ``squeue``, ``scontrol``) reach it through
 :attr:`SlurmCluster.env`.
 
-GPU partition: the node declares ``Gres=gpu:fake:N`` from a ``gres.conf`` line with a
-count and no device files. Slurm 22.05 accepts that (it warns), so ``--gres=gpu:fake:1``
-jobs are scheduled and counted like GPU jobs, but no ``CUDA_VISIBLE_DEVICES`` is set:
-there is no device. :attr:`SlurmCluster.gres` is the string to request.
+GPU partition: the node declares ``Gres=gpu:fake:N``. Slurm 22.05 drops a GPU gres
+without device files ("Removing file-less GPU") and drains a node whose gres count is
+short, and refuses regular files as devices; so ``gres.conf`` points at N character
+devices made here with mknod as twins of /dev/null (major 1, minor 3). Then
+``--gres=gpu:fake:N`` jobs are scheduled, counted and given ``CUDA_VISIBLE_DEVICES``
+exactly as on a GPU node; nothing ever opens the "devices". :attr:`SlurmCluster.gres`
+is the string to request.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,7 +223,7 @@ PartitionName=gpu Nodes={self.hostname} MaxTime=INFINITE State=UP
         ).stdout
         return "idle" in out
 
-    def _wait_for(self, ready: object, what: str, timeout: float = 30.0) -> None:
+    def _wait_for(self, ready: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
@@ -228,7 +232,7 @@ PartitionName=gpu Nodes={self.hostname} MaxTime=INFINITE State=UP
                         f"{name} exited ({proc.returncode}) while waiting for {what}; logs in "
                         f"{self.root / 'log'}: {self.tail()}"
                     )
-            if ready():  # type: ignore[operator]
+            if ready():
                 return
             time.sleep(0.1)
         raise TimeoutError(f"no {what} within {timeout:.0f} s; logs: {self.tail()}")
@@ -256,23 +260,6 @@ PartitionName=gpu Nodes={self.hostname} MaxTime=INFINITE State=UP
                 proc.wait()
 
     # --- client helpers ---------------------------------------------------------------
-
-    def job(self, job_id: str) -> dict[str, str]:
-        """``scontrol show job`` of one job (or array task, ``123_4``) as key -> value."""
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", job_id],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        records = []
-        for line in out.splitlines():
-            record = dict(re.findall(r"(\w[\w:/]*)=(\S*)", line))
-            records.append(record)
-        if len(records) != 1:
-            raise ValueError(f"job {job_id}: expected one record, got {len(records)}")
-        return records[0]
 
     def jobs(self, job_id: str) -> list[dict[str, str]]:
         """Every record of a job: one per array task for an array."""

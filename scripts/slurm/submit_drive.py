@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ def gpu_count(gres: str) -> int:
 def queued_jobs(comment: str) -> list[str]:
     """IDs of this user's queued or running jobs that carry this drive's comment."""
     out = subprocess.run(
-        ["squeue", "-h", "-u", os.environ.get("USER") or str(os.getuid()), "-o", "%i|%k"],
+        ["squeue", "-h", "-u", pwd.getpwuid(os.getuid()).pw_name, "-o", "%i|%k"],
         capture_output=True,
         text=True,
         check=True,
