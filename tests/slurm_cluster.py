@@ -247,7 +247,19 @@ PartitionName=gpu Nodes={self.hostname} MaxTime=INFINITE State=UP
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """SIGTERM each daemon by PID (slurmd, slurmctld, munged), SIGKILL after 10 s."""
+        """Cancel this cluster's jobs (their processes end with them), then SIGTERM each
+        daemon by PID (slurmd, slurmctld, munged), SIGKILL after 10 s."""
+        if self.procs.get("slurmd") and self.procs["slurmd"].poll() is None:
+            user = pwd.getpwuid(os.getuid()).pw_name
+            subprocess.run(["scancel", "-u", user], env=self.env, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 15
+            while (
+                time.monotonic() < deadline
+                and subprocess.run(
+                    ["squeue", "-h"], env=self.env, capture_output=True, text=True, timeout=30
+                ).stdout.strip()
+            ):
+                time.sleep(0.2)
         for name in reversed(DAEMONS):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
