@@ -82,6 +82,7 @@ VALUE_SETS: dict[str, tuple[list[str], dict[str, Any]]] = {
     "external": (["external.yaml"], {}),
     "autoscaling": (["autoscaling.yaml"], {}),
     "gpu-triton": (["gpu-triton.yaml"], {}),
+    "classifier-cuda": (["classifier-cuda.yaml"], {}),
     "ingress-tls": (["ingress-tls.yaml"], {}),
     "pod-tls": (["ingress-tls.yaml"], POD_TLS),
     "pod-mtls": (["ingress-tls.yaml"], POD_MTLS),
@@ -594,6 +595,19 @@ def test_triton_serves_the_s3_model_repository_on_gpus_and_is_ready_on_its_healt
             env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]
             == service_env["PLANKLINE_S3_SECRET_KEY"]["valueFrom"]
         )
+
+
+def test_without_triton_the_cuda_classifier_gets_a_gpu_and_infers_in_process(rendered):
+    docs = rendered["classifier-cuda"]
+    assert component("triton") not in of_kind(docs, "Deployment")
+    deployment = of_kind(docs, "Deployment")[component("classifier")]
+    main = container(deployment)
+    env = {v["name"]: v.get("value") for v in main["env"]}
+    assert env["PLANKLINE_INFERENCE"] == "onnxruntime"
+    assert main["image"].split("/")[-1].startswith("plankline-classifier-cuda:")
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == 1
+    spec = deployment["spec"]["template"]["spec"]
+    assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
 
 
 def test_gateway_is_served_over_tls_with_grpc_to_its_pods(rendered):
