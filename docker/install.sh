@@ -55,7 +55,7 @@ case "$variant" in
     cpu|cuda) ;;
     *) echo "install.sh: --variant must be cpu or cuda, got '$variant'" >&2; exit 2 ;;
 esac
-for needed in pyproject.toml services docker/requirements.py "docker/constraints-$variant.txt"; do
+for needed in pyproject.toml README.md services docker/requirements.py "docker/constraints-$variant.txt"; do
     if [ ! -e "$src/$needed" ]; then
         echo "install.sh: $src/$needed is missing (SRC must be Plankline's source tree)" >&2
         exit 2
@@ -69,13 +69,16 @@ fi
 echo "install.sh: Plankline ($variant) into $prefix from $src"
 "$python" -m venv "$prefix"
 pip="$prefix/bin/python -m pip --disable-pip-version-check --no-input"
-requirements=$(mktemp)
-trap 'rm -f "$requirements"' EXIT
-"$python" "$src/docker/requirements.py" "$src/pyproject.toml" "$variant" >"$requirements"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$python" "$src/docker/requirements.py" "$src/pyproject.toml" "$variant" >"$work/requirements.txt"
 constraints="$src/docker/constraints-$variant.txt"
-$pip install --only-binary=:all: -c "$constraints" -r "$requirements" setuptools
-# Plankline itself: its dependencies are all above, and its build backend is pinned.
-$pip install --no-deps --no-build-isolation -c "$constraints" "$src"
+$pip install --only-binary=:all: -c "$constraints" -r "$work/requirements.txt" setuptools
+# Plankline itself: its dependencies are all above, and its build backend is pinned. Built
+# from a copy, so SRC may be read-only (a bind mount) and is never written to.
+mkdir "$work/src"
+cp -R "$src/pyproject.toml" "$src/README.md" "$src/services" "$work/src/"
+$pip install --no-deps --no-build-isolation -c "$constraints" "$work/src"
 $pip check
 
 install -m 0755 "$src/docker/healthcheck.py" "$prefix/bin/plankline-healthcheck"
