@@ -606,32 +606,27 @@ class _BufLevels:
         lut[whole_lab] = np.arange(len(whole_lab))
         inv = lut[klab]
         parent, piece = whole_lab, np.zeros(len(whole_lab), np.int64)
-        dlab, d_at = None, (0, 0)
+        pieces: dict[int, tuple[int, int, np.ndarray]] = {}
         if sp.any():
             # Each split component's outline dilated and labelled in its own box (plus the
-            # gap), its corner at even coordinates so the block-based labelling numbers its
-            # pieces in the order the whole buffer would; the piece numbers are then
-            # written, one component after the other, at the outline pixels of a map of
-            # the box of all split outlines (plus the crop padding), which extraction
-            # slices. ~35 components on a real frame: labelling their boxes costs a few
-            # percent of labelling that ~2000 x 2000 px map.
+            # gap and the crop padding), its corner at even coordinates so the block-based
+            # labelling numbers its pieces in the order the whole buffer would. The box's
+            # piece map (piece numbers at the outline pixels, 0 elsewhere) is kept for
+            # extraction, which slices a piece's crop out of it. ~35 components on a real
+            # frame: a few percent of the cost of one map over the box of them all (whose
+            # fresh pages alone cost more than the labelling).
             g = params.split_gap
-            sy, sx = np.divmod(kfg[sp], bw)
             comps = np.flatnonzero(split)
             box = stats[comps, :4].astype(np.int64)  # the components' boxes hold the outlines
-            margin = g + params.padding + 2
-            ya = max(0, int(box[:, 1].min()) - margin) & ~1
-            xa = max(0, int(box[:, 0].min()) - margin) & ~1
-            yb = min(buf.shape[0], int((box[:, 1] + box[:, 3]).max()) + margin)
-            xb = min(bw, int((box[:, 0] + box[:, 2]).max()) + margin)
-            dlab = np.zeros((yb - ya, xb - xa), np.int32)  # calloc: untouched pages are free
+            reach = max(g + 1, params.padding)  # dilation room; a crop's padding
             kernel = np.ones((g + 1, g + 1), np.uint8)
             n_d = 1
+            numbered = []
             for c, bx, by, bwd, bht in zip(
                 comps.tolist(), *(box[:, i].tolist() for i in range(4)), strict=True
             ):
-                y0b, x0b = max(0, by - g - 1) & ~1, max(0, bx - g - 1) & ~1
-                y1b, x1b = min(buf.shape[0], by + bht + g + 1), min(bw, bx + bwd + g + 1)
+                y0b, x0b = max(0, by - reach) & ~1, max(0, bx - reach) & ~1
+                y1b, x1b = min(buf.shape[0], by + bht + reach), min(bw, bx + bwd + reach)
                 outline = (labels[y0b:y1b, x0b:x1b] == c) & (buf[y0b:y1b, x0b:x1b] < level[c])
                 ref = outline.view(np.uint8)
                 if g > 0:
@@ -640,10 +635,14 @@ class _BufLevels:
                     ref, params.connectivity, cv2.CV_32S, cv2.CCL_GRANA
                 )
                 np.add(loc, n_d - 1, out=loc)
-                dlab[y0b - ya : y1b - ya, x0b - xa : x1b - xa][outline] = loc[outline]
+                loc[~outline] = 0
+                numbered.append(loc[outline])  # raster order, as kfg holds them
+                pieces[c] = (y0b, x0b, loc)
                 n_d += n_c - 1
-            d_at = (ya, xa)
-            p_sp = dlab[sy - ya, sx - xa]
+            # piece number of every split outline pixel: kfg is in raster order, so
+            # grouping it by component (stable) lines it up with ``numbered``
+            p_sp = np.empty(int(sp.sum()), np.int64)
+            p_sp[np.argsort(klab[sp], kind="stable")] = np.concatenate(numbered)
             used = np.flatnonzero(np.bincount(p_sp, minlength=n_d))
             plut = np.zeros(n_d, np.int64)
             plut[used] = len(whole_lab) + np.arange(len(used))
@@ -669,13 +668,12 @@ class _BufLevels:
             w=x1 + 1 - x0,
             h=y1 + 1 - y0,
             area=np.bincount(inv, minlength=k),
-            pieces=dlab,
-            pieces_at=d_at,
+            pieces=pieces,
             level=level,
             peak=pk,
             seed=np.float32(params.k_high) * sd,
         )
-        if dlab is not None:
+        if pieces:
             _merge_enclosed(objs)
         _drop_fragments(objs)
         self.objs = objs
@@ -735,8 +733,9 @@ def _merge_enclosed(objs: _Objects) -> None:
 @dataclass
 class _Objects:
     """The adaptive objects of a buffer: component (``parent``), piece of its outline
-    (``piece``, a label of ``pieces``; 0 = the whole outline), bbox and area. An object's
-    mask is its component's pixels darker than ``level[parent]`` (and in its piece)."""
+    (``piece``, a number in its component's map in ``pieces``; 0 = the whole outline),
+    bbox and area. An object's mask is its component's pixels darker than
+    ``level[parent]`` (and in its piece)."""
 
     parent: np.ndarray
     piece: np.ndarray
@@ -745,12 +744,17 @@ class _Objects:
     w: np.ndarray
     h: np.ndarray
     area: np.ndarray
-    pieces: np.ndarray | None  # labels of the dilated outlines of split components
-    pieces_at: tuple[int, int]  # buffer row, column of ``pieces[0, 0]``
+    pieces: dict[int, tuple[int, int, np.ndarray]]  # split component -> top, left, piece map
     level: np.ndarray  # outline level per component
     peak: np.ndarray  # darkest smoothed value per component
     seed: np.ndarray  # seed depth (k_high * sigma) per component
     merged: dict[int, np.ndarray] = field(default_factory=dict)  # object -> its pieces
+
+    def piece_map(self, component: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Piece numbers of a split component's outline pixels in buffer rows ``y0:y1``,
+        columns ``x0:x1`` (a crop of one of its pieces: inside the map's box)."""
+        top, left, pmap = self.pieces[component]
+        return pmap[y0 - top : y1 - top, x0 - left : x1 - left]
 
 
 def _extract(
@@ -818,10 +822,7 @@ def _extract(
             m = (lab == k) & (crop < level[k])
             if piece > 0:
                 both = objs.merged.get(obj_ids[i]) if objs.merged else None
-                ya, xa = objs.pieces_at
-                pz = objs.pieces[
-                    sl[0].start - ya : sl[0].stop - ya, sl[1].start - xa : sl[1].stop - xa
-                ]
+                pz = objs.piece_map(k, sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
                 m &= pz == piece if both is None else np.isin(pz, both)
         if drop and h >= max(streak_h, 6 * params.streak_max_width) and w <= 8:
             # a streak the noise widened: 80% of its pixels in streak_max_width columns
@@ -949,10 +950,7 @@ def _extract_gathered(
     for i in np.flatnonzero(split | widened | ok).tolist():
         m = mask_px[sl_[i] : el_[i]].reshape(chl[i], cwl[i])
         if split[i]:
-            ya, xa = objs.pieces_at
-            pz = objs.pieces[  # type: ignore[index]
-                y0l[i] - ya : y0l[i] - ya + chl[i], x0l[i] - xa : x0l[i] - xa + cwl[i]
-            ]
+            pz = objs.piece_map(int(ids[i]), y0l[i], y0l[i] + chl[i], x0l[i], x0l[i] + cwl[i])
             both = objs.merged.get(int(objn[i])) if objs.merged else None
             m &= pz == pieces[i] if both is None else np.isin(pz, both)
         if widened[i]:
