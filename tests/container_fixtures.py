@@ -171,8 +171,28 @@ def wheelhouse(variant: str = "cpu") -> Path:
     return folder
 
 
-def build(podman: Podman, target: str, base: str, wheels: Path) -> str:
-    """Build ``target`` of docker/Dockerfile on ``base`` offline; returns its tag."""
+def source_id() -> str:
+    """A hash of what the build context holds (pyproject, README, services/, docker/):
+    buildah's layer cache does not look inside bind mounts, so the build passes this."""
+    digest = hashlib.sha256()
+    files = [ROOT / "pyproject.toml", ROOT / "README.md"]
+    for folder in ("services", "docker"):
+        files += sorted(
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+        )
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build(podman: Podman, target: str, base: str, wheels: Path, source: str) -> str:
+    """Build ``target`` of docker/Dockerfile on ``base`` offline; returns its tag.
+
+    ``source`` (:func:`source_id`, taken once per session) keys the venv layer: every
+    target of a session shares it, even if the working tree changes meanwhile.
+    """
     tag = image_tag(target)
     podman.timed(
         f"build {target}",
@@ -180,6 +200,7 @@ def build(podman: Podman, target: str, base: str, wheels: Path) -> str:
         *("-f", str(DOCKERFILE), "--target", target, "-t", tag),
         *("--build-arg", f"BASE_IMAGE={base}"),
         *("--build-arg", "PIP_FIND_LINKS=/wheels", "--build-arg", "PIP_NO_INDEX=1"),
+        *("--build-arg", f"PLANKLINE_SOURCE_ID={source}"),
         *("-v", f"{wheels}:/wheels:ro"),
         str(ROOT),
         timeout=1200,

@@ -237,9 +237,10 @@ def cpu_wheels() -> Path:
 def images(podman: cf.Podman, image_base: str, cpu_wheels: Path) -> Iterator[dict[str, str]]:
     """Every CPU target built on the minbase base: the first pays for the venv layer,
     the others reuse it (one ENV/CMD layer each)."""
-    tags = {t: cf.build(podman, t, image_base, cpu_wheels) for t in ("classifier",)}
-    for target in ("segmenter", "measurer", "collector", "gateway"):
-        tags[target] = cf.build(podman, target, image_base, cpu_wheels)
+    source = cf.source_id()
+    tags = {}
+    for target in ("classifier", "segmenter", "measurer", "collector", "gateway"):
+        tags[target] = cf.build(podman, target, image_base, cpu_wheels, source)
     print(f"container setup timings (s): {podman.timings}", file=sys.stderr)
     yield tags
 
