@@ -10,7 +10,7 @@ import rich
 import typer
 
 from plankline.batch.project import ProjectLockedError
-from plankline.config import BatchSettings
+from plankline.config import TRAINING, BatchSettings
 from plankline.terminal import echo, escape
 
 app = typer.Typer(
@@ -132,8 +132,8 @@ def _rich_epoch(line: str) -> None:
 
 @app.command(
     epilog=(
-        "Example: plankline train library/ --out weights/ --start 0 --stop 20 --bs 32 "
-        "--vsp 20. Resume: --start 20 --stop 40. Log: weights/train_log.csv."
+        "Example: plankline train library/ --out weights/ --start 0 --stop 40 --bs 32 "
+        "--vsp 20. Resume: --start 40 --stop 60. Log: weights/train_log.csv."
     )
 )
 def train(
@@ -146,12 +146,12 @@ def train(
     ] = 0,
     stop: Annotated[
         int, typer.Option(help="Last epoch to train (start == stop trains nothing).")
-    ] = 20,
+    ] = TRAINING.stop,
     bs: Annotated[int, typer.Option(help="Batch size.")] = 32,
     ilr: Annotated[float, typer.Option(help="Initial learning rate.")] = 2e-3,
     lrd: Annotated[
         float, typer.Option(help="Learning-rate decay: lr = ilr*exp(-lrd*epoch).")
-    ] = 0.1,
+    ] = TRAINING.lrd,
     vsp: Annotated[float, typer.Option(help="Validation percentage of each class.")] = 20.0,
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     arch: Annotated[str, typer.Option(help="scnn (sparse-CNN) or resnet.")] = "scnn",

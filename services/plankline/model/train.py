@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
+from plankline.config import TRAINING
 from plankline.model.data import (
     POLARITIES,
     Augment,
@@ -70,10 +71,10 @@ class TrainConfig:
     library: str
     out: str
     start: int = 0
-    stop: int = 20
+    stop: int = TRAINING.stop
     bs: int = 32
     ilr: float = 2e-3
-    lrd: float = 0.1
+    lrd: float = TRAINING.lrd
     vsp: float = 20.0
     device: str = "cpu"
     arch: str = "scnn"
