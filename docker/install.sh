@@ -1,8 +1,9 @@
 #!/bin/sh
 # docker/install.sh: install Plankline's services into one virtual environment.
 #
-# The one install recipe of every image: the Dockerfile's build stage runs it, and the
-# Singularity/Apptainer .def files run it in %post, so Kubernetes and HPC run the same code.
+# The one install recipe of every image: docker/Dockerfile runs it (a RUN with the build
+# context bind-mounted on /src), and the Singularity/Apptainer .def files run it in %post,
+# so Kubernetes and HPC run the same code.
 #
 # Usage:
 #   docker/install.sh [--variant cpu|cuda] [--prefix DIR] [--python PYTHON] [SRC]
