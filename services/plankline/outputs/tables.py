@@ -89,18 +89,24 @@ def atomic_write(
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
-def _format_column(name: str, values: np.ndarray | Sequence[Any], float_format: str) -> list[str]:
-    """Render one column as strings, vectorised for numeric arrays."""
+def _column_values(
+    name: str, values: np.ndarray | Sequence[Any], float_format: str
+) -> tuple[list[Any], str, bool]:
+    """One column as a list of Python values, its ``%`` conversion in a row format, and
+    whether it is text (the only kind that may need quoting).
+
+    Numbers stay numbers, formatted later by one ``%`` per row: ``float_format`` for
+    floats (what ``float_format % v`` gives), ``%d`` for integers and booleans (``str``
+    of the integer, ``0``/``1``), ``%s`` for text (``None`` -> empty).
+    """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind == "f":  # str.__mod__ over a list: np.char.mod's text, 3x faster
-        return list(map(float_format.__mod__, arr.tolist()))
-    if arr.dtype.kind in "iu":
-        return arr.astype(str).tolist()
-    if arr.dtype.kind == "b":
-        return arr.astype(np.uint8).astype(str).tolist()
-    return ["" if v is None else str(v) for v in arr.tolist()]
+    if arr.dtype.kind == "f":
+        return arr.tolist(), float_format, False
+    if arr.dtype.kind in "iub":
+        return arr.tolist(), "%d", False
+    return ["" if v is None else str(v) for v in arr.tolist()], "%s", True
 
 
 def write_csv(
@@ -127,6 +133,15 @@ def write_csv(
     ValueError
         If there are no columns, a name is empty or repeated, or lengths differ
         (the message names the column).
+
+    Notes
+    -----
+    Every value is formatted once, by one ``%`` over a whole row
+    (``"%s,%d,%.6g,...\\n" % row``): the text ``csv.writer`` writes for the same
+    strings, 2x faster than formatting each value by itself and joining (a chunk of real
+    footage is ~20,000 rows of ~40 columns). Rows with text that needs quoting (a comma,
+    a quote, a line break) and one-column tables (an empty row must be quoted) go
+    through ``csv.writer``.
     """
     if not columns:
         raise ValueError(f"{path}: a table needs at least one column")
@@ -135,28 +150,39 @@ def write_csv(
         if not isinstance(name, str) or not name:
             raise ValueError(f"{path}: column names must be non-empty strings, got {name!r}")
     n_rows: int | None = None
-    rendered: list[list[str]] = []
+    lists: list[list[Any]] = []
+    specs: list[str] = []
+    texts: list[list[str]] = []
     for name in names:
-        col = _format_column(name, columns[name], float_format)
+        values, spec, is_text = _column_values(name, columns[name], float_format)
         if n_rows is None:
-            n_rows = len(col)
-        elif len(col) != n_rows:
+            n_rows = len(values)
+        elif len(values) != n_rows:
             raise ValueError(
-                f"{path}: column {name!r} has {len(col)} rows, column {names[0]!r} has {n_rows}"
+                f"{path}: column {name!r} has {len(values)} rows, column {names[0]!r} has {n_rows}"
             )
-        rendered.append(col)
+        lists.append(values)
+        specs.append(spec)
+        if is_text:
+            texts.append(values)
+    # a character needing quotes is in some value iff it is in their concatenation
+    quote = any(_NEEDS_QUOTES.search("".join(col)) for col in texts)
+    one_conversion = float_format.count("%") == 1 and "%%" not in float_format
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(names)
-        if len(names) > 1 and not any(
-            any(map(_NEEDS_QUOTES.search, col))
-            for col, name in zip(rendered, names, strict=True)
-            if np.asarray(columns[name]).dtype.kind not in "fiub"
-        ):
-            # Nothing to quote (numbers never need it): csv.writer's output, 4x faster.
-            f.write("".join(",".join(row) + "\n" for row in zip(*rendered, strict=True)))
+        if len(names) > 1 and not quote and one_conversion:
+            row = ",".join(specs) + "\n"
+            f.write("".join(map(row.__mod__, zip(*lists, strict=True))))
         else:
-            writer.writerows(zip(*rendered, strict=True))
+            rendered = [
+                list(map(spec.__mod__, col)) if spec != "%s" else col
+                for col, spec in zip(lists, specs, strict=True)
+            ]
+            if len(names) > 1 and not quote:
+                f.write("".join(",".join(r) + "\n" for r in zip(*rendered, strict=True)))
+            else:
+                writer.writerows(zip(*rendered, strict=True))
 
 
 def _parse_column(values: Sequence[str] | np.ndarray) -> np.ndarray:
