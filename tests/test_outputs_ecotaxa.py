@@ -12,7 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from plankline.outputs.ecotaxa import sanitize_name, validate_ecotaxa_zip, write_ecotaxa_zip
+from plankline.outputs.ecotaxa import (
+    annotate_ecotaxa_zip,
+    sanitize_name,
+    validate_ecotaxa_zip,
+    write_ecotaxa_zip,
+)
 from plankline.outputs.naming import frame_time, roi_id
 
 
@@ -300,3 +305,50 @@ def test_check_ecotaxa_command_exit_codes(good, tmp_path):
     bad = _rewrite(good, tmp_path / "bad.zip", _set_cell("object_lat", "95"))
     res = CliRunner().invoke(app, ["check-ecotaxa", str(good), str(bad)])
     assert res.exit_code == 1 and "object_lat" in res.output
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},  # every optional column
+        {"lat": None, "lon": None, "datetimes": None, "depth": None},  # measurements next
+        {"measurements": {"label": ['say "hi"', "a", "b", "c"]}},  # quoted text: csv.writer
+    ],
+    ids=["full", "no-position", "quoted-text"],
+)
+def test_annotating_an_export_written_without_classes_gives_the_export_written_with_them(
+    tmp_path, over
+):
+    """The HPC path (``run --no-classify``, then ``classify``) ends with the bytes of ``run``."""
+    with_classes = _write(tmp_path / "a.zip", **over)
+    without = _write(tmp_path / "b.zip", predicted=None, **over)
+    assert _members(without) != _members(with_classes)
+    ids = _objects()[0]
+    annotate_ecotaxa_zip(without, ids, ["x", "y", "x", "z"])  # replaced below: idempotent
+    annotate_ecotaxa_zip(without, ids, ["copepod", "fish_larva", "copepod", "detritus"])
+    assert _members(without) == _members(with_classes)
+    assert validate_ecotaxa_zip(without) == []
+
+
+def test_annotating_an_empty_export_adds_the_header_columns(tmp_path):
+    kw = dict(object_ids=[], images=[], measurements={"area": []}, sample_id="s", acq_id="a")
+    write_ecotaxa_zip(tmp_path / "a.zip", predicted=[], **kw)
+    write_ecotaxa_zip(tmp_path / "b.zip", **kw)
+    annotate_ecotaxa_zip(tmp_path / "b.zip", [], [])
+    assert _members(tmp_path / "b.zip") == _members(tmp_path / "a.zip")
+
+
+def test_annotating_with_other_objects_is_refused_and_leaves_the_export(tmp_path):
+    path = _write(tmp_path / "b.zip", predicted=None)
+    before = _members(path)
+    ids = _objects()[0]
+    with pytest.raises(ValueError, match="holds 4 objects, the predictions 3"):
+        annotate_ecotaxa_zip(path, ids[:3], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="other ids or in another order"):
+        annotate_ecotaxa_zip(path, ids[::-1], ["a", "b", "c", "d"])
+    assert _members(path) == before

@@ -54,7 +54,13 @@ from plankline.outputs.archives import write_zip
 from plankline.outputs.rois import Image, encode_images
 from plankline.outputs.tables import atomic_write
 
-__all__ = ["ANNOTATION_STATUSES", "sanitize_name", "validate_ecotaxa_zip", "write_ecotaxa_zip"]
+__all__ = [
+    "ANNOTATION_STATUSES",
+    "annotate_ecotaxa_zip",
+    "sanitize_name",
+    "validate_ecotaxa_zip",
+    "write_ecotaxa_zip",
+]
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +276,7 @@ def write_ecotaxa_zip(
         cols["object_depth_min"] = ("[f]", d)
         cols["object_depth_max"] = ("[f]", d)
     if predicted is not None:
-        classes = _clean_texts("predicted", _per_object("predicted", predicted, n))
-        if any(not c for c in classes):
-            raise ValueError("predicted: every object needs a class name (empty found)")
-        cols["object_annotation_status"] = ("[t]", ["predicted"] * n)
-        cols["object_annotation_category"] = ("[t]", classes)
+        cols.update(_annotation_columns(predicted, n))
     for name, values in measurements.items():
         col = f"object_{sanitize_name(name)}"
         if col in _RESERVED_OBJECT or col in cols:
@@ -324,7 +326,28 @@ def write_ecotaxa_zip(
     cols.update(_meta_columns("process", proc, n))
 
     encoded = encode_images(ids, images, image_format)
+    tsv_name = f"ecotaxa_{sanitize_name(sample_id)}.tsv"
+    _write_members(path, tsv_name, cols, list(zip(files, encoded, strict=True)))
 
+
+def _annotation_columns(predicted: Sequence[str], n: int) -> dict[str, tuple[str, list[str]]]:
+    """The two columns of a predicted class per object (EcoTaxa's ``predicted`` status)."""
+    classes = _clean_texts("predicted", _per_object("predicted", predicted, n))
+    if any(not c for c in classes):
+        raise ValueError("predicted: every object needs a class name (empty found)")
+    return {
+        "object_annotation_status": ("[t]", ["predicted"] * n),
+        "object_annotation_category": ("[t]", classes),
+    }
+
+
+def _write_members(
+    path: str | os.PathLike[str],
+    tsv_name: str,
+    cols: Mapping[str, tuple[str, list[str]]],
+    images: Sequence[tuple[str, bytes]],
+) -> None:
+    """The zip: the TSV of ``cols`` (name -> (type, texts)) first, then the encoded images."""
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(list(cols))
@@ -335,13 +358,80 @@ def write_ecotaxa_zip(
         buf.write("".join("\t".join(row) + "\n" for row in rows))
     else:
         w.writerows(rows)
-    tsv_name = f"ecotaxa_{sanitize_name(sample_id)}.tsv"
     # What zipfile writes (TSV deflated at level 1: 6x faster than 6, 14 % larger; images
     # stored), without its ~60 us per member.
     members = [(tsv_name, buf.getvalue().encode("latin-1"), True)]
-    members += [(name, data, False) for name, data in zip(files, encoded, strict=True)]
+    members += [(name, data, False) for name, data in images]
     with atomic_write(path, "wb") as f:
         write_zip(f, members, date_time=time.localtime()[:6], level=1)
+
+
+#: Columns :func:`write_ecotaxa_zip` writes before the predicted class, in its order.
+_BEFORE_ANNOTATION = (
+    "img_file_name", "img_rank", "object_id", "object_lat", "object_lon", "object_date",
+    "object_time", "object_depth_min", "object_depth_max",
+)  # fmt: skip
+
+
+def annotate_ecotaxa_zip(
+    path: str | os.PathLike[str], object_ids: Sequence[str], predicted: Sequence[str]
+) -> None:
+    """Set the predicted class of every object of an export :func:`write_ecotaxa_zip` wrote.
+
+    The zip becomes what :func:`write_ecotaxa_zip` writes with ``predicted`` for the same
+    objects (same TSV bytes, same images): the HPC path classifies a chunk after its
+    export was written without classes (``plankline run --no-classify``, then ``plankline
+    classify``), and its export must equal ``plankline run``'s. Measurements are not
+    read back from the measurements CSV, whose six significant digits are fewer than the
+    export's nine. Predictions already there are replaced.
+
+    Parameters
+    ----------
+    path : path-like
+        The export; rewritten atomically.
+    object_ids : sequence of str
+        The export's objects, in its order (a mismatch is a ``ValueError``).
+    predicted : sequence of str
+        Class per object.
+
+    Raises
+    ------
+    ValueError
+        When the zip is no export of ours or its objects are not ``object_ids``.
+    """
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        tsvs = [m for m in names if m.startswith("ecotaxa") and m.endswith(".tsv")]
+        if len(tsvs) != 1:
+            raise ValueError(f"{path}: expected one ecotaxa*.tsv, found {tsvs}")
+        text = z.read(tsvs[0]).decode("latin-1")
+        images = [(m, z.read(m)) for m in names if m != tsvs[0]]
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    if len(rows) < 2 or len(rows[0]) != len(rows[1]):
+        raise ValueError(f"{path}: {tsvs[0]} lacks its header or type row")
+    header, types, body = rows[0], rows[1], rows[2:]
+    ragged = next((k for k, r in enumerate(body) if len(r) != len(header)), None)
+    if ragged is not None:
+        raise ValueError(f"{path}: {tsvs[0]} line {ragged + 3} has {len(body[ragged])} fields")
+    columns = {
+        name: (kind, [r[i] for r in body])
+        for i, (name, kind) in enumerate(zip(header, types, strict=True))
+    }
+    ids = columns.get("object_id", ("", []))[1]
+    if ids != _clean_texts("object_id", object_ids):
+        raise ValueError(
+            f"{path}: the export holds {len(ids)} objects, the predictions {len(object_ids)}"
+            + ("" if len(ids) != len(object_ids) else " with other ids or in another order")
+        )
+    annotation = _annotation_columns(predicted, len(ids))
+    cols: dict[str, tuple[str, list[str]]] = {}
+    for name, column in columns.items():
+        if name in annotation:
+            continue
+        if name not in _BEFORE_ANNOTATION and not cols.keys() & annotation.keys():
+            cols.update(annotation)
+        cols[name] = column
+    _write_members(path, tsvs[0], cols, images)
 
 
 def _is_date(s: str) -> bool:
