@@ -336,6 +336,16 @@ def iso_times(start: datetime, seconds: np.ndarray) -> np.ndarray:
     return out
 
 
+def capture_times(start: datetime, seconds: np.ndarray) -> list[datetime]:
+    """``start + timedelta(seconds=s)`` of every value, at once (the EcoTaxa export's
+    ``object_date``/``object_time``): numpy's datetime64 arithmetic, rounded to the
+    microsecond as :func:`iso_times` (and ``timedelta``) rounds, turned into ``datetime``
+    objects by one ``tolist`` instead of a ``timedelta`` and an addition per ROI."""
+    micros = np.round(np.asarray(seconds, np.float64) * 1e6).astype(np.int64)
+    stamps = np.datetime64(start, "us") + micros.astype("timedelta64[us]")
+    return stamps.tolist()
+
+
 def load_classifier(settings: PipelineSettings) -> Any:
     """The settings' model, loaded once per process, one thread (one process per core)."""
     from plankline.model.infer import shared_classifier
@@ -408,7 +418,7 @@ def write_outputs(
             measurements={
                 k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
             },
-            datetimes=[start + timedelta(seconds=float(s)) for s in table["seconds"]]
+            datetimes=capture_times(start, table["seconds"])
             if start is not None and "seconds" in table
             else None,
             lat=settings.lat,
