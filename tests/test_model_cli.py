@@ -251,3 +251,49 @@ def test_train_cli_defaults_are_the_training_defaults() -> None:
     assert len(shared) >= 19
     for name in shared:
         assert params[name].default == defaults[name], name
+
+
+def test_classify_on_a_projects_tars_gives_the_exports_of_a_classifying_run(
+    tmp_path: Path,
+) -> None:
+    """The HPC path: ``run --no-classify`` then ``classify`` on segmentation/ (measurements
+    beside) ends with ``plankline run``'s EcoTaxa exports, predicted classes and all, and a
+    second ``classify`` changes nothing."""
+    import zipfile
+
+    from plankline.batch.run import run_batch
+    from plankline.config import BatchSettings
+    from plankline.imaging.synth import write_synth_video
+    from plankline.outputs.ecotaxa import validate_ecotaxa_zip
+
+    def members(path: Path) -> dict[str, bytes]:
+        with zipfile.ZipFile(path) as z:
+            return {n: z.read(n) for n in z.namelist()}
+
+    size = {"height": 256, "width": 384, "density": 12.0, "size_range": (8.0, 90.0)}
+    video = tmp_path / "20260101120000.000.avi"
+    write_synth_video(video, 4, seed=3, **size)
+    projects = {}
+    for name, classify in (("run", True), ("hpc", False)):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        (tmp_path / name / "raw" / video.name).symlink_to(video)
+        settings = BatchSettings(
+            project=tmp_path / name, chunk_frames=2, workers=1, classify=classify
+        )
+        assert run_batch(settings).failures == []
+        projects[name] = tmp_path / name
+    zips = sorted((projects["run"] / "ecotaxa").glob("*.zip"))
+    assert len(zips) == 2
+    for z in zips:
+        tsv = next(v for k, v in members(z).items() if k.endswith(".tsv")).decode()
+        assert "object_annotation_category" in tsv.splitlines()[0]
+        assert members(projects["hpc"] / "ecotaxa" / z.name) != members(z)
+    argv = ["classify", "-i", str(projects["hpc"] / "segmentation"), "--workers", "1"]
+    for _ in range(2):
+        res = CliRunner().invoke(app, [*argv, "-o", str(projects["hpc"] / "classification")])
+        assert res.exit_code == 0, res.output
+        for z in zips:
+            assert members(projects["hpc"] / "ecotaxa" / z.name) == members(z), z.name
+            assert validate_ecotaxa_zip(projects["hpc"] / "ecotaxa" / z.name) == []
+    for csv in sorted((projects["run"] / "classification").glob("*.csv")):
+        assert (projects["hpc"] / "classification" / csv.name).read_bytes() == csv.read_bytes()

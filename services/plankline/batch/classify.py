@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -64,6 +65,8 @@ class TarResult:
     rois: int = 0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    ecotaxa: Path | None = None
+    """The chunk's EcoTaxa export, given its predicted classes (see :func:`classify_tar`)."""
 
 
 def load(job: ClassifyJob) -> Classifier:
@@ -153,13 +156,21 @@ def _predict_gated_items(
     return Predictions(ids, probs, skipped)
 
 
+def _stem(tar: Path) -> str:
+    return tar.name.removesuffix(".gz").removesuffix(".tar")
+
+
+def _measurements(tar: Path) -> Path:
+    """Where a project keeps the measurements of the chunk whose ROIs are in ``tar``."""
+    return tar.parent.parent / "measurements" / f"{_stem(tar)}.csv"
+
+
 def chunk_sizes(tar: Path) -> dict[str, tuple[int, int]] | None:
     """Bounding boxes (height, width) of a chunk tar's ROIs from its project's
     ``measurements/<chunk>.csv`` beside ``segmentation/``; None without one."""
     from plankline.outputs.tables import read_csv
 
-    stem = tar.name.removesuffix(".gz").removesuffix(".tar")
-    path = tar.parent.parent / "measurements" / f"{stem}.csv"
+    path = _measurements(tar)
     if not path.is_file():
         return None
     table = read_csv(path, dtypes={"image": str}, usecols=["image", "bbox_height", "bbox_width"])
@@ -183,6 +194,13 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
 
     A truncated tar gives the CSV of the ROIs before the damage, with a warning; a tar with
     nothing readable gives no CSV and an error.
+
+    A chunk tar of a project (its measurements beside ``segmentation/``, as for the size
+    gate) also gets its EcoTaxa export (``ecotaxa/<chunk>.zip``, written by ``plankline
+    run --no-classify``) annotated with the predicted classes, before the CSV that marks
+    the chunk classified: the export then equals ``plankline run``'s
+    (:func:`plankline.outputs.ecotaxa.annotate_ecotaxa_zip`). An export that is missing or
+    holds other ROIs (some did not decode) is left as it is, with a warning.
     """
     from plankline.model.infer import gated_classes
     from plankline.outputs.rois import iter_roi_tar
@@ -211,11 +229,33 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
             return res
         res.warnings += pred.warnings + damage
         names, thresholds = gated_classes(clf.class_names, clf.thresholds, gate)
+        if _measurements(tar).is_file():
+            res.ecotaxa = annotate_export(tar, pred, names, res.warnings)
         write_classification_csv(csv_path, pred.ids, pred.probs, names, thresholds)
         res.rois = len(pred.ids)
     except (ValueError, OSError) as e:
         res.error = f"{tar}: {e}"
     return res
+
+
+def annotate_export(
+    tar: Path, pred: Predictions, class_names: Sequence[str], warnings_: list[str]
+) -> Path | None:
+    """Give the chunk's EcoTaxa export beside ``segmentation/`` the predicted (top) classes,
+    as ``plankline run`` names them; returns it, or None (a warning says why)."""
+    from plankline.outputs.ecotaxa import annotate_ecotaxa_zip
+
+    path = tar.parent.parent / "ecotaxa" / f"{_stem(tar)}.zip"
+    if not path.is_file():
+        warnings_.append(f"{tar}: no EcoTaxa export {path} to give the predicted classes")
+        return None
+    predicted = [class_names[k] for k in pred.probs.argmax(axis=1)] if pred.ids else []
+    try:
+        annotate_ecotaxa_zip(path, pred.ids, predicted)
+    except (ValueError, zipfile.BadZipFile) as e:
+        warnings_.append(f"{path}: left without predicted classes: {e}")
+        return None
+    return path
 
 
 def shards(items: Sequence[T], workers: int, size: int) -> list[Sequence[T]]:
