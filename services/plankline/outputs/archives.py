@@ -69,6 +69,40 @@ def tar_bytes(
     """
     out: list[bytes] = []
     total = 0
+    # The mode, uid/gid and mtime fields are the same for every member: packed and summed
+    # once; per member only the name and the size field are new (~20,000 members a chunk).
+    if not 0 <= mtime < 8**11:
+        return _tar_bytes_slow(members, mtime=mtime, mode=mode)
+    mid = b"%07o\0" % mode + _TAR_MID
+    stamp = b"%011o\0" % mtime
+    base = _TAR_CONST_SUM + sum(mid) + sum(stamp)
+    tail = b"%06o\0 "
+    for name, data in members:
+        size = len(data)
+        raw = name.encode("ascii") if name.isascii() else b""
+        if not raw or len(raw) > 100 or size >= 8**11:
+            header = _tar_header(name, size, mtime, mode)
+        else:
+            size_field = b"%011o\0" % size
+            chk = base + sum(raw) + sum(size_field)
+            header = b"".join(
+                (raw, bytes(100 - len(raw)), mid, size_field, stamp, tail % chk, _TAR_TAIL)
+            )
+        pad = -size % _BLOCK
+        out += (header, data, bytes(pad)) if pad else (header, data)
+        total += len(header) + size + pad
+    total += 2 * _BLOCK
+    out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
+    return out
+
+
+def _tar_bytes_slow(
+    members: Iterable[tuple[str, bytes]], *, mtime: int, mode: int = 0o644
+) -> list[bytes]:
+    """:func:`tar_bytes` through ``tarfile``'s own headers (an mtime GNU tar cannot hold
+    in its octal field)."""
+    out: list[bytes] = []
+    total = 0
     for name, data in members:
         size = len(data)
         header = _tar_header(name, size, mtime, mode)
@@ -133,29 +167,30 @@ def write_zip(
     dostime, dosdate = _dos_time(date_time)
     offset = 0
     central: list[bytes] = []
+    local: list[bytes] = []  # written by one writelines: no write call per member
+    local_pack, central_pack, crc32 = _ZIP_LOCAL.pack, _ZIP_CENTRAL.pack, zlib.crc32
     for name, data, deflate in members:
         raw = name.encode("ascii") if name.isascii() else name.encode("utf-8")
         flags = 0 if name.isascii() else 0x800
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         if deflate:
             co = zlib.compressobj(level, zlib.DEFLATED, -15)
             body = co.compress(data) + co.flush()
             method = zipfile.ZIP_DEFLATED
         else:
             body, method = data, zipfile.ZIP_STORED
-        head = _ZIP_LOCAL.pack(
+        head = local_pack(
             b"PK\003\004", 20, 0, flags, method, dostime, dosdate, crc, len(body),
             len(data), len(raw), 0,
         )  # fmt: skip
-        f.write(head)
-        f.write(raw)
-        f.write(body)
-        entry = _ZIP_CENTRAL.pack(
+        local += (head, raw, body)
+        entry = central_pack(
             b"PK\001\002", 20, 3, 20, 0, flags, method, dostime, dosdate, crc, len(body),
             len(data), len(raw), 0, 0, 0, 0, 0o600 << 16, offset,
         )  # fmt: skip
         central.append(entry + raw)
         offset += len(head) + len(raw) + len(body)
+    f.writelines(local)
     f.writelines(central)
     size = sum(len(c) for c in central)
     n = len(members)
