@@ -795,17 +795,11 @@ def results(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Download a job's final outputs in the batch layout and print its status."""
-    import time
-
-    from plankline.stream.results import download_results, job_status
+    from plankline.stream.results import download_results, job_status, wait_for_job
 
     try:
         _, store = _stream_store(state_dir)
-        status = job_status(store, job)
-        deadline = time.monotonic() + timeout
-        while wait and not status.finished and time.monotonic() < deadline:
-            time.sleep(0.25)
-            status = job_status(store, job)
+        status = wait_for_job(store, job, timeout) if wait else job_status(store, job)
         files = download_results(store, job, out_dir, status)
     except (ValueError, KeyError, ConnectionError) as error:
         _fail(str(error), debug)
