@@ -24,6 +24,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:open_text is deprecated:DeprecationWarning")
 
 
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Container tests last, their image builds (minutes of downloads and unpacking) started
+    now in the background, so they overlap the rest of the suite."""
+    containers = [item for item in items if item.get_closest_marker("container")]
+    if containers:
+        items[:] = [item for item in items if not item.get_closest_marker("container")]
+        items.extend(containers)
+        import container_fixtures
+
+        container_fixtures.start_preparation()
+
+
 @pytest.fixture(scope="session")
 def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """State folder (logs, pidfiles, data) of the servers this session starts."""

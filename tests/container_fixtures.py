@@ -15,6 +15,7 @@ seconds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import importlib.util
 import json
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -226,3 +228,44 @@ def logs(podman: Podman, names: Sequence[str]) -> str:
         result = podman("logs", "--tail", "30", name, check=False, timeout=30)
         parts.append(f"--- {name}\n{result.stdout}{result.stderr}")
     return "\n".join(parts)
+
+
+# The image preparation (debootstrap base, wheels, five builds: minutes, mostly downloads and
+# unpacking) starts in a background thread as soon as collection knows container tests will
+# run (conftest's hook), so it overlaps the rest of the suite; the container tests run last.
+_PREPARATION: concurrent.futures.Future[dict[str, str]] | None = None
+TARGETS = ("classifier", "segmenter", "measurer", "collector", "gateway")
+
+
+def prepare_images(work: Path) -> dict[str, str]:
+    """Base, wheels and every CPU target built; tag per target. A podman of its own (state in
+    ``work``): the tests' podman shares the same image store."""
+    podman = Podman(work / "podman")
+    broken = podman.works()
+    if broken:
+        raise RuntimeError(broken)
+    base = ensure_base_image(podman, work / "debootstrap")
+    began = time.monotonic()
+    wheels = wheelhouse("cpu")
+    podman.timings["wheels"] = round(time.monotonic() - began, 1)
+    source = source_id()
+    tags = {target: build(podman, target, base, wheels, source) for target in TARGETS}
+    print(f"container setup timings (s): {podman.timings}", file=sys.stderr)
+    return tags
+
+
+def start_preparation() -> None:
+    """Begin :func:`prepare_images` in the background (once); no-op without the tools."""
+    global _PREPARATION
+    if _PREPARATION is None and missing_tool() is None:
+        work = Path(tempfile.mkdtemp(prefix="plankline-containers-"))
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="image-build")
+        _PREPARATION = pool.submit(prepare_images, work)
+        pool.shutdown(wait=False)
+
+
+def prepared_images() -> dict[str, str]:
+    """The tags :func:`start_preparation` builds (starting it now if collection did not)."""
+    start_preparation()
+    assert _PREPARATION is not None, "start_preparation needs the tools missing_tool() checks"
+    return _PREPARATION.result()

@@ -19,7 +19,6 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -220,29 +219,10 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> cf.Podman:
 
 
 @pytest.fixture(scope="session")
-def image_base(podman: cf.Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Debian bookworm minbase + python3 + python3-venv, built once (kept in podman's store)."""
-    return cf.ensure_base_image(podman, tmp_path_factory.mktemp("debootstrap"))
-
-
-@pytest.fixture(scope="session")
-def cpu_wheels() -> Path:
-    began = time.monotonic()
-    folder = cf.wheelhouse("cpu")
-    print(f"container setup: wheels {time.monotonic() - began:.1f} s", file=sys.stderr)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def images(podman: cf.Podman, image_base: str, cpu_wheels: Path) -> Iterator[dict[str, str]]:
-    """Every CPU target built on the minbase base: the first pays for the venv layer,
-    the others reuse it (one ENV/CMD layer each)."""
-    source = cf.source_id()
-    tags = {}
-    for target in ("classifier", "segmenter", "measurer", "collector", "gateway"):
-        tags[target] = cf.build(podman, target, image_base, cpu_wheels, source)
-    print(f"container setup timings (s): {podman.timings}", file=sys.stderr)
-    yield tags
+def images(podman: cf.Podman) -> dict[str, str]:
+    """Every CPU target built on the debootstrap minbase (started in the background when the
+    suite was collected; the first target pays for the venv layer, the others reuse it)."""
+    return cf.prepared_images()
 
 
 @pytest.mark.container
