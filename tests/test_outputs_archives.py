@@ -88,3 +88,12 @@ def test_write_tar_to_a_file_reads_back(tmp_path) -> None:
     with tarfile.open(tmp_path / "a.tar") as tar:
         got = [(m.name, tar.extractfile(m).read(), m.mtime, m.mode) for m in tar]  # type: ignore[union-attr]
     assert got == [(n, d, STAMP, 0o644) for n, d in members]
+
+
+@pytest.mark.parametrize("mtime", [0, 1, STAMP, 8**11 - 1, 8**11])
+def test_tar_headers_packed_once_per_archive_match_tarfile_for_any_mtime(mtime: int) -> None:
+    """The per-archive fields (mode, ids, mtime) are packed and summed once; the headers
+    still equal tarfile's, at the edges of the octal mtime field and past it (tarfile's
+    GNU base-256 number)."""
+    members = _members(9, seed=3)
+    assert b"".join(tar_bytes(members, mtime=mtime)) == _tarfile_bytes(members, mtime)
