@@ -12,9 +12,9 @@ Between the steps the chunk's data travels as S3 objects (keys from
 - ``rois.tar``: the ROI images in the job's format, as the batch CLI's tar;
 - ``rois.npz``: the same crops raw, with their masks (what measurer and
   classifier read); ``positions.csv``: ids and the integer fields of :class:`Rois`;
-- ``measurements.npz`` / ``probabilities.npy``: exact, typed copies of the
-  measurement table and the class probabilities (the CSVs beside them are for
-  people; the collector joins the exact copies so its files equal batch's).
+- ``measurements.npz`` / ``probabilities.npy``: the measurement table and the class
+  probabilities, exact and typed; the collector joins them and writes the chunk's CSVs
+  (once, under ``results/``) so its files equal batch's.
 
 Sources: a video is one object (uploaded once, or already in the store and
 submitted by reference); the segmenter reads the frames a chunk needs from it

@@ -1,15 +1,15 @@
 """Measurer service: RoiBatch -> ``pipeline.measure_chunk`` -> MeasurementResult.
 
 Rebuilds the segmenter's ROIs (crops + masks, same order) from S3 and measures
-them with the function the batch CLI uses; writes the measurements CSV (for
-people) and an exact typed copy (``measurements.npz``, for the collector).
+them with the function the batch CLI uses; writes the exact typed table
+(``measurements.npz``), from which the collector writes the chunk's measurements CSV
+(the message's ``measurements_key``: a CSV here too would be formatted and stored twice).
 
 Run: ``python -m plankline.stream.runner plankline.stream.measurer:from_env``.
 """
 
 from __future__ import annotations
 
-from plankline.outputs.tables import write_csv
 from plankline.pipeline import measure_chunk
 from plankline.stream import contracts
 from plankline.stream._service import ServiceBase
@@ -33,19 +33,15 @@ class Measurer(ServiceBase):
             self.store.get_bytes(msg.roi_archive_key), self.store.get_bytes(msg.positions_key)
         )
         table = measure_chunk(chunk, rois, settings)
-        csv_key = contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "measurements.csv")
         npz_key = contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, "measurements.npz")
-        with self.scratch() as tmp:
-            path = f"{tmp}/measurements.csv"
-            write_csv(path, table)
-            self.store.put_file(csv_key, path)
         self.store.put_bytes(npz_key, table_to_bytes(table))
         return [
             Outgoing.of(
                 contracts.TOPIC_MEASUREMENTS,
                 contracts.MeasurementResult(
                     chunk=ref,
-                    measurements_key=csv_key,
+                    # the CSV the collector writes from the exact copy once the chunk is done
+                    measurements_key=contracts.result_key(ref.job_id, "measurements", chunk.name),
                     roi_archive_key=msg.roi_archive_key,
                     n_rois=len(rois),
                     bucket=self.store.bucket,
