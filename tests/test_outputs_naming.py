@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import numpy as np
 import pytest
 from plankline.outputs.naming import (
     RoiRef,
     chunk_name,
+    date_time_texts,
     format_timestamp,
     frame_time,
     parse_roi_id,
@@ -103,3 +105,15 @@ def test_roi_id_rejects_negative_and_bad_chunk():
         roi_id("c", 0, -1, 0, 0)
     with pytest.raises(ValueError, match="chunk"):
         roi_id("a b", 0, 0, 0, 0)
+
+
+def test_date_time_texts_equal_strftime_of_each_stamp():
+    start = datetime(2018, 7, 6, 23, 59, 58, 476000)
+    rng = np.random.default_rng(0)
+    offsets = np.concatenate([np.arange(0, 5, 1 / 137), rng.uniform(0, 86400 * 3, 500)])
+    times = [start + timedelta(seconds=float(s)) for s in offsets]
+    stamps = np.array([*times, None], dtype="datetime64[us]")
+    dates, hms = date_time_texts(stamps)
+    assert dates == [f"{t:%Y%m%d}" for t in times] + [""]
+    assert hms == [f"{t:%H%M%S}" for t in times] + [""]
+    assert date_time_texts(np.array([], "datetime64[us]")) == ([], [])

@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "RoiRef",
     "chunk_name",
+    "date_time_texts",
     "format_timestamp",
     "frame_time",
     "parse_roi_id",
@@ -152,6 +153,30 @@ def frame_time(video_stem: str, frame: int, fps: float | None) -> datetime | Non
     if t0 is None or fps is None:
         return None
     return t0 + timedelta(microseconds=round(frame * 1_000_000 / fps))
+
+
+def date_time_texts(stamps: np.ndarray) -> tuple[list[str], list[str]]:
+    """``YYYYMMDD`` and ``HHMMSS`` of every ``datetime64`` stamp (NaT: empty), each distinct
+    second formatted once.
+
+    The text of ``f"{t:%Y%m%d}"`` and ``f"{t:%H%M%S}"`` per stamp (EcoTaxa's
+    ``object_date``/``object_time``), without a ``datetime`` and two ``strftime`` calls per
+    ROI: a chunk of real footage holds ~20,000 ROIs in a few seconds of video.
+
+    >>> date_time_texts(np.array(["2018-07-06T17:08:05.476", "NaT"], "datetime64[ms]"))
+    (['20180706', ''], ['170805', ''])
+    """
+    stamps = np.asarray(stamps)
+    if stamps.ndim != 1 or stamps.dtype.kind != "M":
+        raise ValueError(
+            f"stamps must be a 1-D datetime64 array, got {stamps.dtype} {stamps.shape}"
+        )
+    seconds, inverse = np.unique(stamps.astype("datetime64[s]"), return_inverse=True)
+    dates = np.empty(len(seconds) + 1, dtype=object)
+    times = np.empty(len(seconds) + 1, dtype=object)
+    for i, t in enumerate(seconds.tolist()):  # datetime, or None for NaT
+        dates[i], times[i] = ("", "") if t is None else (f"{t:%Y%m%d}", f"{t:%H%M%S}")
+    return dates[inverse].tolist(), times[inverse].tolist()
 
 
 def roi_id(chunk: str, frame: int, line: int, column: int, index: int) -> str:
