@@ -114,3 +114,21 @@ def test_fast_background_statistics_equal_numpys_to_the_bit(dtype: type) -> None
             _column_percentile(as_float, 75),
             np.percentile(as_float, 75, axis=0).astype(np.float32),
         )
+
+
+def test_neighbour_median_is_the_median_of_the_eight_nearest_neighbours():
+    """The sorting-network median of the stuck-column rule equals np.median of each
+    element's 8 nearest neighbours (reflected at the ends), ties and both dtypes included."""
+    from plankline.imaging.flatfield import _neighbour_median
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for n in (9, 10, 37, 2048):
+            x = np.round(rng.normal(0, 3, n)).astype(dtype)  # many ties
+            padded = np.pad(x, 4, mode="reflect")
+            want = np.array(
+                [np.median(np.r_[padded[i : i + 4], padded[i + 5 : i + 9]]) for i in range(n)]
+            )
+            got = _neighbour_median(x)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, want.astype(dtype))
