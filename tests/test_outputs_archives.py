@@ -32,14 +32,22 @@ def _tarfile_bytes(members: list[tuple[str, bytes]], mtime: int) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("n", [0, 1, 7, 40])
+@pytest.mark.parametrize("n", [0, 1, 7, 40, 63, 64, 300])
 def test_tar_is_byte_identical_to_tarfile_gnu_format(n: int) -> None:
     members = _members(n)
     assert b"".join(tar_bytes(members, mtime=STAMP)) == _tarfile_bytes(members, STAMP)
 
 
-def test_tar_long_and_non_ascii_names_fall_back_to_tarfile_headers() -> None:
+def test_tar_headers_built_as_one_array_keep_100_byte_names_and_sizes() -> None:
+    members = [*_members(80), ("y" * 100, b"q" * 512), ("z", b""), ("w" * 99, b"r" * 8191)]
+    assert b"".join(tar_bytes(members, mtime=STAMP)) == _tarfile_bytes(members, STAMP)
+
+
+@pytest.mark.parametrize("many", [0, 100])
+def test_tar_long_and_non_ascii_names_fall_back_to_tarfile_headers(many: int) -> None:
+    """Also among enough members for the headers to be built as one array (>= 64)."""
     members = [("x" * 150 + ".png", b"abc"), ("copépode.png", b"\x00" * 700), ("a.png", b"z")]
+    members += [*_members(many)[3:], ("y" * 100, b"q" * 512)]
     got = b"".join(tar_bytes(members, mtime=STAMP))
     assert got == _tarfile_bytes(members, STAMP)
     with tarfile.open(fileobj=io.BytesIO(got)) as tar:

@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import IO
 
+import numpy as np
+
 __all__ = ["tar_bytes", "write_tar", "write_zip"]
 
 _BLOCK = 512
@@ -73,6 +75,18 @@ def tar_bytes(
     # once; per member only the name and the size field are new (~20,000 members a chunk).
     if not 0 <= mtime < 8**11:
         return _tar_bytes_slow(members, mtime=mtime, mode=mode)
+    members = list(members)
+    if len(members) >= _BULK:
+        headers = _tar_headers_bulk(members, mtime, mode)
+        if headers is not None:
+            for (_, data), header in zip(members, headers, strict=True):
+                size = len(data)
+                pad = -size % _BLOCK
+                out += (header, data, bytes(pad)) if pad else (header, data)
+                total += 512 + size + pad
+            total += 2 * _BLOCK
+            out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
+            return out
     mid = b"%07o\0" % mode + _TAR_MID
     stamp = b"%011o\0" % mtime
     base = _TAR_CONST_SUM + sum(mid) + sum(stamp)
@@ -94,6 +108,45 @@ def tar_bytes(
     total += 2 * _BLOCK
     out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
     return out
+
+
+_BULK = 64  # members from which the headers are built as one array
+
+
+def _tar_headers_bulk(
+    members: Sequence[tuple[str, bytes]], mtime: int, mode: int
+) -> list[bytes] | None:
+    """The 512-byte headers of all members at once: a template row per member, names and
+    octal sizes written column-wise, checksums from one row sum; None when a member needs
+    ``tarfile``'s own header (a name over 100 bytes, not ASCII, or holding NUL; a size over
+    the octal field). The same bytes as the per-member path, without its ~4 us a member."""
+    names = [name for name, _ in members]
+    joined = "".join(names)
+    sizes = np.fromiter(map(len, (data for _, data in members)), np.int64, len(members))
+    if (
+        not joined.isascii()
+        or "\0" in joined
+        or max(map(len, names)) > 100
+        or min(map(len, names)) == 0
+        or sizes.max() >= 8**11
+    ):
+        return None
+    n = len(members)
+    template = (
+        bytes(100) + b"%07o\0" % mode + _TAR_MID + b"0" * 11 + b"\0" + b"%011o\0" % mtime
+        + b" " * 8 + _TAR_TAIL
+    )  # fmt: skip
+    rows = np.empty((n, _BLOCK), np.uint8)
+    rows[:] = np.frombuffer(template, np.uint8)
+    rows[:, :100] = np.array(names, dtype="S100").view(np.uint8).reshape(n, 100)
+    for k in range(11):  # size, 11 octal digits from offset 124
+        rows[:, 134 - k] = 48 + ((sizes >> (3 * k)) & 7)
+    chk = rows.sum(axis=1, dtype=np.int64)  # with the checksum field as 8 spaces
+    for k in range(6):  # "%06o\0 " from offset 148
+        rows[:, 153 - k] = 48 + ((chk >> (3 * k)) & 7)
+    rows[:, 154], rows[:, 155] = 0, 32
+    blob = rows.tobytes()
+    return [blob[i : i + _BLOCK] for i in range(0, n * _BLOCK, _BLOCK)]
 
 
 def _tar_bytes_slow(
