@@ -376,7 +376,9 @@ def classify(
     """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...).
 
     A corrupt tar is reported and skipped (exit code 1 at the end); the other chunks' CSVs
-    are written. Unreadable or empty images are skipped with a warning.
+    are written. Unreadable or empty images are skipped with a warning. A project's chunk
+    tars (measurements/ beside segmentation/, e.g. after run --no-classify) also get the
+    predicted classes in their EcoTaxa exports (ecotaxa/<chunk>.zip), as run writes them.
     """
     from rich.progress import (
         BarColumn,
