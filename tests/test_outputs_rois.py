@@ -9,7 +9,13 @@ import cv2
 import numpy as np
 import pytest
 from plankline.outputs.naming import roi_id
-from plankline.outputs.rois import encode_images, iter_roi_tar, iter_roi_tar_bytes, write_roi_tar
+from plankline.outputs.rois import (
+    encode_image,
+    encode_images,
+    iter_roi_tar,
+    iter_roi_tar_bytes,
+    write_roi_tar,
+)
 
 
 def _crops(n: int, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
@@ -143,3 +149,25 @@ def test_encoded_bytes_are_stored_as_they_are_and_checked(tmp_path):
     with pytest.raises(ValueError, match="not png"):
         write_roi_tar(tmp_path / "bad.tar", ids[:1], [b"GIF89a"])
     assert not (tmp_path / "bad.tar").exists()
+
+
+def test_png_crops_are_lossless_with_no_row_filter():
+    """Default PNG crops: every row unfiltered (filter type 0, smaller than SUB on
+    flat-fielded crops: see encode_image) and the pixels decode back exactly."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(4)
+    crop = np.clip(rng.normal(250, 6, (23, 31)), 0, 255).astype(np.uint8)
+    crop[5:15, 8:20] = 90
+    data = encode_image(crop)
+    pos, idat = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(23, 32)
+    assert (rows[:, 0] == 0).all()
+    np.testing.assert_array_equal(rows[:, 1:], crop)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), -1), crop)
