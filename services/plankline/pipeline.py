@@ -336,6 +336,13 @@ def iso_times(start: datetime, seconds: np.ndarray) -> np.ndarray:
     return out
 
 
+def capture_stamps(start: datetime, seconds: np.ndarray) -> np.ndarray:
+    """:func:`capture_times` as a ``datetime64[us]`` array (what the EcoTaxa writer formats
+    once per distinct second)."""
+    micros = np.round(np.asarray(seconds, np.float64) * 1e6).astype(np.int64)
+    return np.datetime64(start, "us") + micros.astype("timedelta64[us]")
+
+
 def capture_times(start: datetime, seconds: np.ndarray) -> list[datetime]:
     """``start + timedelta(seconds=s)`` of every value, at once (the EcoTaxa export's
     ``object_date``/``object_time``): numpy's datetime64 arithmetic, rounded to the
@@ -418,7 +425,7 @@ def write_outputs(
             measurements={
                 k: v for k, v in table.items() if k not in ("image", "video", "chunk", "time")
             },
-            datetimes=capture_times(start, table["seconds"])
+            datetimes=capture_stamps(start, table["seconds"])
             if start is not None and "seconds" in table
             else None,
             lat=settings.lat,
