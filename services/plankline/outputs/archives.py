@@ -21,7 +21,7 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 import numpy as np
@@ -69,24 +69,33 @@ def tar_bytes(
     ``mode`` (uid/gid 0, no user names), including the end-of-archive blocks and the
     padding to a whole 10 kB record.
     """
+    members = list(members)
+    if not 0 <= mtime < 8**11:  # tarfile's own headers
+        headers: Iterable[bytes] = (_tar_header(n, len(d), mtime, mode) for n, d in members)
+    else:
+        bulk = _tar_headers_bulk(members, mtime, mode) if len(members) >= _BULK else None
+        headers = bulk if bulk is not None else _tar_headers(members, mtime, mode)
+    return _tar_blocks(members, headers)
+
+
+def _tar_blocks(members: Sequence[tuple[str, bytes]], headers: Iterable[bytes]) -> list[bytes]:
+    """Each member's header, data and padding, then the end-of-archive blocks padded to a
+    whole record."""
     out: list[bytes] = []
     total = 0
-    # The mode, uid/gid and mtime fields are the same for every member: packed and summed
-    # once; per member only the name and the size field are new (~20,000 members a chunk).
-    if not 0 <= mtime < 8**11:
-        return _tar_bytes_slow(members, mtime=mtime, mode=mode)
-    members = list(members)
-    if len(members) >= _BULK:
-        headers = _tar_headers_bulk(members, mtime, mode)
-        if headers is not None:
-            for (_, data), header in zip(members, headers, strict=True):
-                size = len(data)
-                pad = -size % _BLOCK
-                out += (header, data, bytes(pad)) if pad else (header, data)
-                total += 512 + size + pad
-            total += 2 * _BLOCK
-            out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
-            return out
+    for (_, data), header in zip(members, headers, strict=True):
+        size = len(data)
+        pad = -size % _BLOCK
+        out += (header, data, bytes(pad)) if pad else (header, data)
+        total += len(header) + size + pad
+    total += 2 * _BLOCK
+    out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
+    return out
+
+
+def _tar_headers(members: Sequence[tuple[str, bytes]], mtime: int, mode: int) -> Iterator[bytes]:
+    """Per-member headers: the mode, uid/gid and mtime fields are the same for every member,
+    packed and summed once; per member only the name and the size field are new."""
     mid = b"%07o\0" % mode + _TAR_MID
     stamp = b"%011o\0" % mtime
     base = _TAR_CONST_SUM + sum(mid) + sum(stamp)
@@ -95,19 +104,13 @@ def tar_bytes(
         size = len(data)
         raw = name.encode("ascii") if name.isascii() else b""
         if not raw or len(raw) > 100 or size >= 8**11:
-            header = _tar_header(name, size, mtime, mode)
+            yield _tar_header(name, size, mtime, mode)
         else:
             size_field = b"%011o\0" % size
             chk = base + sum(raw) + sum(size_field)
-            header = b"".join(
+            yield b"".join(
                 (raw, bytes(100 - len(raw)), mid, size_field, stamp, tail % chk, _TAR_TAIL)
             )
-        pad = -size % _BLOCK
-        out += (header, data, bytes(pad)) if pad else (header, data)
-        total += len(header) + size + pad
-    total += 2 * _BLOCK
-    out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
-    return out
 
 
 _BULK = 64  # members from which the headers are built as one array
@@ -147,24 +150,6 @@ def _tar_headers_bulk(
     rows[:, 154], rows[:, 155] = 0, 32
     blob = rows.tobytes()
     return [blob[i : i + _BLOCK] for i in range(0, n * _BLOCK, _BLOCK)]
-
-
-def _tar_bytes_slow(
-    members: Iterable[tuple[str, bytes]], *, mtime: int, mode: int = 0o644
-) -> list[bytes]:
-    """:func:`tar_bytes` through ``tarfile``'s own headers (an mtime GNU tar cannot hold
-    in its octal field)."""
-    out: list[bytes] = []
-    total = 0
-    for name, data in members:
-        size = len(data)
-        header = _tar_header(name, size, mtime, mode)
-        pad = -size % _BLOCK
-        out += (header, data, bytes(pad)) if pad else (header, data)
-        total += len(header) + size + pad
-    total += 2 * _BLOCK
-    out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
-    return out
 
 
 def write_tar(
