@@ -46,8 +46,9 @@ from test_stream_services import (  # the services in threads, as the other stre
 pytestmark = pytest.mark.integration
 
 SIZE = {"height": 192, "width": 256, "density": 14.0, "size_range": (8.0, 70.0)}
-N_FRAMES, FPS = 10, 10.0
-SETTINGS = PipelineSettings(chunk_frames=4, fps=FPS, prime_frames=2)  # chunks start mid-GOP
+N_FRAMES, FPS = 6, 10.0  # two chunks per input: the second starts mid-GOP, after priming
+SETTINGS = PipelineSettings(chunk_frames=4, fps=FPS, prime_frames=2)
+CHUNKS = -(-N_FRAMES // SETTINGS.chunk_frames)
 BLOCK = 64 << 10  # ranged reads of 64 KiB: an 8-bit frame spans one or two blocks
 
 #: name -> (codec or frame suffix, container, bits, keyframe interval)
@@ -168,7 +169,7 @@ def stream_run(
         s3_readahead_bytes=4 * BLOCK,
     ) as runners:
         disk = submit(sorted(raw.iterdir()), "disk", SETTINGS, store, broker.endpoint)
-        assert disk.failures == [] and disk.chunks == 3 * len(INPUTS)
+        assert disk.failures == [] and disk.chunks == CHUNKS * len(INPUTS)
         access, secret = CREDENTIALS[store.endpoint]
         env = {
             "PLANKLINE_BOOTSTRAP_SERVERS": broker.endpoint,
@@ -201,7 +202,7 @@ def stream_run(
 def assert_same_as_batch(stream_dir: Path, batch_dir: Path, prefix: str) -> int:
     """Chunks starting with ``prefix``: same ROI images, measurements, classes; ROI count."""
     names = sorted(p.name for p in (batch_dir / "measurements").glob(f"{prefix}*.csv"))
-    assert len(names) == 3, names  # 10 frames in chunks of 4
+    assert len(names) == CHUNKS, names
     assert names == sorted(p.name for p in (stream_dir / "measurements").glob(f"{prefix}*.csv"))
     n_rois = 0
     for name in names:
@@ -234,8 +235,9 @@ def test_a_video_in_the_object_store_is_processed_in_place_by_reference(
     case: str, stream_run: dict[str, Any], batch_project: Path
 ) -> None:
     status = stream_run["status"]["ref"]
-    assert status.failed == {} and status.planned == 3 * len(BY_REFERENCE)
-    assert "9 chunks (30 frames) submitted" in stream_run["submit_output"]
+    assert status.failed == {} and status.planned == CHUNKS * len(BY_REFERENCE)
+    n = len(BY_REFERENCE)
+    assert f"{CHUNKS * n} chunks ({N_FRAMES * n} frames) submitted" in stream_run["submit_output"]
     assert assert_same_as_batch(stream_run["out"] / "ref", batch_project, stem(case)) >= 10
     store = stream_run["store"]
     prefix = contracts.job_prefix("ref")
