@@ -27,7 +27,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after -m / -k have deselected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Container tests last, their image builds (minutes of downloads and unpacking) started
-    now in the background, so they overlap the rest of the suite."""
+    now in the background, so they overlap the rest of the suite; likewise checkov's tool
+    venv when its test is collected."""
+    if any("checkov" in getattr(item, "fixturenames", ()) for item in items):
+        import tool_venvs
+
+        tool_venvs.start_checkov_install()
     containers = [item for item in items if item.get_closest_marker("container")]
     if containers:
         items[:] = [item for item in items if not item.get_closest_marker("container")]

@@ -8,8 +8,8 @@ manifests are written to a folder and scanned as Kubernetes), and read back into
 own settings classes: every ``PLANKLINE_*`` variable a service reads is set, and parses.
 
 checkov pins networkx<2.7, which scikit-image (networkx>=3) refuses, so it cannot live in the
-project's venv: the ``checkov`` fixture uses ``$PLANKLINE_CHECKOV``, a ``checkov`` on PATH, or a
-tool venv it creates once in ``~/.cache/plankline/tools/checkov-<version>`` (about 2.5 min).
+project's venv: the ``checkov`` fixture takes it from ``tool_venvs`` ($PLANKLINE_CHECKOV, one on
+PATH, or a tool venv made once, in the background from collection on).
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import copy
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tool_venvs
 import yaml
 
 helm = pytest.importorskip(
@@ -45,7 +44,6 @@ EXAMPLES = ROOT / "helm" / "examples"
 RELEASE = "ocean"  # not the chart's name, so resource names are <release>-plankline-<component>
 NAMESPACE = "plankton"
 FULLNAME = f"{RELEASE}-plankline"
-CHECKOV_VERSION = "3.3.30"
 DIGEST = "sha256:" + "ab" * 32
 
 #: Kinds whose schemas are CRDs (KEDA, Prometheus Operator): not in kubernetes-validate,
@@ -826,27 +824,11 @@ def test_crd_objects_point_at_what_the_chart_renders(rendered):
 
 @pytest.fixture(scope="session")
 def checkov() -> str:
-    """A checkov executable: $PLANKLINE_CHECKOV, one on PATH, or a tool venv made once."""
-    if os.environ.get("PLANKLINE_CHECKOV"):
-        return os.environ["PLANKLINE_CHECKOV"]
-    if found := shutil.which("checkov"):
-        return found
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    venv = cache / "plankline" / "tools" / f"checkov-{CHECKOV_VERSION}"
-    exe = venv / "bin" / "checkov"
-    if not exe.exists():
-        if os.environ.get("PLANKLINE_NO_TOOL_INSTALL"):
-            pytest.skip(f"checkov missing ({exe}); PLANKLINE_NO_TOOL_INSTALL forbids installing it")
-        steps = [
-            [sys.executable, "-m", "venv", "--clear", str(venv)],
-            [str(venv / "bin" / "pip"), "install", "-q", f"checkov=={CHECKOV_VERSION}"],
-        ]
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, timeout=900)
-            if done.returncode:
-                shutil.rmtree(venv, ignore_errors=True)
-                pytest.skip(f"cannot install checkov=={CHECKOV_VERSION}: {done.stderr[-500:]}")
-    return str(exe)
+    """A checkov executable (see ``tool_venvs``: installed in the background at collection)."""
+    try:
+        return tool_venvs.checkov_executable()
+    except RuntimeError as error:
+        pytest.skip(str(error))
 
 
 def test_checkov_finds_no_failed_check_and_every_skip_says_why(unique_docs, checkov, tmp_path):
