@@ -25,6 +25,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from plankline.outputs.formatting import general_chars, integer_chars, join_rows, text_chars, trim
+
 __all__ = ["atomic_write", "read_csv", "write_csv"]
 
 
@@ -91,22 +93,21 @@ _NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 def _column_values(
     name: str, values: np.ndarray | Sequence[Any], float_format: str
-) -> tuple[list[Any], str, bool]:
-    """One column as a list of Python values, its ``%`` conversion in a row format, and
-    whether it is text (the only kind that may need quoting).
+) -> tuple[np.ndarray, str, list[str] | None]:
+    """One column as an array, its ``%`` conversion in a row format, and its values as
+    ``str`` when it is text (the only kind that may need quoting).
 
-    Numbers stay numbers, formatted later by one ``%`` per row: ``float_format`` for
-    floats (what ``float_format % v`` gives), ``%d`` for integers and booleans (``str``
-    of the integer, ``0``/``1``), ``%s`` for text (``None`` -> empty).
+    ``float_format`` for floats (what ``float_format % v`` gives), ``%d`` for integers and
+    booleans (``str`` of the integer, ``0``/``1``), ``%s`` for text (``None`` -> empty).
     """
     arr = np.asarray(values)
     if arr.ndim != 1:
         raise ValueError(f"column {name!r} must be 1-D, got shape {arr.shape}")
     if arr.dtype.kind == "f":
-        return arr.tolist(), float_format, False
+        return arr, float_format, None
     if arr.dtype.kind in "iub":
-        return arr.tolist(), "%d", False
-    return ["" if v is None else str(v) for v in arr.tolist()], "%s", True
+        return arr, "%d", None
+    return arr, "%s", ["" if v is None else str(v) for v in arr.tolist()]
 
 
 def write_csv(
@@ -150,27 +151,36 @@ def write_csv(
         if not isinstance(name, str) or not name:
             raise ValueError(f"{path}: column names must be non-empty strings, got {name!r}")
     n_rows: int | None = None
-    lists: list[list[Any]] = []
+    arrays: list[np.ndarray] = []
     specs: list[str] = []
-    texts: list[list[str]] = []
-    for name in names:
-        values, spec, is_text = _column_values(name, columns[name], float_format)
+    texts: dict[int, list[str]] = {}
+    for k, name in enumerate(names):
+        arr, spec, text = _column_values(name, columns[name], float_format)
         if n_rows is None:
-            n_rows = len(values)
-        elif len(values) != n_rows:
+            n_rows = len(arr)
+        elif len(arr) != n_rows:
             raise ValueError(
-                f"{path}: column {name!r} has {len(values)} rows, column {names[0]!r} has {n_rows}"
+                f"{path}: column {name!r} has {len(arr)} rows, column {names[0]!r} has {n_rows}"
             )
-        lists.append(values)
+        arrays.append(arr)
         specs.append(spec)
-        if is_text:
-            texts.append(values)
+        if text is not None:
+            texts[k] = text
     # a character needing quotes is in some value iff it is in their concatenation
-    quote = any(_NEEDS_QUOTES.search("".join(col)) for col in texts)
-    one_conversion = float_format.count("%") == 1 and "%%" not in float_format
+    quote = any(_NEEDS_QUOTES.search("".join(col)) for col in texts.values())
+    general = re.fullmatch(r"%\.(\d{1,2})g", float_format)
+    chars = None
+    if general and 1 <= int(general.group(1)) <= 15 and len(names) > 1 and not quote:
+        chars = _column_chars(arrays, specs, texts, int(general.group(1)))
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(names)
+        if chars is not None:  # the same text, built column-wise in NumPy
+            f.flush()
+            f.buffer.write(join_rows(chars, b",", n_rows or 0))
+            return
+        lists = [texts[k] if k in texts else a.tolist() for k, a in enumerate(arrays)]
+        one_conversion = float_format.count("%") == 1 and "%%" not in float_format
         if len(names) > 1 and not quote and one_conversion:
             row = ",".join(specs) + "\n"
             f.write("".join(map(row.__mod__, zip(*lists, strict=True))))
@@ -183,6 +193,30 @@ def write_csv(
                 f.write("".join(",".join(r) + "\n" for r in zip(*rendered, strict=True)))
             else:
                 writer.writerows(zip(*rendered, strict=True))
+
+
+def _column_chars(
+    arrays: list[np.ndarray], specs: list[str], texts: Mapping[int, list[str]], precision: int
+) -> list[np.ndarray] | None:
+    """Every column as a character matrix (:mod:`plankline.outputs.formatting`): floats as
+    ``"%.{precision}g"`` (all float columns in one call), integers and booleans as
+    ``"%d"``, text as is; None when a text column is not ASCII (the row format writes
+    those)."""
+    out: list[np.ndarray | None] = [None] * len(arrays)
+    floats = [k for k, spec in enumerate(specs) if spec not in ("%s", "%d")]
+    if floats:
+        n = len(arrays[0])
+        chars = general_chars(np.concatenate([arrays[k] for k in floats]), precision)
+        for i, k in enumerate(floats):
+            out[k] = trim(chars[:, i * n : (i + 1) * n])
+    for k, spec in enumerate(specs):
+        if spec == "%s":
+            out[k] = text_chars(texts[k])
+            if out[k] is None:
+                return None
+        elif spec == "%d":
+            out[k] = integer_chars(arrays[k])
+    return out  # type: ignore[return-value]
 
 
 def _parse_column(values: Sequence[str] | np.ndarray) -> np.ndarray:
