@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plankline.imaging.flatfield import FlatField
-from plankline.imaging.segment import Rois, SegmentParams, segment_frame, segment_stream
+from plankline.imaging.segment import (
+    Rois,
+    SegmentParams,
+    _label_runs,
+    segment_frame,
+    segment_stream,
+)
 from plankline.imaging.synth import GroundTruth, render_organism, synth_frames
 
 H, W = 512, 1024
@@ -196,3 +205,58 @@ def test_size_filters_in_pixels_and_micrometres() -> None:
         SegmentParams(min_esd_um=100.0)
     with pytest.raises(ValueError, match="2-D uint8 or uint16"):
         segment_frame(np.zeros((10, 10), np.float32))
+
+
+def _opencv_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's 8-connected labels (block-based, as segment._label) and stats of a 0/1 mask."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        mask, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    return labels, stats
+
+
+def _assert_runs_equal_opencv(mask: np.ndarray) -> None:
+    labels, stats = _opencv_components(mask)
+    run_stats, fg, fg_label = _label_runs(mask)
+    assert np.array_equal(fg, np.flatnonzero(mask))
+    assert np.array_equal(fg_label, labels.ravel()[fg])  # same partition, same numbers
+    assert np.array_equal(run_stats[1:], stats[1:])  # boxes and areas of every component
+    assert run_stats[0, 4] == mask.size - len(fg)
+
+
+@pytest.mark.parametrize(
+    "name", ["empty", "full", "corners", "checkerboard", "diagonals", "stripes", "noise"]
+)
+def test_run_labelling_equals_opencvs_labels_numbers_and_stats(name: str) -> None:
+    """The label-image-free labelling of the adaptive path gives OpenCV's components,
+    numbered as OpenCV numbers them, on masks that stress 8-connectivity (diagonal-only
+    contacts, runs ending at the last column, one-pixel components at the corners)."""
+    h, w = 37, 64
+    mask = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    if name == "full":
+        mask[:] = 1
+    elif name == "corners":
+        mask[[0, 0, -1, -1], [0, -1, 0, -1]] = 1
+    elif name == "checkerboard":
+        mask[(yy + xx) % 2 == 0] = 1  # one component through diagonal contacts only
+    elif name == "diagonals":
+        mask[(xx - 3 * (yy // 3)) % 7 == 0] = 1
+    elif name == "stripes":
+        mask[:, ::3] = 1
+        mask[::4, :] = 0
+    elif name == "noise":
+        mask = (np.random.default_rng(5).random((h, w)) < 0.3).astype(np.uint8)
+    _assert_runs_equal_opencv(mask)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.integers(1, 40),
+    st.floats(0.0, 0.7),
+    st.integers(0, 2**31 - 1),
+)
+def test_run_labelling_equals_opencv_on_random_masks(h: int, w: int, p: float, seed: int) -> None:
+    mask = (np.random.default_rng(seed).random((h, w)) < p).astype(np.uint8)
+    _assert_runs_equal_opencv(mask)
