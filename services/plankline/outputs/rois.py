@@ -13,6 +13,8 @@ extracting to disk and never seeking, so it also works on pipes and S3 bodies.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import re
 import tarfile
@@ -39,6 +41,7 @@ __all__ = [
 MASK_SUFFIX = "_mask"
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._+-]+$")
+_SAFE_IDS = re.compile(r"[A-Za-z0-9._+-]+(?:\n[A-Za-z0-9._+-]+)*")
 _SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
 
 Image = np.ndarray | bytes
@@ -129,16 +132,20 @@ def encode_images(
     # bytes it returned (~20,000 ROIs a chunk), so its per-item Python is worth keeping low.
     params = _params(fmt, **encoder)
     ext, sig = "." + fmt, _SIGNATURES[fmt]
+    if _all_encoded(images, sig):  # the tar and the EcoTaxa zip get encode_images' bytes
+        return list(images)  # type: ignore[arg-type]
     imencode = cv2.imencode
+    checked = _all_plain(images, "B" if fmt == "jpg" else "BH")
     out = []
     for rid, img in zip(ids, images, strict=True):
         if type(img) is bytes and img.startswith(sig):
             out.append(img)
             continue
-        _check_image("crop", rid, img, fmt)
-        if isinstance(img, bytes):  # a bytes subclass
-            out.append(img)
-            continue
+        if not checked:
+            _check_image("crop", rid, img, fmt)
+            if isinstance(img, bytes):  # a bytes subclass
+                out.append(img)
+                continue
         ok, buf = imencode(ext, img, params)
         if not ok:
             raise ValueError(
@@ -146,6 +153,26 @@ def encode_images(
             )
         out.append(buf.tobytes())
     return out
+
+
+def _all_encoded(images: Sequence[Image], sig: bytes) -> bool:
+    """Every image is ``bytes`` starting with ``sig`` (C-level maps, no Python per image)."""
+    return set(map(type, images)) <= {bytes} and all(
+        map(bytes.startswith, images, itertools.repeat(sig))  # type: ignore[arg-type]
+    )
+
+
+def _all_plain(images: Sequence[Image], dtypes: str) -> bool:
+    """Every image is a non-empty 2-D ``ndarray`` of one of ``dtypes`` (``dtype.char``):
+    what :func:`_check_image` accepts, checked by C-level maps over the whole list (the
+    pipeline's crops), so no image needs its own check."""
+    if not images or set(map(type, images)) != {np.ndarray}:
+        return False
+    return (
+        set(map(operator.attrgetter("ndim"), images)) == {2}
+        and {d.char for d in set(map(operator.attrgetter("dtype"), images))} <= set(dtypes)
+        and min(map(operator.attrgetter("size"), images)) > 0
+    )
 
 
 def write_roi_tar(
@@ -198,13 +225,7 @@ def write_roi_tar(
         raise ValueError(f"{path}: {n} ids but {len(crops)} crops")
     if masks is not None and len(masks) != n:
         raise ValueError(f"{path}: {n} ids but {len(masks)} masks")
-    seen: set[str] = set()
-    for rid in ids:
-        if not isinstance(rid, str) or not _SAFE_ID.match(rid):
-            raise ValueError(f"{path}: ROI id {rid!r} must match [A-Za-z0-9._+-]+")
-        if rid in seen:
-            raise ValueError(f"{path}: ROI id {rid!r} is repeated")
-        seen.add(rid)
+    _check_ids(path, ids)
     if masks is not None:
         for rid, crop, mask in zip(ids, crops, masks, strict=True):
             shape = crop.shape[:2] if isinstance(crop, np.ndarray) else None
@@ -227,6 +248,21 @@ def write_roi_tar(
             members.append((f"{rid}{MASK_SUFFIX}.png", mask_png))
     with atomic_write(path, "wb") as f:
         write_tar(f, members, mtime=stamp)
+
+
+def _check_ids(path: object, ids: Sequence[str]) -> None:
+    """Every id is a safe, unique member name: checked at once on the joined ids (the
+    newline cannot be in a safe id), one by one only to name the offending id."""
+    texts = set(map(type, ids)) <= {str}
+    if texts and len(set(ids)) == len(ids) and _SAFE_IDS.fullmatch("\n".join(ids) or "x"):
+        return
+    seen: set[str] = set()
+    for rid in ids:
+        if not isinstance(rid, str) or not _SAFE_ID.match(rid):
+            raise ValueError(f"{path}: ROI id {rid!r} must match [A-Za-z0-9._+-]+")
+        if rid in seen:
+            raise ValueError(f"{path}: ROI id {rid!r} is repeated")
+        seen.add(rid)
 
 
 def _member_id(name: str) -> str | None:
