@@ -585,9 +585,12 @@ def _label_runs(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     hi = np.searchsorted(skey, ekey - stride + 1, "right")  # past the last starting <= c1 + 1
     n_runs = len(start)
     count = np.maximum(hi - lo, 0)
-    src = np.repeat(np.arange(n_runs), count)
-    dst = lo[src] + np.arange(len(src)) - np.repeat(np.cumsum(count) - count, count)
-    graph = csr_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n_runs, n_runs))
+    # the graph in CSR form directly: run i's neighbours above are lo[i] .. hi[i] - 1
+    indptr = np.r_[0, np.cumsum(count)]
+    dst = np.arange(indptr[-1]) + np.repeat(lo - indptr[:-1], count)
+    graph = csr_matrix(
+        (np.ones(len(dst), np.int8), dst, indptr), shape=(n_runs, n_runs), copy=False
+    )
     n, run_comp = connected_components(graph, directed=False)
     first = np.full(n, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, run_comp, (row // 2) * bw + c0 // 2)
