@@ -13,9 +13,10 @@ Quality: ``synth_frames(difficulty="hard")`` (contrast 0.1-0.7, soft textured or
 ``segment_stream``, scored by ``imaging.score.score_video``: recall, precision, whole,
 frame-edge-crossing whole, area and ESD errors (objects >= 200 px), recall by contrast.
 
-Speed (one core, ``cv2.setNumThreads(1)``): decode + flat-field + segment of a video made
-from the real MBARI ISIIS frame in ``shared/data/isiis-frames`` (its vignette kept fixed,
-its content shifted and flipped from frame to frame, as organisms pass a fixed camera), for
+Speed (one core: ``pipeline.one_core``, OpenCV and BLAS single-threaded): decode +
+flat-field + segment of a video made from the real MBARI ISIIS frame in
+``shared/data/isiis-frames`` (its vignette kept fixed, its content shifted and flipped
+from frame to frame, as organisms pass a fixed camera), for
 the adaptive default and the static threshold side by side.
 """
 
@@ -34,13 +35,14 @@ from plankline.imaging.score import score_video
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.synth import frames_from_still, synth_frames
 from plankline.imaging.video import iter_frames, write_video
+from plankline.pipeline import one_core
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "isiis-frames"
 
 
 def run(frames, params: SegmentParams, mode: str = "both", prime: int = 8):
     """Decode-free path on frames in memory: flat-field + segment; (rois, seconds, ff)."""
-    cv2.setNumThreads(1)
+    one_core()  # BLAS too: a threaded flat-field product is 10x slower on a busy host
     t = time.perf_counter()
     ff = FlatField(mode=mode)  # type: ignore[arg-type]
     ff.prime(frames[:prime])
@@ -50,7 +52,7 @@ def run(frames, params: SegmentParams, mode: str = "both", prime: int = 8):
 
 def video_path(video: Path, params: SegmentParams, mode: str = "both"):
     """Decode + flat-field + segment from a video file; (rois, frames, seconds)."""
-    cv2.setNumThreads(1)
+    one_core()  # BLAS too: a threaded flat-field product is 10x slower on a busy host
     t = time.perf_counter()
     ff = FlatField(mode=mode)  # type: ignore[arg-type]
     ff.prime(f for _, f in iter_frames(video, 0, 8))

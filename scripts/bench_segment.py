@@ -8,7 +8,7 @@ the development machine is shared and noisy.
     python scripts/bench_segment.py --video raw/20260101120000.000.avi
     python scripts/bench_segment.py --minutes 10         # long run: peak RSS stays flat
 
-Paths measured (one core, ``cv2.setNumThreads(1)``):
+Paths measured (one core: ``pipeline.one_core``, OpenCV and BLAS single-threaded):
 
 * decode only (rawvideo, and FFV1 separately: the decode cap of compressed archives);
 * plankline: ``iter_frames`` -> ``FlatField.correct`` -> ``segment_stream`` (crops+masks);
@@ -35,6 +35,7 @@ from plankline.imaging.flatfield import FlatField
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.synth import GroundTruth, truth_path, write_synth_video
 from plankline.imaging.video import iter_frames, probe_video, write_video
+from plankline.pipeline import one_core
 
 REAL = (
     Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ REAL = (
 
 
 def _one_core() -> None:
-    cv2.setNumThreads(1)
+    one_core()  # BLAS too: a threaded flat-field product is 10x slower on a busy host
 
 
 def decode_only(video: Path, stop: int | None = None) -> tuple[int, float]:
