@@ -67,7 +67,9 @@ def _zipfile_bytes(
     return buf.getvalue()
 
 
-@pytest.mark.parametrize(("n", "level"), [(0, None), (1, None), (25, None), (25, 1)])
+@pytest.mark.parametrize(
+    ("n", "level"), [(0, None), (1, None), (25, None), (25, 1), (63, 1), (64, 1), (300, None)]
+)
 def test_zip_is_byte_identical_to_zipfile(n: int, level: int | None) -> None:
     when = (2018, 7, 6, 17, 8, 5)
     members = [("ecotaxa_x.tsv", b"object_id\tobject_area\n[t]\t[f]\n" * 40, True)]
@@ -78,6 +80,21 @@ def test_zip_is_byte_identical_to_zipfile(n: int, level: int | None) -> None:
     with zipfile.ZipFile(buf) as z:
         assert z.testzip() is None
         assert [(i.filename, z.read(i)) for i in z.infolist()] == [(m, d) for m, d, _ in members]
+
+
+def test_zip_of_many_members_with_names_of_any_length_and_deflated_ones_anywhere() -> None:
+    """Names of 1 to 80 bytes, empty and deflated members among the stored ones: still
+    zipfile's bytes."""
+    rng = np.random.default_rng(3)
+    members = [
+        ("x" * (1 + i % 80) + f"{i}.png", rng.bytes(int(rng.integers(0, 3000))), i % 37 == 5)
+        for i in range(200)
+    ]
+    members[17] = ("empty.png", b"", False)
+    when = (2026, 12, 1, 4, 5, 6)
+    buf = io.BytesIO()
+    write_zip(buf, members, date_time=when, level=1)
+    assert buf.getvalue() == _zipfile_bytes(members, when, 1)
 
 
 def test_zip_with_more_members_than_the_zip_format_counts_goes_through_zipfile() -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plankline.outputs.formatting import (
+    float_columns_chars,
     general_chars,
     integer_chars,
     join_rows,
@@ -85,3 +86,24 @@ def test_join_rows_gives_delimited_lines_with_shared_and_trimmed_fields():
         join_rows([fields[0], integer_chars(np.arange(2))], b",", n)
     with pytest.raises(ValueError, match="delimiter"):
         join_rows(fields, b"\n", n)
+
+
+def test_float_columns_of_whole_numbers_and_others_give_percent_g_and_empty_non_finite():
+    """Whole-number columns take the integer path; its text is %g's up to 10**precision
+    (1e+06 at 6 digits goes the general way), -0.0 stays "-0", NaN and inf empty on
+    request."""
+    rng = np.random.default_rng(4)
+    columns = [
+        rng.integers(0, 5000, 100).astype(float),  # areas
+        np.array([999999.0, 1e6, 3.0]),  # the last whole number below 10**6, and 10**6
+        np.array([-0.0, 1.0, 2.0]),
+        np.array([1.5, np.nan, -np.inf]),
+        rng.normal(0, 50, 100),
+    ]
+    for precision, empty in ((6, False), (9, True)):
+        got = float_columns_chars(columns, precision, nonfinite_empty=empty)
+        for col, chars in zip(columns, got, strict=True):
+            want = [f"%.{precision}g" % v for v in col.tolist()]
+            if empty:
+                want = ["" if w in ("nan", "inf", "-inf") else w for w in want]
+            assert texts(chars) == want

@@ -51,7 +51,7 @@ import numpy as np
 
 from plankline import __version__
 from plankline.outputs.archives import write_zip
-from plankline.outputs.formatting import general_chars, join_rows, text_chars, trim
+from plankline.outputs.formatting import float_columns_chars, join_rows, text_chars
 from plankline.outputs.naming import date_time_texts
 from plankline.outputs.rois import Image, encode_images
 from plankline.outputs.tables import atomic_write
@@ -371,12 +371,10 @@ def _tsv_chars(values: list[_Floats | list[str]], n: int) -> list[np.ndarray] | 
     call, non-finite values empty); None when a text column is not ASCII."""
     out: list[np.ndarray | None] = [None] * len(values)
     floats = [k for k, vs in enumerate(values) if isinstance(vs, _Floats)]
-    if floats:
-        joined = np.concatenate([values[k].values for k in floats])  # type: ignore[union-attr]
-        chars = general_chars(joined, _Floats.precision)
-        chars[:, ~np.isfinite(joined)] = 0
-        for i, k in enumerate(floats):
-            out[k] = trim(chars[:, i * n : (i + 1) * n])
+    columns = [values[k].values for k in floats]  # type: ignore[union-attr]
+    chars = float_columns_chars(columns, _Floats.precision, nonfinite_empty=True)
+    for k, c in zip(floats, chars, strict=True):
+        out[k] = c
     for k, vs in enumerate(values):
         if not isinstance(vs, _Floats):
             out[k] = text_chars(vs)

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from plankline.outputs.formatting import general_chars, integer_chars, join_rows, text_chars, trim
+from plankline.outputs.formatting import float_columns_chars, integer_chars, join_rows, text_chars
 
 __all__ = ["atomic_write", "read_csv", "write_csv"]
 
@@ -88,7 +88,6 @@ def atomic_write(
             os.close(dir_fd)
 
 
-_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 
 
 def _column_values(
@@ -167,7 +166,7 @@ def write_csv(
         if text is not None:
             texts[k] = text
     # a character needing quotes is in some value iff it is in their concatenation
-    quote = any(_NEEDS_QUOTES.search("".join(col)) for col in texts.values())
+    quote = any(c in joined for joined in map("".join, texts.values()) for c in ',"\r\n')
     general = re.fullmatch(r"%\.(\d{1,2})g", float_format)
     chars = None
     if general and 1 <= int(general.group(1)) <= 15 and len(names) > 1 and not quote:
@@ -204,11 +203,9 @@ def _column_chars(
     those)."""
     out: list[np.ndarray | None] = [None] * len(arrays)
     floats = [k for k, spec in enumerate(specs) if spec not in ("%s", "%d")]
-    if floats:
-        n = len(arrays[0])
-        chars = general_chars(np.concatenate([arrays[k] for k in floats]), precision)
-        for i, k in enumerate(floats):
-            out[k] = trim(chars[:, i * n : (i + 1) * n])
+    chars = float_columns_chars([arrays[k] for k in floats], precision)
+    for k, column in zip(floats, chars, strict=True):
+        out[k] = column
     for k, spec in enumerate(specs):
         if spec == "%s":
             out[k] = text_chars(texts[k])
