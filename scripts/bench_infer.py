@@ -56,11 +56,17 @@ def _eager(clf: Classifier, threads: int) -> torch.nn.Module:
 
 @torch.no_grad()
 def _eager_predict(
-    net: torch.nn.Module, crops: list[np.ndarray], canvas: int, shapes: bool, batch: int
+    net: torch.nn.Module, crops: list[np.ndarray], clf: Classifier, batch: int
 ) -> np.ndarray:
     out = []
     for i in range(0, len(crops), batch):
-        x, s = model_inputs(crops[i : i + batch], canvas, shapes=shapes)
+        x, s = model_inputs(
+            crops[i : i + batch],
+            clf.canvas,
+            shapes=clf.shapes,
+            polarity=clf.polarity,
+            colour=clf.colour,
+        )
         out.append(net(torch.from_numpy(x), torch.from_numpy(s)).numpy())
     return np.concatenate(out)
 
@@ -80,7 +86,7 @@ def _worker_predict(engine: str, batch: int, crops: list[np.ndarray]) -> int:
     if engine == "ort":
         clf.predict(crops, batch_size=batch)
     else:
-        _eager_predict(_worker["torch"], crops, clf.canvas, clf.shapes, batch)
+        _eager_predict(_worker["torch"], crops, clf, batch)
     return len(crops)
 
 
@@ -116,26 +122,46 @@ def main() -> None:
     def run_ort() -> np.ndarray:
         return clf.predict(crops, batch_size=args.batch)
 
+    run_batch = clf.run_batch
+
+    def run_ort_whole() -> np.ndarray:  # before CPU_RUN_BATCH: one ORT call per batch
+        clf.run_batch = 0
+        try:
+            return clf.predict(crops, batch_size=args.batch)
+        finally:
+            clf.run_batch = run_batch
+
     def run_torch() -> np.ndarray:
-        return _eager_predict(eager, crops, clf.canvas, clf.shapes, args.batch)
+        return _eager_predict(eager, crops, clf, args.batch)
 
     def run_pre() -> None:
         for i in range(0, len(crops), args.batch):
-            model_inputs(crops[i : i + args.batch], clf.canvas, shapes=clf.shapes)
+            model_inputs(
+                crops[i : i + args.batch],
+                clf.canvas,
+                shapes=clf.shapes,
+                polarity=clf.polarity,
+                colour=clf.colour,
+            )
 
     def run_pre_checked() -> None:  # what Classifier.predict runs: with the polarity check
         for i in range(0, len(crops), args.batch):
             checked_model_inputs(
-                crops[i : i + args.batch], clf.canvas, shapes=clf.shapes, polarity=clf.polarity
+                crops[i : i + args.batch],
+                clf.canvas,
+                shapes=clf.shapes,
+                polarity=clf.polarity,
+                colour=clf.colour,
             )
 
     run_ort(), run_torch()  # warm-up
-    best = {"ort": 0.0, "torch": 0.0, "pre": 0.0, "pre_checked": 0.0}
+    best = {"ort": 0.0, "ort_whole": 0.0, "torch": 0.0, "pre": 0.0, "pre_checked": 0.0}
     for _ in range(args.repeats):
         for name, fn in (
             ("pre", run_pre),
             ("pre_checked", run_pre_checked),
             ("ort", run_ort),
+            ("ort_whole", run_ort_whole),
             ("torch", run_torch),
         ):
             t = time.perf_counter()
@@ -146,7 +172,14 @@ def main() -> None:
         f"  + polarity check : {best['pre_checked']:8.0f} ROIs/s "
         f"({best['pre_checked'] / best['pre']:.2f}x; the check Classifier.predict runs)"
     )
-    print(f"ONNX Runtime       : {best['ort']:8.0f} ROIs/s (incl. preprocessing)")
+    print(
+        f"ONNX Runtime       : {best['ort']:8.0f} ROIs/s (incl. preprocessing; "
+        f"{run_batch or 'all'} ROIs per ORT call)"
+    )
+    print(
+        f"  one call/batch   : {best['ort_whole']:8.0f} ROIs/s ({args.batch} ROIs per ORT call; "
+        f"{best['ort'] / best['ort_whole']:.2f}x)"
+    )
     print(f"torch eager        : {best['torch']:8.0f} ROIs/s (incl. preprocessing)")
     print(f"ratio ORT / torch  : {best['ort'] / best['torch']:.2f}x")
 

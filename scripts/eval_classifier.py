@@ -212,10 +212,10 @@ def run_split(
     k = len(ck["class_names"])
     xt, yt, xv, yv = _load_split(ck)
     model = model_from_checkpoint(ck)
-    canvas, shapes, pol = cfg.canvas, cfg.shapes, ck["polarity"]
+    canvas, shapes, colour, pol = cfg.canvas, cfg.shapes, cfg.colour, ck["polarity"]
 
     def predict(crops: list) -> np.ndarray:
-        x, s = model_inputs(crops, canvas, shapes=shapes, polarity=pol)
+        x, s = model_inputs(crops, canvas, shapes=shapes, polarity=pol, colour=colour)
         with torch.no_grad():
             return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 

@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pytest
 from plankline.model.data import (
+    COLOUR_FEATURES,
     SHAPE_FEATURES,
     Augment,
     CanvasDataset,
+    colour_features,
     feature_names,
     load_library,
     model_inputs,
@@ -60,6 +62,34 @@ def test_colour_and_gray_versions_of_a_roi_give_the_same_input() -> None:
     g = _blob(30, 30)
     c = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
     np.testing.assert_allclose(to_canvas([g], 32), to_canvas([c], 32), atol=1e-6)
+
+
+def _tinted_organism(bgr: tuple[int, int, int], background: int) -> np.ndarray:
+    img = np.full((40, 40, 3), background, np.uint8)
+    cv2.circle(img, (20, 20), 10, bgr, -1)
+    return img
+
+
+def test_colour_features_give_the_organisms_channel_shares_on_either_background() -> None:
+    green_on_black = _tinted_organism((0, 200, 100), 0)
+    # a dark-field organism and its bright-field (inverted) copy have the same colour shares
+    f = colour_features([green_on_black, 255 - green_on_black])
+    np.testing.assert_allclose(f[:, :3], [[0, 2 / 3, 1 / 3]] * 2, atol=1e-6)
+    np.testing.assert_allclose(f[:, 3:], 0.0, atol=1e-6)  # one flat colour: no spread
+    # two colours in one organism: the shares spread
+    two = green_on_black.copy()
+    lower = two[20:]
+    lower[lower.any(axis=2)] = (200, 0, 0)  # its lower half blue
+    assert colour_features([two])[0, 3:].min() > 0.1
+    # gray crops, colour copies of gray crops and blank crops are neutral
+    g = _blob(30, 30)
+    neutral = [1 / 3, 1 / 3, 1 / 3, 0, 0, 0]
+    for crop in (g, cv2.cvtColor(g, cv2.COLOR_GRAY2BGR), np.zeros((9, 9, 3), np.uint8)):
+        np.testing.assert_allclose(colour_features([crop])[0], neutral, atol=1e-7)
+    _, with_colour = model_inputs([green_on_black], 32, shapes=True, colour=True, polarity="dark")
+    assert with_colour.shape == (1, len(feature_names(True, True)))
+    assert feature_names(True, True)[-6:] == list(COLOUR_FEATURES)
+    np.testing.assert_allclose(with_colour[0, -6:], f[0], atol=1e-7)
 
 
 def test_measurements_follow_the_log2_shrink_and_see_the_unshrunk_organism() -> None:
@@ -137,6 +167,17 @@ def _write(path: Path, img: np.ndarray) -> None:
     cv2.imwrite(str(path), img)
 
 
+def test_library_keeps_the_colour_of_its_images_while_holding_them_gray(tmp_path: Path) -> None:
+    for i in range(2):
+        _write(tmp_path / "green" / f"g{i}.png", _tinted_organism((0, 200, 100 + i), 0))
+        _write(tmp_path / "blue" / f"b{i}.png", _tinted_organism((180, 60 + i, 0), 0))
+    lib = load_library(tmp_path)
+    assert lib.polarity == "dark" and all(c.ndim == 2 for c in lib.crops)
+    raw = [cv2.imread(p) for p in lib.paths]
+    np.testing.assert_allclose(lib.colour, colour_features(raw), atol=1e-7)
+    assert lib.colour[lib.labels == lib.class_names.index("green"), 1].min() > 0.6
+
+
 def test_library_drops_small_and_empty_classes_and_skips_bad_files(tmp_path: Path) -> None:
     for i in range(3):
         _write(tmp_path / "big copepod" / f"a{i}.png", _blob(20, 20 + i))
@@ -150,5 +191,8 @@ def test_library_drops_small_and_empty_classes_and_skips_bad_files(tmp_path: Pat
     assert "broken.png" in msgs and "'rare'" in msgs and "'empty'" in msgs
     assert lib.class_names == ["big copepod", "diatom"]
     assert lib.counts().tolist() == [3, 3]
+    # gray files: every image's colour is the neutral one, in the subsets too
+    assert lib.colour is not None and lib.colour.shape == (6, len(COLOUR_FEATURES))
+    np.testing.assert_allclose(lib.subset(np.array([1, 4])).colour_matrix()[:, :3], 1 / 3)
     x, _ = place_on_canvas(lib.crops, 32)
     assert x.shape == (6, 1, 32, 32)

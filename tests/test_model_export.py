@@ -9,9 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import feature_names, list_images, model_inputs, read_image
+from plankline.model.data import (
+    COLOUR_FEATURES,
+    feature_names,
+    list_images,
+    model_inputs,
+    read_image,
+)
 from plankline.model.export import export_model, parity, to_onnx_bytes, write_triton_repository
 from plankline.model.infer import (
+    CPU_RUN_BATCH,
     UNCLASSIFIED,
     Classifier,
     read_classification_csv,
@@ -63,7 +70,7 @@ def test_onnx_matches_torch_within_1e4_for_any_batch_size(
     crops = [read_image(p) for p in list_images(lib)]
     for n in (1, 7, len(crops)):
         got = clf.predict(crops[:n], batch_size=4)
-        x, s = model_inputs(crops[:n], clf.canvas, shapes=clf.shapes)
+        x, s = model_inputs(crops[:n], clf.canvas, shapes=clf.shapes, colour=clf.colour)
         with torch.no_grad():
             ref = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
         assert got.shape == (n, 5)
@@ -111,6 +118,29 @@ def test_a_model_whose_inputs_differ_from_its_meta_is_refused(
         Classifier.load(bad)
 
 
+def test_the_model_takes_the_colour_and_runs_the_same_in_small_cpu_calls(
+    exported: tuple[Path, Path, Path],
+) -> None:
+    lib, _, model_dir = exported
+    clf = Classifier.load(model_dir, providers=["CPUExecutionProvider"])
+    assert clf.colour and clf.meta["features"] == feature_names(True, True)
+    assert clf.meta["features"][-6:] == list(COLOUR_FEATURES)
+    assert clf.run_batch == CPU_RUN_BATCH
+    crops = [read_image(p) for p in list_images(lib)]
+    crops = [crops[i % len(crops)] for i in range(CPU_RUN_BATCH + 9)]
+    split = clf.predict(crops, batch_size=len(crops))
+    clf.run_batch = 0  # one ONNX Runtime call for the whole batch
+    np.testing.assert_allclose(clf.predict(crops, batch_size=len(crops)), split, atol=1e-6)
+    # a ROI whose red channel is all background reaches the network as blue and green only
+    gray = crops[0]
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    tinted = np.dstack([gray, gray, np.full_like(gray, int(np.median(border)))])
+    f_gray = model_inputs([gray], clf.canvas, shapes=True, colour=True)[1]
+    f_tint = model_inputs([tinted], clf.canvas, shapes=True, colour=True)[1]
+    np.testing.assert_allclose(f_gray[0, -6:], [1 / 3, 1 / 3, 1 / 3, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(f_tint[0, -6:], [0.5, 0.5, 0, 0, 0, 0], atol=1e-6)
+
+
 def test_predict_names_the_index_of_an_empty_roi(exported: tuple[Path, Path, Path]) -> None:
     clf = Classifier.load(exported[2])
     with pytest.raises(ValueError, match="ROI 1"):
@@ -133,7 +163,7 @@ def test_triton_repository_has_gpu_and_cpu_configs(
     assert re.search(r"kind:\s*KIND_GPU", gpu)
     assert re.search(r'name:\s*"tensorrt".*precision_mode"\s*value:\s*"FP16"', gpu, re.S)
     assert re.search(r"dims:\s*\[\s*1, 32, 32\s*\]", gpu) and re.search(r"dims:\s*\[\s*5\s*\]", gpu)
-    n_features = len(feature_names(shapes=True))
+    n_features = len(feature_names(shapes=True, colour=True))
     assert re.search(rf'"features", data_type: TYPE_FP32, dims: \[ {n_features} \]', gpu)
     assert re.search(r'backend:\s*"python"', cpu) and re.search(r"kind:\s*KIND_CPU", cpu)
     assert gpu.count("{") == gpu.count("}") and cpu.count("[") == cpu.count("]")
@@ -151,7 +181,7 @@ def test_triton_python_model_runs_the_same_onnx(
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     assert {"initialize", "execute", "finalize"} <= set(vars(mod.TritonPythonModel))
     crops = [read_image(p) for p in list_images(lib)[:9]]
-    x, f = model_inputs(crops, 32, shapes=True)
+    x, f = model_inputs(crops, 32, shapes=True, colour=True)
     got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, f)
     np.testing.assert_allclose(got, Classifier.load(model_dir).predict(crops), atol=1e-6)
 

@@ -168,10 +168,14 @@ class TrainingDefaults:
     lrd : float
         Learning-rate decay per epoch (``ilr * exp(-lrd * epoch)``): 0.05, so
         that the rate at the last epoch is what 20 epochs at 0.1 ended with.
+    colour : bool
+        Feed the organism's colour (``model.data.COLOUR_FEATURES``) beside the
+        measurements.
     """
 
     stop: int = 40
     lrd: float = 0.05
+    colour: bool = True
 
 
 TRAINING = TrainingDefaults()

@@ -69,6 +69,11 @@ class ModelCard:
         return bool(self.meta.get("shapes", False))
 
     @property
+    def colour(self) -> bool:
+        """Whether the model also takes the organism's colour (models before it: no)."""
+        return bool(self.meta.get("colour", False))
+
+    @property
     def polarity(self) -> str:
         """Imager convention of the training images (``bright`` for models from before it
         was recorded)."""

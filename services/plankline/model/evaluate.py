@@ -572,9 +572,10 @@ def evaluate_checkpoint(
         model = model_from_checkpoint(ck)
         canvas = int(ck["config"]["canvas"])
         shapes = bool(ck["config"]["shapes"])
+        colour = bool(ck["config"].get("colour", False))
 
         def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
-            x, s = model_inputs(crops, canvas, shapes=shapes, polarity=polarity)
+            x, s = model_inputs(crops, canvas, shapes=shapes, polarity=polarity, colour=colour)
             with torch.no_grad():
                 return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 

@@ -99,7 +99,8 @@ def export_model(
     cfg = ck["config"]
     canvas = int(cfg["canvas"])
     shapes = bool(cfg["shapes"])
-    features = feature_names(shapes)
+    colour = bool(cfg.get("colour", False))
+    features = feature_names(shapes, colour)
     data = to_onnx_bytes(model, canvas, opset=opset)
     diff = parity(model, data, canvas)
     if not diff <= PARITY_TOL:
@@ -119,11 +120,13 @@ def export_model(
         "layers": cfg.get("layers"),
         "inputs": {"image": ["batch", 1, canvas, canvas], "features": ["batch", len(features)]},
         "shapes": shapes,
+        "colour": colour,
         "features": features,
         "output": OUTPUT,
         "polarity": ck.get("polarity", "bright"),
         "preprocessing": (
-            "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, polarity=polarity)"
+            "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, "
+            "polarity=polarity, colour=colour)"
         ),
         "opset": opset,
         "epoch": ck["epoch"],

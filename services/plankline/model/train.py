@@ -97,6 +97,9 @@ class TrainConfig:
     # measurements beside the image (data.SHAPE_FEATURES), computed once per training image:
     # the augmented views share them (rotation and flips leave them unchanged)
     shapes: bool = True
+    # the organism's colour (data.COLOUR_FEATURES, measured on the raw image before it is made
+    # gray) beside the measurements; gray libraries give every image the same values
+    colour: bool = TRAINING.colour
     # FlowCam, 20 seeded splits (scripts/eval_classifier.py --splits 20): one network 0.839,
     # with a head per branch 0.848, three such networks averaged 0.877, three of width 6
     # (1.8x the cost of one of width 8, not 3x) 0.88 (RF 0.809, GBM 0.773)
@@ -205,9 +208,11 @@ class _EpochSampler(Sampler):
 
 
 def _val_tensors(
-    lib: Library, canvas: int, shapes: bool
+    lib: Library, canvas: int, shapes: bool, colour: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, s = network_inputs(lib.crops, canvas, shapes=shapes)
+    x, s = network_inputs(
+        lib.crops, canvas, shapes=shapes, colour=lib.colour_matrix() if colour else None
+    )
     return torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(lib.labels)
 
 
@@ -234,7 +239,7 @@ def network(cfg: dict[str, Any], n_classes: int) -> torch.nn.Module:
     """The untrained network a training configuration (``asdict(TrainConfig)``) describes."""
     kw: dict[str, Any] = {
         "width": cfg["width"],
-        "n_inputs": len(feature_names(cfg["shapes"])),
+        "n_inputs": len(feature_names(cfg["shapes"], cfg.get("colour", False))),
         "aux_heads": cfg["aux_heads"],
     }
     if cfg["arch"] == "scnn":
@@ -373,13 +378,17 @@ def train(
         w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
         class_w = torch.tensor(w, dtype=torch.float32, device=cfg.device)
 
+    # per-image inputs that augmentation leaves unchanged (rotation, flips), measured once
+    fixed = [shape_features(train_lib.crops)] if cfg.shapes else []
+    if cfg.colour:
+        fixed.append(train_lib.colour_matrix())
     ds = CanvasDataset(
         train_lib.crops,
         train_lib.labels,
         cfg.canvas,
         augment=Augment(**cfg.augment),
         seed=cfg.seed,
-        shapes=shape_features(train_lib.crops) if cfg.shapes else None,
+        shapes=np.hstack(fixed) if fixed else None,
     )
     epoch_size = max(len(ds), cfg.min_epoch_images)
     sampler = _EpochSampler(train_lib.labels, cfg.balance, cfg.seed, epoch_size)
@@ -391,7 +400,7 @@ def train(
         persistent_workers=cfg.workers > 0,
         drop_last=epoch_size > cfg.bs,
     )
-    vx, vs, vy = _val_tensors(val_lib, cfg.canvas, cfg.shapes)
+    vx, vs, vy = _val_tensors(val_lib, cfg.canvas, cfg.shapes, cfg.colour)
     log_path = out / "train_log.csv"
     history: list[EpochStats] = []
     for epoch in range(cfg.start, cfg.stop):
