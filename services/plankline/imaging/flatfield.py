@@ -130,6 +130,7 @@ class FlatField:
         self._col_var: np.ndarray | None = None  # (W,) running row-to-row variation
         self._line_ref: np.ndarray | None = None  # (H,) running per-line relative gain
         self._priming = False
+        self._decide_stuck = True  # False while priming, but for its last frame (prime())
         self.mode = mode
         self.memory = float(memory)
         self.level = float(level)
@@ -189,16 +190,22 @@ class FlatField:
             self._check(frame)
             kept.append(self._oriented(frame))
         self._priming = True
+        # A primed frame's stuck-column decision is read only by the next corrected frame
+        # (its repair): only the last update's is needed. The running row-to-row variation
+        # it rests on is still updated at every frame.
+        self._decide_stuck = False
         try:
             if self.column is None and len(kept) >= 3:
                 self._initialise(_median_frame(kept))
-            for frame in kept:
+            for i, frame in enumerate(kept):
                 if self.column is None:
                     self._initialise(frame)
                 self._apply(frame, None)
+                self._decide_stuck = i == len(kept) - 1
                 self._update(frame)
         finally:
             self._priming = False
+            self._decide_stuck = True
 
     def correct(self, frame: np.ndarray) -> np.ndarray:
         """Flat-field one frame and fold its background into the running estimate.
@@ -423,6 +430,8 @@ class FlatField:
             self._col_var = var
         else:
             self._col_var = self.memory * self._col_var + (1 - self.memory) * var
+        if not self._decide_stuck:
+            return
         level = _column_median(sampled)
         nb_var = _neighbour_median(self._col_var)
         nb_level = _neighbour_median(level)
