@@ -69,6 +69,8 @@ def test_integer_chars_equal_percent_d_across_the_int64_range_and_booleans():
 def test_text_chars_keep_ascii_and_refuse_what_their_padding_cannot_hold():
     assert texts(text_chars(["roi_1.png", "", "a,b"])) == ["roi_1.png", "", "a,b"]
     assert text_chars(["caf\u00e9"]) is None
+    assert texts(text_chars(["plankline 1.0"] * 3)) == ["plankline 1.0"] * 3  # constant
+    assert text_chars(["caf\u00e9"] * 3) is None
     assert text_chars(["a\0b"]) is None
 
 

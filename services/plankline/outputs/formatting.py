@@ -139,7 +139,7 @@ def general_chars(values: np.ndarray | Sequence[float], precision: int) -> np.nd
             out[3 + k, at] = (e[at] < -1 - k) * char0
     # the digits with the point after digit dp (fixed: the units; exponent form: the
     # first; 0.000ddd: -1, its point is in the lead), digits past `shown` left out
-    dp = np.where(big, e, np.where(small, -1, 0)).astype(np.int8)
+    dp = np.where(big, e, -small.view(np.int8))
     shown = np.where(big, np.maximum(nd, dp + 1), nd)
     kept = [digits[j] * (shown > j) for j in range(p)]
     dot = (~small & (nd > dp + 1)) * point
@@ -233,9 +233,9 @@ def integer_chars(values: np.ndarray | Sequence[int]) -> np.ndarray:
 
 
 def text_chars(texts: Sequence[str]) -> np.ndarray | None:
-    """ASCII strings as a field-major character matrix (``(width, n)``, zero padded);
-    None when a string is not ASCII or holds a NUL byte (the padding), for the caller's
-    own path.
+    """ASCII strings as a field-major character matrix (``(width, n)``, zero padded; a
+    string repeated in every row: a read-only broadcast of its one column); None when a
+    string is not ASCII or holds a NUL byte (the padding), for the caller's own path.
 
     Examples
     --------
@@ -244,6 +244,9 @@ def text_chars(texts: Sequence[str]) -> np.ndarray | None:
     ['ab', '', 'c']
     """
     texts = list(texts)
+    if len(texts) > 1 and texts.count(texts[0]) == len(texts):  # a constant column
+        one = text_chars(texts[:1])
+        return None if one is None else np.broadcast_to(one, (one.shape[0], len(texts)))
     joined = "".join(texts)
     if not joined.isascii() or "\0" in joined:
         return None
