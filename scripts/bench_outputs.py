@@ -8,6 +8,10 @@ extracting the whole tar to disk then reading the files (what the seed's
 pull_images did) for the reader.
 
 Usage: python scripts/bench_outputs.py [--n 2000] [--rows 20000 --classes 100]
+
+The last lines: a measurement-like table of ``--rows`` rows written by ``write_csv``
+(columns formatted in NumPy) beside one Python ``%`` per row, at %.6g (the CSV) and %.9g
+(the EcoTaxa TSV), bytes compared.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from plankline.imaging.flatfield import FlatField
 from plankline.outputs.naming import roi_id
 from plankline.outputs.pull import pull_images, select_images
 from plankline.outputs.rois import encode_image, iter_roi_tar, write_roi_tar
-from plankline.outputs.tables import read_csv, write_csv
+from plankline.outputs.tables import atomic_write, read_csv, write_csv
 
 FRAME = Path(__file__).resolve().parents[2] / "shared/data/isiis-frames/mbari-isiis-raw-2048.jpg"
 
@@ -154,6 +158,52 @@ def main() -> None:
             f"select -b {t_s * 1e3:.1f} ms"
         )
         bench_pull(Path(d), imgs, a.classes)
+        bench_table_text(a.rows)
+
+
+def measurement_like(rows: int, seed: int = 3) -> dict[str, np.ndarray]:
+    """A table shaped like ``measure_rois``'s: whole-number areas and boxes, lengths of 1-500
+    px, ratios in 0-1, signed skews and angles, Hu moments down to 1e-12 (exponent form)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, np.ndarray] = {"image": np.array([f"roi_{i:07d}" for i in range(rows)], object)}
+    for k in range(6):
+        cols[f"count_{k}"] = rng.integers(1, 5000, rows).astype(np.float64)
+    for k in range(10):
+        cols[f"length_{k}"] = rng.lognormal(2.5, 1.0, rows)
+    for k in range(6):
+        cols[f"ratio_{k}"] = rng.random(rows)
+    for k in range(4):
+        cols[f"signed_{k}"] = rng.normal(0, 2, rows)
+    for k in range(7):
+        cols[f"hu_{k}"] = rng.lognormal(-8 - 2 * k, 2.0, rows) * rng.choice([-1, 1], rows)
+    return cols
+
+
+def bench_table_text(rows: int) -> None:
+    """write_csv (columns formatted in NumPy) beside one Python ``%`` per row, the writer
+    before it, on a measurement-like table; the CSV's bytes must be the same."""
+    cols = measurement_like(rows)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.csv"
+        for precision in (6, 9):
+            spec = f"%.{precision}g"
+            t_ours = best_of(lambda spec=spec: write_csv(path, cols, float_format=spec))
+            ours = path.read_bytes()
+            row = ",".join("%s" if v.dtype == object else spec for v in cols.values()) + "\n"
+
+            def rows_python(row: str = row) -> None:
+                lists = [v.tolist() for v in cols.values()]
+                with atomic_write(Path(d) / "base.csv", "w", newline="") as f:
+                    f.write(",".join(cols) + "\n")
+                    f.write("".join(map(row.__mod__, zip(*lists, strict=True))))
+
+            t_base = best_of(rows_python)
+            same = (Path(d) / "base.csv").read_bytes() == ours
+            print(
+                f"table text {rows} x {len(cols)} at {spec}: column-wise {t_ours * 1e3:6.1f} ms, "
+                f"one % per row {t_base * 1e3:6.1f} ms (both written with fsync) -> "
+                f"x{t_base / t_ours:.2f}, bytes {'identical' if same else 'DIFFER'}"
+            )
 
 
 def bench_pull(d: Path, imgs: list[np.ndarray], n_classes: int, n_chunks: int = 4) -> None:
