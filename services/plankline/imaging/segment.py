@@ -1034,7 +1034,7 @@ def _extract_gathered(
     bh, bw = buf.shape
     x, y, w, h = (objs.x[sel], objs.y[sel], objs.w[sel], objs.h[sel])
     area = objs.area[sel]
-    ids, pieces = objs.parent[sel], objs.piece[sel]
+    ids = objs.parent[sel]
     ok = np.ones(len(sel), bool)
     if params.drop_artefacts:
         streak = (w <= params.streak_max_width + 1) & (
@@ -1047,7 +1047,7 @@ def _extract_gathered(
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         return Rois(artefacts=counts)
-    x, y, w, h, area, ids, pieces, objn = (a[idx] for a in (x, y, w, h, area, ids, pieces, sel))
+    x, y, w, h, area, ids, objn = (a[idx] for a in (x, y, w, h, area, ids, sel))
     y0, x0 = np.maximum(y - p, 0), np.maximum(x - p, 0)
     y1, x1 = np.minimum(y + h + p, bh), np.minimum(x + w + p, bw)
     ch, cw = y1 - y0, x1 - x0
