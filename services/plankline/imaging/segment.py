@@ -1065,7 +1065,6 @@ def _extract_gathered(
     flat = np.arange(total, dtype=np.int64) + np.repeat(seg_shift, seg_len)
     # np.take (mode="wrap": indices in range, no bounds check): fancy indexing's gather, ~1.5x
     crop_px = np.take(buf.ravel(), flat, mode="wrap")
-    roi_px = np.repeat(np.arange(n), sizes)
     starts = np.cumsum(sizes) - sizes
     ends = starts + sizes
     # Masks: every object's outline pixels (kept by ``objects``) scattered into its box,
@@ -1098,13 +1097,11 @@ def _extract_gathered(
     for _ in range(2):  # float rounding of peak + seed: settle on the exact boundary
         c = np.where(c - peak < seed, c, c - 1)
         c = np.where((c + 1 <= 255) & (c + 1 - peak < seed), c + 1, c)
-    # per box pixel 0 (not ring), 1 (ring, above c) or 2 (ring, at or under c); both
-    # counts of every object from one bincount
-    below = crop_px <= np.repeat(np.clip(c, 0, 255).astype(np.uint8), sizes)
-    code = ring.view(np.uint8) + (ring & below).view(np.uint8)
-    tally = np.bincount(roi_px * 3 + code, minlength=3 * n).reshape(n, 3)
-    n_ring = tally[:, 1] + tally[:, 2]
-    n_below = np.where(c >= 0, tally[:, 2], 0)
+    # each object's box pixels are one contiguous range of the gathered arrays: both
+    # counts by a sum over each range (np.add.reduceat), no per-pixel object index
+    below = ring & (crop_px <= np.repeat(np.clip(c, 0, 255).astype(np.uint8), sizes))
+    n_ring = np.add.reduceat(ring.view(np.uint8), starts, dtype=np.int64)
+    n_below = np.where(c >= 0, np.add.reduceat(below.view(np.uint8), starts, dtype=np.int64), 0)
     ok = ~((n_ring >= 8) & (n_below > n_ring // 2))
     widened = np.zeros(n, bool)
     if params.drop_artefacts:
