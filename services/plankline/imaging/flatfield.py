@@ -261,9 +261,9 @@ class FlatField:
     def _initialise(self, frame: np.ndarray) -> None:
         """First estimate from one frame: robust statistics that ignore dark objects."""
         self.shape = frame.shape
-        sub = frame[:: self.sample_step].astype(np.float32)
+        sampled = frame[:: self.sample_step]
         if self.mode == "column":
-            self.column = _column_percentile(sub, 75)
+            self.column = _column_percentile(sampled, 75)
             self.vignette = None
         else:
             sh, sw = self._small_shape()
@@ -272,7 +272,7 @@ class FlatField:
             # than their surroundings); blur gives the smooth vignetting field.
             small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
             if self.mode == "both":
-                col = _column_percentile(sub, 75)
+                col = _column_percentile(sampled, 75)
                 col_small = cv2.resize(col[None, :], (sw, 1), interpolation=cv2.INTER_AREA)[0]
                 vig = small / np.maximum(col_small[None, :], 1e-3)
                 scale = float(np.median(vig))
@@ -554,9 +554,24 @@ def _median_frame(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def _column_percentile(rows: np.ndarray, q: float) -> np.ndarray:
-    """``np.percentile(rows, q, axis=0)`` as float32, on the transposed copy: the same
-    values per column, but partitioned along contiguous memory (3x faster)."""
-    return np.percentile(cv2.transpose(rows), q, axis=1).astype(np.float32)
+    """``np.percentile(rows.astype(float32), q, axis=0)`` as float32, on the transposed
+    copy: the same values per column, but partitioned along contiguous memory (3x faster).
+
+    Integer rows and a quartile (q = 25, 50, 75): a stable (radix) sort of the transposed
+    rows and numpy's linear interpolation between the two order statistics around
+    ``q / 100 * (n - 1)``; its fraction is a multiple of 1/4 and the values integers, so
+    every step is exact and the result is numpy's to the bit (3x faster again: 9 -> 3 ms
+    on a frame's 256 sampled rows, every chunk's priming).
+    """
+    n = rows.shape[0]
+    if rows.dtype in (np.uint8, np.uint16) and q in (25, 50, 75) and n >= 1:
+        s = np.sort(cv2.transpose(rows), axis=1, kind="stable")
+        at = q / 100 * (n - 1)
+        lo = int(at)
+        a = s[:, lo].astype(np.float64)
+        b = s[:, min(lo + 1, n - 1)].astype(np.float64)
+        return (a + (b - a) * (at - lo)).astype(np.float32)
+    return np.percentile(cv2.transpose(rows.astype(np.float32)), q, axis=1).astype(np.float32)
 
 
 def _median_of(frames: list[np.ndarray]) -> np.ndarray:
