@@ -85,10 +85,18 @@ def general_chars(values: np.ndarray | Sequence[float], precision: int) -> np.nd
     x = np.ascontiguousarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {x.shape}")
+    out = np.zeros((p + 12, x.size), np.uint8)  # sign, "0.000", p digits and a point, "e+308"
+    for start in range(0, x.size, _BLOCK):  # ~40 temporaries of a block stay in the cache
+        _general_block(x[start : start + _BLOCK], p, out[:, start : start + _BLOCK])
+    return out
+
+
+_BLOCK = 32768  # values formatted at a time: 1.5-2x faster than whole columns of 400,000
+
+
+def _general_block(x: np.ndarray, p: int, out: np.ndarray) -> None:
+    """:func:`general_chars` of ``x`` into ``out`` (zeros, ``(p + 12, len(x))``)."""
     n = x.size
-    out = np.zeros((p + 12, n), np.uint8)  # sign, "0.000", p digits and a point, "e+308"
-    if n == 0:
-        return out
     bits = x.view(np.int64)
     biased = (bits >> 52) & 0x7FF
     normal = (biased > 66) & (biased < 2020)  # 1e-300..1e300: no subnormal, inf or NaN
@@ -163,7 +171,6 @@ def general_chars(values: np.ndarray | Sequence[float], precision: int) -> np.nd
         for i, v in zip(slow.tolist(), x[slow].tolist(), strict=True):
             t = (spec % v).encode("ascii")
             out[: len(t), i] = np.frombuffer(t, np.uint8)
-    return out
 
 
 def float_columns_chars(
