@@ -128,15 +128,16 @@ def test_non_finite_values_never_fail_a_table_and_read_back(tmp_path):
     assert got[0] == 2.5 and got[1] == np.inf and got[2] == -np.inf and np.isnan(got[3])
 
 
-def test_csv_bytes_equal_csv_writer_of_each_value_formatted(tmp_path):
-    """The one-% -per-row fast path writes exactly what csv.writer writes for the values
-    formatted one by one (floats by float_format, ints and bools as integers, None empty),
-    with and without text that needs quoting."""
+@pytest.mark.parametrize("n", [50, 40_000])
+def test_csv_bytes_equal_csv_writer_of_each_value_formatted(tmp_path, n):
+    """The fast paths (columns formatted in NumPy; one % per row) write exactly what
+    csv.writer writes for the values formatted one by one (floats by float_format, ints
+    and bools as integers, None empty), with and without text that needs quoting; 40,000
+    rows span several of the formatter's blocks."""
     import csv
     import io
 
     rng = np.random.default_rng(0)
-    n = 50
     base = {
         "image": np.array([f"roi_{i:04d}" for i in range(n)], dtype=object),
         "frame": rng.integers(0, 10**6, n),
@@ -147,7 +148,7 @@ def test_csv_bytes_equal_csv_writer_of_each_value_formatted(tmp_path):
     }
     quoted = {**base, "note": ['has "quote"', "a,b"] + [f"n{i}" for i in range(n - 2)]}
     for cols in (base, quoted):
-        for fmt in ("%.6g", "%.3f"):
+        for fmt in ("%.6g", "%.9g", "%.3f"):
             expect = io.StringIO()
             w = csv.writer(expect, lineterminator="\n")
             w.writerow(list(cols))
