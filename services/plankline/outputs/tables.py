@@ -88,8 +88,6 @@ def atomic_write(
             os.close(dir_fd)
 
 
-
-
 def _column_values(
     name: str, values: np.ndarray | Sequence[Any], float_format: str
 ) -> tuple[np.ndarray, str, list[str] | None]:
