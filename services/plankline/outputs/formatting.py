@@ -240,9 +240,10 @@ def integer_chars(values: np.ndarray | Sequence[int]) -> np.ndarray:
 
 
 def text_chars(texts: Sequence[str]) -> np.ndarray | None:
-    """ASCII strings as a field-major character matrix (``(width, n)``, zero padded; a
-    string repeated in every row: a read-only broadcast of its one column); None when a
-    string is not ASCII or holds a NUL byte (the padding), for the caller's own path.
+    """ASCII strings as a character matrix (``(width, n)``, zero padded: the transposed
+    view of one string per row; a string repeated in every row: a read-only broadcast of
+    its one column); None when a string is not ASCII or holds a NUL byte (the padding),
+    for the caller's own path.
 
     Examples
     --------
@@ -259,7 +260,7 @@ def text_chars(texts: Sequence[str]) -> np.ndarray | None:
         return None
     width = max(map(len, texts), default=0) or 1
     rows = np.array(texts, dtype=f"S{width}").view(np.uint8).reshape(len(texts), width)
-    return np.ascontiguousarray(rows.T)
+    return rows.T  # a view: the strings stay row by row, as join_rows copies them
 
 
 def trim(chars: np.ndarray) -> np.ndarray:
@@ -288,16 +289,40 @@ def join_rows(fields: Sequence[np.ndarray], delimiter: bytes, n: int) -> bytes:
         if f.ndim != 2 or f.shape[1] not in (1, n):
             raise ValueError(f"field {k} has shape {f.shape}, expected (width, {n})")
     height = sum(f.shape[0] for f in fields) + len(fields)
-    block = np.empty((height, n), np.uint8)
-    row = 0
+    rows = np.empty((n, height), np.uint8)
+    # Matrices laid out row by row (text, constants) are copied straight into the rows;
+    # runs of field-major ones (numbers) are stacked, then transposed tile by tile.
+    run: list[np.ndarray] = []
+    at = start = 0
     for k, f in enumerate(fields):
         if k:
-            block[row] = delimiter[0]
-            row += 1
-        block[row : row + f.shape[0]] = f
-        row += f.shape[0]
-    block[row] = ord("\n")
-    rows = np.empty((n, height), np.uint8)
-    for j in range(0, n, 256):  # transposed in blocks: 3x NumPy's byte-wise transpose
-        rows[j : j + 256] = block[:, j : j + 256].T
+            run.append(_DELIMITER[delimiter[0]])
+            at += 1
+        if f.strides[0] == 1 or f.strides[1] == 0:  # row-major (f.T contiguous rows)
+            _transpose_run(run, rows, start, n)
+            rows[:, at : at + f.shape[0]] = f.T
+            run, start = [], at + f.shape[0]
+        else:
+            run.append(f)
+        at += f.shape[0]
+    run.append(_DELIMITER[ord("\n")])
+    _transpose_run(run, rows, start, n)
     return rows.tobytes().translate(None, b"\0")
+
+
+_DELIMITER = [np.full((1, 1), k, np.uint8) for k in range(256)]  # one byte in every row
+
+
+def _transpose_run(run: list[np.ndarray], rows: np.ndarray, start: int, n: int) -> None:
+    """Field-major matrices (and one-column delimiters) stacked, written transposed into
+    ``rows[:, start:]`` in tiles of 256 rows (3x NumPy's byte-wise transpose)."""
+    if not run:
+        return
+    height = sum(f.shape[0] for f in run)
+    block = np.empty((height, n), np.uint8)
+    at = 0
+    for f in run:
+        block[at : at + f.shape[0]] = f
+        at += f.shape[0]
+    for j in range(0, n, 256):
+        rows[j : j + 256, start : start + height] = block[:, j : j + 256].T
