@@ -82,14 +82,6 @@ def model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-CPU_RUN_BATCH = 32
-"""ROIs per ONNX Runtime call on a CPU (a GPU gets the whole batch). The default model's
-activations for 32 ROIs (18 channels of 32 x 32 floats after its first layer: 2.4 MB) stay in
-the caches; for the 256 ROIs prepared at once (19 MB) they do not: the network ran ~1.2x
-faster on the 2-core machine (median of paired runs; ``scripts/bench_infer.py`` prints both).
-The per-call overhead is ~1 us per ROI at 32."""
-
-
 def default_providers() -> list[str]:
     """CUDA when ONNX Runtime has it, else CPU."""
     import onnxruntime as ort
@@ -119,9 +111,6 @@ class Classifier:
         The imager convention the model was trained on (``meta.json``
         ``polarity``; ``bright`` for models from before it was recorded). Every
         ROI is normalised with it.
-    run_batch : int
-        ROIs per ONNX Runtime call (:data:`CPU_RUN_BATCH` on a CPU; 0: the whole
-        preprocessed batch, on a GPU).
     polarity_checked, polarity_mismatched : int
         ROIs predicted so far, and those among them that look like the other
         polarity (the first batch holding any raises one ``UserWarning``).
@@ -149,9 +138,6 @@ class Classifier:
             )
         self.polarity_checked = 0
         self.polarity_mismatched = 0
-        providers = getattr(session, "get_providers", lambda: [])()
-        on_cpu = bool(providers) and providers[0] == "CPUExecutionProvider"
-        self.run_batch = CPU_RUN_BATCH if on_cpu else 0
 
     @classmethod
     def load(
@@ -222,10 +208,7 @@ class Classifier:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))
                 raise ValueError(f"ROI {i + bad}: {e}") from e
             mismatched += int(disagree.sum())
-            step = self.run_batch or len(x)
-            for j in range(0, len(x), step):
-                feed = {"image": x[j : j + step], "features": f[j : j + step]}
-                out[i + j : i + j + len(feed["image"])] = self.session.run(None, feed)[0]  # type: ignore[attr-defined]
+            out[i : i + len(batch)] = self.session.run(None, {"image": x, "features": f})[0]  # type: ignore[attr-defined]
         self._count_polarity(len(crops), mismatched)
         return out
 
