@@ -81,6 +81,8 @@ def test_masks_are_written_only_when_asked(tmp_path):
     assert [r for r, _ in iter_roi_tar(tmp_path / "m.tar")] == ids
     got = dict(iter_roi_tar(tmp_path / "m.tar", include_masks=True))
     assert np.array_equal(got[ids[1] + "_mask"] > 0, masks[1])
+    with tarfile.open(tmp_path / "m.tar") as t:  # each mask right after its crop
+        assert t.getnames() == [f"{r}{s}.png" for r in ids for s in ("", "_mask")]
     write_roi_tar(tmp_path / "n.tar", ids, crops)
     with tarfile.open(tmp_path / "n.tar") as t:
         assert not any("_mask" in n for n in t.getnames())

@@ -80,17 +80,23 @@ def tar_bytes(
 
 def _tar_blocks(members: Sequence[tuple[str, bytes]], headers: Iterable[bytes]) -> list[bytes]:
     """Each member's header, data and padding, then the end-of-archive blocks padded to a
-    whole record."""
-    out: list[bytes] = []
-    total = 0
-    for (_, data), header in zip(members, headers, strict=True):
-        size = len(data)
-        pad = -size % _BLOCK
-        out += (header, data, bytes(pad)) if pad else (header, data)
-        total += len(header) + size + pad
-    total += 2 * _BLOCK
+    whole record (the list filled by slice assignments and C-level maps, no Python loop
+    per member)."""
+    headers = list(headers)
+    datas = [data for _, data in members]
+    if len(headers) != len(datas):
+        raise ValueError(f"{len(headers)} tar headers for {len(datas)} members")
+    sizes = list(map(len, datas))
+    pads = [-size % _BLOCK for size in sizes]
+    out: list[bytes] = [b""] * (3 * len(datas))
+    out[0::3], out[1::3], out[2::3] = headers, datas, map(_ZEROS.__getitem__, pads)
+    # a long or non-ASCII name's header from tarfile is 3+ blocks
+    total = sum(map(len, headers)) + sum(sizes) + sum(pads) + 2 * _BLOCK
     out.append(bytes(2 * _BLOCK + (-total % _RECORD)))
     return out
+
+
+_ZEROS = [bytes(k) for k in range(_BLOCK)]  # the padding after a member's data
 
 
 def _tar_headers(members: Sequence[tuple[str, bytes]], mtime: int, mode: int) -> Iterator[bytes]:
@@ -125,7 +131,7 @@ def _tar_headers_bulk(
     the octal field). The same bytes as the per-member path, without its ~4 us a member."""
     names = [name for name, _ in members]
     joined = "".join(names)
-    sizes = np.fromiter(map(len, (data for _, data in members)), np.int64, len(members))
+    sizes = np.fromiter(map(len, [data for _, data in members]), np.int64, len(members))
     if (
         not joined.isascii()
         or "\0" in joined

@@ -238,14 +238,15 @@ def write_roi_tar(
         ids, crops, fmt, png_level=png_level, png_fast=png_fast, jpeg_quality=jpeg_quality
     )
     stamp = int(time.time() if mtime is None else mtime)
-    members: list[tuple[str, bytes]] = []
-    for i, rid in enumerate(ids):
-        members.append((f"{rid}.{fmt}", encoded[i]))
-        if masks is not None:
+    names = [rid + "." + fmt for rid in ids]
+    members: list[tuple[str, bytes]] = list(zip(names, encoded, strict=True))
+    if masks is not None:  # each mask right after its crop
+        members = []
+        for name, rid, data, mask in zip(names, ids, encoded, masks, strict=True):
             # Masks are long runs of 0/255: there string matching pays, so zlib's default.
-            m = (np.asarray(masks[i]) > 0).astype(np.uint8) * 255
+            m = (np.asarray(mask) > 0).astype(np.uint8) * 255
             mask_png = encode_image(m, "png", png_level=png_level, png_fast=False)
-            members.append((f"{rid}{MASK_SUFFIX}.png", mask_png))
+            members += ((name, data), (f"{rid}{MASK_SUFFIX}.png", mask_png))
     with atomic_write(path, "wb") as f:
         write_tar(f, members, mtime=stamp)
 
