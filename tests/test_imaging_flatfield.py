@@ -132,3 +132,46 @@ def test_neighbour_median_is_the_median_of_the_eight_nearest_neighbours():
             got = _neighbour_median(x)
             assert got.dtype == dtype
             np.testing.assert_array_equal(got, want.astype(dtype))
+
+
+def test_sparse_updates_follow_a_drifting_column_profile_as_well_as_updates_every_frame():
+    # The default folds every 2nd frame into the estimate with the memory squared, so it
+    # forgets at the same rate per frame: on a column profile that drifts by 10% over 24
+    # frames its corrected background must stay as even as with an update at every frame.
+    frames, _ = synth_frames(
+        24, height=256, width=512, seed=5, density=10, column_gain=0.1, size_range=(8.0, 40.0)
+    )
+    ramp = np.linspace(0.95, 1.05, 512, dtype=np.float32)
+    drifting = [
+        np.clip(f * ramp ** (i / 23), 0, 255).astype(np.uint8) for i, f in enumerate(frames)
+    ]
+    errors = {}
+    for every in (1, 2, 4):
+        ff = FlatField(mode="column", level=220, update_every=every)
+        ff.prime(drifting[:3])
+        out = [ff.correct(f) for f in drifting[3:]]
+        errors[every] = np.mean([np.abs(np.median(o, axis=0) - 220).mean() for o in out])
+    assert errors[1] < 2.0, errors
+    assert errors[2] < errors[1] + 0.1 and errors[4] < errors[1] + 0.2, errors
+
+
+def test_a_column_that_dies_mid_video_is_repaired_within_stuck_every_frames():
+    rng = np.random.default_rng(7)
+    frames = [
+        np.clip(200 + rng.normal(0, 3, (256, 256)), 0, 255).astype(np.uint8) for _ in range(24)
+    ]
+    for f in frames[6:]:
+        f[:, 100] = 3  # the column dies at frame 6 and stays dead
+    ff = FlatField(mode="column", update_every=2, stuck_every=8)
+    ff.prime(frames[:3])
+    assert ff.stuck_columns.tolist() == []
+    found_at = None
+    for i, f in enumerate(frames[3:], start=3):
+        out = ff.correct(f)
+        if found_at is None and 100 in ff.stuck_columns.tolist():
+            found_at = i
+    assert found_at is not None and found_at - 6 <= 8 + 2  # a decision, then an update
+    assert ff.stuck_columns.tolist() == [100]  # and no healthy column
+    assert np.median(out[:, 100]) > 240  # repaired: no dark line left
+    with pytest.raises(ValueError, match="update_every"):
+        FlatField(update_every=0)
