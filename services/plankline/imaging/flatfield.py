@@ -213,6 +213,8 @@ class FlatField:
         per-pixel median (every 4th row): organisms move between frames, the camera's
         background does not, so one frame filled by a large organism cannot bias the
         estimate for the whole chunk (the exponential memory would keep it for ~10 frames).
+        Then every ``update_every``-th frame (the last one always) is folded in, as in
+        :meth:`correct`.
         """
         kept = []
         for frame in frames:
@@ -229,9 +231,11 @@ class FlatField:
             for i, frame in enumerate(kept):
                 if self.column is None:
                     self._initialise(frame)
+                elif (len(kept) - 1 - i) % self.update_every:
+                    continue  # folded in every update_every-th frame, the last one always
                 self._apply(frame, None)
                 self._decide_stuck = i == len(kept) - 1
-                self._update(frame)
+                self._update(frame, self.memory**self.update_every)
         finally:
             self._priming = False
             self._decide_stuck = True
