@@ -6,8 +6,10 @@ differently from the ones it was trained on.
 
 The recipe follows Plankline's sparse CNN (DESIGN.md, "Classifier notes"):
 
-1. colour -> gray (plankton imagers are monochrome; FlowCam JPEGs are RGB
-   copies of a gray image);
+1. colour -> gray (most plankton imagers are monochrome; FlowCam and NDSB
+   JPEGs are RGB copies of a gray image). Colour imagers (the Scripps Plankton
+   Camera of the lake set) keep their colour as six numbers measured first
+   (:func:`colour_features`), fed beside the measurements of step 4;
 2. invert and subtract the background, estimated as the median of the crop's
    border pixels, so the (bright) background becomes exactly 0 and the
    (dark) organism positive. A zero background is what makes the dense
