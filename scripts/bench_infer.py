@@ -118,7 +118,7 @@ def cpu_time_per_roi(crops: list[np.ndarray], args: argparse.Namespace) -> None:
                 colour=clf.colour,
             )
             t1 = time.process_time()
-            clf.session.run(None, {"image": x, "features": f})  # type: ignore[attr-defined]
+            clf.run(x, f)  # in calls of clf.run_batch ROIs, as Classifier.predict
             pre += t1 - t
             net += time.process_time() - t1
         ms["pre"].append(1e3 * pre / len(crops))

@@ -82,6 +82,15 @@ def model_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+CPU_RUN_BATCH = 32
+"""ROIs per ONNX Runtime call on a CPU (a GPU gets the whole prepared batch). The default
+model's first-layer activations for 32 ROIs (6 channels of 32 x 32 floats per member: 0.8 MB)
+stay in a core's 2 MB L2 cache; for the 256 ROIs prepared at once (6 MB) they do not. Paired
+runs on the shared 2-core machine (2,048 NDSB ROIs, one thread, process CPU time, six
+alternations): 0.795 ms/ROI in calls of 32, 0.904 in one call of 256 (1.14x); 16 is as fast as
+32, 64 in between. Same probabilities (each ROI is computed alone either way)."""
+
+
 def default_providers() -> list[str]:
     """CUDA when ONNX Runtime has it, else CPU."""
     import onnxruntime as ort
@@ -111,6 +120,9 @@ class Classifier:
         The imager convention the model was trained on (``meta.json``
         ``polarity``; ``bright`` for models from before it was recorded). Every
         ROI is normalised with it.
+    run_batch : int
+        ROIs per ONNX Runtime call (:data:`CPU_RUN_BATCH` on a CPU; 0: the whole
+        prepared batch in one call, on a GPU).
     polarity_checked, polarity_mismatched : int
         ROIs predicted so far, and those among them that look like the other
         polarity (the first batch holding any raises one ``UserWarning``).
@@ -138,6 +150,9 @@ class Classifier:
             )
         self.polarity_checked = 0
         self.polarity_mismatched = 0
+        providers = getattr(session, "get_providers", lambda: [])()
+        on_cpu = bool(providers) and providers[0] == "CPUExecutionProvider"
+        self.run_batch = CPU_RUN_BATCH if on_cpu else 0
 
     @classmethod
     def load(
@@ -208,8 +223,22 @@ class Classifier:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))
                 raise ValueError(f"ROI {i + bad}: {e}") from e
             mismatched += int(disagree.sum())
-            out[i : i + len(batch)] = self.session.run(None, {"image": x, "features": f})[0]  # type: ignore[attr-defined]
+            self.run(x, f, out=out[i : i + len(batch)])
         self._count_polarity(len(crops), mismatched)
+        return out
+
+    def run(
+        self, image: np.ndarray, features: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The network alone on prepared inputs (:func:`model_inputs`), in calls of
+        :attr:`run_batch` ROIs; probabilities written to ``out`` when given."""
+        n = len(image)
+        if out is None:
+            out = np.empty((n, len(self.class_names)), np.float32)
+        step = self.run_batch or max(n, 1)
+        for j in range(0, n, step):
+            feed = {"image": image[j : j + step], "features": features[j : j + step]}
+            out[j : j + len(feed["image"])] = self.session.run(None, feed)[0]  # type: ignore[attr-defined]
         return out
 
     def _count_polarity(self, n: int, mismatched: int) -> None:
