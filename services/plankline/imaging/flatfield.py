@@ -47,7 +47,7 @@ and the memory averages ~10 frames of them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import cv2
@@ -313,7 +313,13 @@ class FlatField:
             small = cv2.resize(frame.astype(np.float32), (sw, sh), interpolation=cv2.INTER_AREA)
             # Grayscale closing removes dark objects a few cells across (they are darker
             # than their surroundings); blur gives the smooth vignetting field.
-            small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+            # On the grid extended by linear extrapolation (see _extended): a closing of the
+            # bare grid sees only the inner side of an edge cell, so on a falloff it
+            # returns the value two cells inward (the real MBARI frame's dark corner: 61
+            # for a true 45, a third too bright, and the first correction there so dark
+            # that its background is masked out as an object and never re-estimated).
+            kernel = np.ones((5, 5), np.uint8)
+            small = _extended(small, 2, lambda g: cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel))
             if self.mode == "both":
                 col = _column_percentile(sampled, 75)
                 col_small = cv2.resize(col[None, :], (sw, 1), interpolation=cv2.INTER_AREA)[0]
@@ -331,8 +337,17 @@ class FlatField:
         self._update(frame, 0.0)
 
     def _blur(self, small: np.ndarray) -> np.ndarray:
+        """Gaussian smoothing of a coarse grid, on the grid extended by linear
+        extrapolation (:func:`_extended`): a replicated border flattens a falloff toward the
+        frame's edge (the real MBARI frame's dark corner read 10 % too bright: 49.5 for
+        a true 45); the extrapolated one keeps a straight falloff exactly."""
         if self.smooth > 0:
-            small = cv2.GaussianBlur(small, (0, 0), self.smooth, borderType=cv2.BORDER_REPLICATE)
+            pad = int(np.ceil(3 * self.smooth))
+            small = _extended(
+                small,
+                pad,
+                lambda g: cv2.GaussianBlur(g, (0, 0), self.smooth, borderType=cv2.BORDER_REPLICATE),
+            )
         return small.astype(np.float32)
 
     def _vignette_full(self) -> np.ndarray:
@@ -582,6 +597,19 @@ class FlatField:
             self.column = ((1 - a) * self.column + a * scale).astype(np.float32)
         self.vignette = ((1 - a) * self.vignette + a * self._blur(new_v)).astype(np.float32)
         self._refresh_gain()
+
+
+def _extended(grid: np.ndarray, pad: int, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``op`` applied to a 2-D grid extended by ``pad`` cells on every side by linear
+    extrapolation (point reflection through the edge cell: ``2 * edge - mirror``), cropped
+    back: smoothing and grey morphology then treat the edge cells as the inner ones, and
+    a straight falloff toward the frame's edge stays straight (a replicated border
+    flattens it)."""
+    pad = min(pad, grid.shape[0] - 1, grid.shape[1] - 1)
+    if pad <= 0:
+        return op(grid.astype(np.float32))
+    big = np.pad(grid.astype(np.float32), pad, mode="reflect", reflect_type="odd")
+    return np.ascontiguousarray(op(big)[pad:-pad, pad:-pad])
 
 
 def _median_frame(frames: list[np.ndarray]) -> np.ndarray:
