@@ -9,6 +9,15 @@ exponential memory and updated only from background pixels (objects excluded), a
 every frame to ``level * frame / B``: background at ``level`` (255 like the OSU pipeline's
 flat-fielded TIFFs), objects dark.
 
+Frame edges: the coarse grid of ``V`` (``grid`` px cells) is closed (first estimate) and
+smoothed on the grid extended by linear extrapolation beyond its borders, so a vignette
+that falls off steeply toward a corner is followed to the last cell. With the grid's own
+border, the real MBARI frame's darkest corner (raw ~45 of 255, gain ~5.7x) was estimated
+a third too bright by the closing and 10 % by the blur: it came out ~10 % dark, as a
+~100 x 100 px "object" in a chunk's first frames, and where the first estimate was off by
+more than ``object_margin`` its background was masked out as an object and never
+re-estimated (``vignetting`` mode: 155 of 200 there).
+
 Line-scan sensor artefacts handled here (documented rules, counted for the log):
 
 * *stuck columns* (dead, hot, or frozen at one value): a column whose row-to-row variation

@@ -30,6 +30,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from plankline.imaging.flatfield import _extended
+
 SHAPE_CLASSES: tuple[str, ...] = (
     "copepod",
     "protist",
@@ -972,19 +974,63 @@ def frames_from_still(frame: np.ndarray, n: int, *, seed: int = 0) -> list[np.nd
     move the vignette with the content; rolling across the columns would carry the noise
     of the dark edge columns (amplified 2.5x by the division) into the bright centre as
     noisy vertical bands no camera makes. Frame 0 is the original.
+
+    The closing and the blur work on the grid extended by linear extrapolation
+    (``flatfield._extended``): with the grid's own border they flattened the falloff
+    toward the edges, so the content kept the still's darkest corner 18 % and its edges
+    ~10 % too dark, and rolling moved that dark patch along the left edge, where it came
+    out as ~100 x 100 px "objects" of noise no fixed camera makes (now flat to ~1 %).
+
+    A roll puts the frame's top edge at content line ``h - shift``: a line-scan frame's
+    cut is no cut of the scene (the next frame continues it), so a roll that would cut
+    an organism spanning 24 px or more (the MBARI frame's radiolarian, ~210 px, and its
+    dark ~35 px organism) is moved to the nearest line clear of them
+    (:func:`_cuttable_lines`; 86 % of that frame's lines are). Otherwise the organism
+    comes out as two part-organisms, one a band of its end lines along the frame's top
+    edge (the radiolarian's: 47-62 x 175-202 px), joined to whatever the previous frame
+    ended with.
     """
     if not isinstance(frame, np.ndarray) or frame.ndim != 2 or frame.dtype != np.uint8:
         raise ValueError(f"frame must be a 2-D uint8 array, got {getattr(frame, 'shape', frame)}")
     h, w = frame.shape
     small = cv2.resize(frame, (max(1, w // 16), max(1, h // 16)), interpolation=cv2.INTER_AREA)
-    small = cv2.morphologyEx(small, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    vig = cv2.resize(cv2.GaussianBlur(small.astype(np.float32), (0, 0), 3), (w, h))
+    kernel = np.ones((5, 5), np.uint8)
+    small = _extended(small, 2, lambda g: cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel))
+    small = _extended(
+        small, 9, lambda g: cv2.GaussianBlur(g, (0, 0), 3, borderType=cv2.BORDER_REPLICATE)
+    )
+    vig = cv2.resize(small, (w, h))
     content = frame.astype(np.float32) / np.maximum(vig, 1)
+    cuttable = _cuttable_lines(content)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        c = content if i == 0 else np.roll(content, int(rng.integers(0, h)), 0)
+        c = content if i == 0 else np.roll(content, _roll_at(int(rng.integers(0, h)), cuttable), 0)
         if i % 2:
             c = c[::-1]
         out.append(np.clip(c * vig, 0, 255).astype(np.uint8))
     return out
+
+
+def _cuttable_lines(content: np.ndarray, big: int = 24, margin: int = 8) -> np.ndarray:
+    """Lines of a still's content (background ~1) that cross no large organism: no
+    8-connected region of pixels under 0.8 whose box spans ``big`` px or more, within
+    ``margin`` lines (its soft edge). All lines when every one crosses one."""
+    h = content.shape[0]
+    dark = (content < 0.8).astype(np.uint8)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    ok = np.ones(h, bool)
+    for _x, y, bw, bh, _area in stats[1:]:
+        if bw >= big or bh >= big:
+            ok[max(0, y - margin) : min(h, y + bh + margin)] = False
+    return ok if ok.any() else np.ones(h, bool)
+
+
+def _roll_at(shift: int, cuttable: np.ndarray) -> int:
+    """The roll nearest ``shift`` whose cut (content line ``h - shift``) is cuttable."""
+    h = len(cuttable)
+    for d in range(h):
+        for s in (shift + d, shift - d):
+            if cuttable[(h - s) % h]:
+                return s % h
+    return shift
