@@ -158,6 +158,9 @@ def test_shape_features_agree_with_skimage_on_any_shape(batch) -> None:
         for ours, theirs in SHAPE_COLUMNS.items():
             got, want = table[ours][i], float(sk[theirs][0])
             if ours == "orientation":  # an axis: +-pi/2 are the same (sign of a zero moment)
+                major, minor = sk["axis_major_length"][0], sk["axis_minor_length"][0]
+                if minor == pytest.approx(major, rel=1e-9):
+                    continue  # isotropic (a square, a disc): no axis, any answer is right
                 got = want + (got - want + np.pi / 2) % np.pi - np.pi / 2
             assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (i, ours)
 
@@ -303,7 +306,8 @@ def test_measurements_of_a_real_isiis_frame_are_finite_and_exportable(tmp_path) 
 @given(rois(max_side=50, max_n=4))
 def test_feret_diameters_are_the_extreme_caliper_widths(batch) -> None:
     # Caliper width of the pixel centres over 3,600 directions, plus one pixel: feret_max
-    # is the widest, feret_min the narrowest (to within the angular step).
+    # is the widest, feret_min the narrowest (to within the angular step: half a step off
+    # the narrowest direction moves each end by at most the shape's diameter times the step).
     crops, masks = batch
     table = measure_rois(crops, masks)
     angles = np.linspace(0, np.pi, 3600, endpoint=False)
@@ -315,4 +319,5 @@ def test_feret_diameters_are_the_extreme_caliper_widths(batch) -> None:
         proj = np.stack([cols, rows], 1).astype(float) @ directions
         widths = proj.max(0) - proj.min(0) + 1
         assert table["feret_max"][i] == pytest.approx(widths.max(), rel=2e-6)
-        assert widths.min() - 1e-3 * widths.min() <= table["feret_min"][i] <= widths.min() + 1e-9
+        slack = (widths.max() - 1) * (angles[1] - angles[0]) + 1e-9
+        assert widths.min() - slack <= table["feret_min"][i] <= widths.min() + 1e-9
