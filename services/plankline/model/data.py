@@ -312,14 +312,25 @@ def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
         ``(n, len(SHAPE_FEATURES))`` float32.
     """
     from plankline.imaging.measure import measure_rois
-    from plankline.imaging.segment import object_mask
 
     n = len(norm_crops)
     out = np.zeros((n, len(SHAPE_FEATURES)), np.float32)
     if n == 0:
         return out
-    imgs = [_imager_uint8(c) for c in norm_crops]
-    table = measure_rois(imgs, [object_mask(i) for i in imgs])
+    # the crops in the imager's convention (as _imager_uint8), end to end: q = 255 - img
+    h = np.fromiter((c.shape[0] for c in norm_crops), np.int64, n)
+    w = np.fromiter((c.shape[1] for c in norm_crops), np.int64, n)
+    v = np.concatenate([c.ravel() for c in norm_crops]) * np.float32(255.0)
+    np.rint(v, out=v)
+    np.clip(v, 0, 255, out=v)
+    q = v.astype(np.uint8)
+    flat = np.subtract(255, q)
+    ends = np.cumsum(h * w).tolist()
+    imgs = [
+        flat[e - hi * wi : e].reshape(hi, wi)
+        for e, hi, wi in zip(ends, h.tolist(), w.tolist(), strict=True)
+    ]
+    table = measure_rois(imgs, _object_masks(q, h, w, imgs))
     for j, name in enumerate(SHAPE_FEATURES):
         v = np.asarray(table[name], np.float64)
         if name in _LOG_SCALED:
@@ -330,6 +341,80 @@ def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
             v = v / 255.0
         out[:, j] = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
     return out
+
+
+def _ragged(counts: np.ndarray) -> np.ndarray:
+    """``0 .. k-1`` for each ``k`` of ``counts``, end to end."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def object_masks(imgs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """:func:`~plankline.imaging.segment.object_mask` of each crop, with less work per crop.
+
+    Equal to ``[object_mask(i) for i in imgs]`` (tested on real ROIs of every set, both
+    polarities). For 2-D uint8 crops whose border is more than half white, which is every
+    crop the classifier makes (its background is exactly white), ``object_mask``'s polarity
+    decision (border median against the mean) is settled by that count: the median is
+    white, which no mean exceeds, so the object is dark. The counts of all crops come from
+    one vector of their border pixels; the median, mean, minimum and maximum per crop are
+    not computed, and the blur, Otsu threshold, labelling and hole filling run as in
+    ``object_mask``. Other crops go to ``object_mask`` itself.
+    """
+    from plankline.imaging.segment import object_mask
+
+    n = len(imgs)
+    if n == 0 or any(i.ndim != 2 or i.dtype != np.uint8 or i.size == 0 for i in imgs):
+        return [object_mask(i) for i in imgs]
+    h = np.fromiter((i.shape[0] for i in imgs), np.int64, n)
+    w = np.fromiter((i.shape[1] for i in imgs), np.int64, n)
+    q = np.concatenate([i.ravel() for i in imgs])
+    np.subtract(255, q, out=q)
+    return _object_masks(q, h, w, imgs)
+
+
+def _object_masks(
+    q: np.ndarray, h: np.ndarray, w: np.ndarray, imgs: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """:func:`object_masks` of crops given end to end as ``q = 255 - img`` (flat uint8)."""
+    from plankline.imaging.segment import _fill_holes, object_mask
+
+    n = len(imgs)
+    size = h * w
+    off = np.cumsum(size) - size
+    # border pixels as object_mask's: first row, last row, first column, last column
+    rw, rh, ow, oh, wh = (
+        _ragged(w),
+        _ragged(h),
+        np.repeat(off, w),
+        np.repeat(off, h),
+        np.repeat(w, h),
+    )
+    border = np.concatenate(
+        [ow + rw, ow + np.repeat((h - 1) * w, w) + rw, oh + rh * wh, oh + rh * wh + wh - 1]
+    )
+    owner = np.concatenate([np.repeat(np.arange(n), w)] * 2 + [np.repeat(np.arange(n), h)] * 2)
+    white = np.bincount(owner[q[border] == 0], minlength=n)
+    dark = (white >= h + w + 1).tolist()  # more than half of the 2 (h + w) border pixels
+    masks: list[np.ndarray] = []
+    flags = cv2.THRESH_BINARY | cv2.THRESH_OTSU
+    for i, (o, hi, wi) in enumerate(zip(off.tolist(), h.tolist(), w.tolist(), strict=True)):
+        if not dark[i]:
+            masks.append(object_mask(imgs[i]))
+            continue
+        work = q[o : o + hi * wi].reshape(hi, wi)
+        if hi >= 5 and wi >= 5:
+            work = cv2.GaussianBlur(work, (3, 3), 0)
+        # a uniform crop (object_mask: no object) is all 0 here: nothing passes Otsu
+        binary = cv2.threshold(work, 0, 255, flags)[1]
+        label_type = cv2.CV_16U if hi * wi < 4 * 65535 else cv2.CV_32S
+        k, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+            binary, 8, label_type, cv2.CCL_DEFAULT
+        )
+        if k <= 1:
+            masks.append(np.zeros((hi, wi), bool))
+            continue
+        masks.append(_fill_holes(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())))
+    return masks
 
 
 COLOUR_FEATURES: tuple[str, ...] = (
