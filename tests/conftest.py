@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         import container_fixtures
 
         container_fixtures.start_preparation()
+
+
+@pytest.fixture(autouse=True)
+def _torch_one_thread() -> None:
+    """Train the tests' tiny networks on one torch thread.
+
+    Their tensors are too small to share: on the 2-core machine two threads cost 2-7x the CPU
+    time and 2-3x the wall time of one (the small-CNN baseline test: 76 vs 11 CPU s), worst
+    when other work holds the second core. Tests that need more set it themselves. Only
+    where torch is already loaded: forked workers of other tests need not inherit it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
