@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.synth import synth_frames
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_FRAME = DATA / "isiis-frames" / "mbari-isiis-raw-2048.jpg"
+from shared_data import REAL_FRAME
 
 
 def _tile_background(img: np.ndarray, tile: int = 128) -> np.ndarray:

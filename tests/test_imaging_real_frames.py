@@ -4,22 +4,14 @@ either polarity."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.synth import frames_from_still
+from shared_data import REAL_FRAME
 
-REAL_FRAME = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "isiis-frames"
-    / "mbari-isiis-raw-2048.jpg"
-)
 N = 4
 
 pytestmark = pytest.mark.skipif(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -17,6 +16,7 @@ from plankline.imaging.synth import (
     render_organism,
     synth_frames,
 )
+from shared_data import REAL_FRAME
 
 
 @pytest.mark.parametrize("kind", SHAPE_CLASSES)
@@ -97,15 +97,6 @@ def test_synth_frames_truth_is_reproducible_and_straddles_frame_boundaries() -> 
     assert crossing.any()
     assert np.allclose(truth1.esd_px, 2 * np.sqrt(truth1.area_px / math.pi))
     assert np.array_equal(truth1.line, truth1.frame * 512 + truth1.row)
-
-
-REAL_FRAME = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "isiis-frames"
-    / "mbari-isiis-raw-2048.jpg"
-)
 
 
 @pytest.mark.skipif(not REAL_FRAME.exists(), reason=f"real ISIIS frame not found at {REAL_FRAME}")

@@ -9,7 +9,6 @@ ROIs share the batch, and the EcoTaxa export made from them passes the project's
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,10 +18,10 @@ from hypothesis import strategies as st
 from plankline.imaging.measure import FEATURE_COLUMNS, measure_rois
 from plankline.outputs.ecotaxa import validate_ecotaxa_zip, write_ecotaxa_zip
 from plankline.outputs.tables import read_csv, write_csv
+from shared_data import REAL_FRAME
 from skimage.measure import perimeter as sk_perimeter
 from skimage.measure import regionprops_table
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 KINDS = ("noise", "blob", "empty", "full", "pixel", "pair", "hline", "vline", "diag", "ring")
 SHAPE_COLUMNS = {
     "area": "area",
@@ -273,7 +272,7 @@ def test_mixed_8_and_16_bit_crops_use_their_own_maximum() -> None:
 
 
 def test_measurements_of_a_real_isiis_frame_are_finite_and_exportable(tmp_path) -> None:
-    path = DATA / "isiis-frames" / "mbari-isiis-raw-2048.jpg"
+    path = REAL_FRAME
     if not path.exists():
         pytest.skip(f"real ISIIS frame not found: {path} (../shared/data is absent)")
     from plankline.config import PipelineSettings

@@ -21,10 +21,9 @@ from plankline.imaging.video import write_video
 from plankline.model.infer import BELOW_MODEL_SIZE, read_classification_csv
 from plankline.outputs.ecotaxa import validate_ecotaxa_zip
 from plankline.outputs.tables import read_csv
+from shared_data import REAL_FRAME
 from typer.testing import CliRunner
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_FRAME = DATA / "isiis-frames" / "mbari-isiis-raw-2048.jpg"
 VIDEO = "20180706170805.476.avi"  # ISIIS name: start time to the millisecond
 N_FRAMES = 4
 # The radiolarian right of centre in the real frame (read off the image: the only organism

@@ -14,8 +14,9 @@ from plankline.imaging.synth import SHAPE_CLASSES, make_roi_library
 from plankline.model.data import list_images, model_inputs, read_image, split_indices
 from plankline.model.export import write_triton_repository
 from plankline.model.infer import DEFAULT_MODEL_DIR, SYNTHETIC_MODEL_DIR, Classifier
+from shared_data import DATA
 
-NDSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "ndsb-isiis"
+NDSB = DATA / "ndsb-isiis"
 needs_ndsb = pytest.mark.skipif(
     not NDSB.is_dir(), reason=f"real ISIIS set {NDSB} absent (see ../shared/data/README.md)"
 )
