@@ -11,6 +11,7 @@ import pytest
 from plankline.imaging.segment import object_mask
 from plankline.imaging.synth import make_roi_library
 from plankline.model.data import (
+    MASK_SMALL,
     SMALL,
     _imager_uint8,
     _normalize,
@@ -80,6 +81,7 @@ def test_object_masks_equal_object_mask_on_every_kind_of_crop(crops: list[np.nda
         "small inverted": [_imager_uint8(normalize_crop(255 - c, "dark")) for c in _small(crops)],
         "small blobs": [_imager_uint8(normalize_crop(c)) for c in _blobs(300, 4)],
     }
+    assert sum(i.size <= MASK_SMALL for i in kinds["small"]) == len(kinds["small"])
     for kind, imgs in kinds.items():
         fast = object_masks(imgs)
         for i, img in enumerate(imgs):
@@ -87,11 +89,11 @@ def test_object_masks_equal_object_mask_on_every_kind_of_crop(crops: list[np.nda
 
 
 def _small(crops: list[np.ndarray]) -> list[np.ndarray]:
-    """The crops shrunk to at most 32 px (real ISIIS ROIs: median 21 px), twin blobs (two
+    """The crops shrunk to at most 24 px (real ISIIS ROIs: median 21 px), twin blobs (two
     largest components of equal size) and 1-4 px wide strips."""
     out = []
     for c in crops:
-        f = 32 / max(c.shape)
+        f = 24 / max(c.shape)
         out.append(cv2.resize(c, (max(1, round(c.shape[1] * f)), max(1, round(c.shape[0] * f)))))
     twin = np.full((12, 20), 230, np.uint8)
     twin[3:7, 2:6] = twin[3:7, 12:16] = 40

@@ -87,8 +87,19 @@ def _border(a: np.ndarray) -> np.ndarray:
 
 
 def _ragged(counts: np.ndarray) -> np.ndarray:
-    """``0 .. k-1`` for each ``k`` of ``counts``, end to end."""
-    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    """``0 .. k-1`` for each ``k`` of ``counts``, end to end (in ``counts``' dtype)."""
+    starts = (np.cumsum(counts) - counts).astype(counts.dtype)
+    return np.arange(int(counts.sum()), dtype=counts.dtype) - np.repeat(starts, counts)
+
+
+def _index(*arrays: np.ndarray, total: int) -> tuple[np.ndarray, ...]:
+    """The arrays as int32 when ``total`` (the largest position they will index) allows.
+
+    The whole-batch passes build index arrays over every pixel of a batch: int64 ones of a
+    few hundred thousand entries are fresh ~1 MB blocks whose page faults cost more system
+    time than the arithmetic (measured: 0.5 ms vs 0.07 ms for int32 on 120,000 entries)."""
+    it = np.int32 if total < 2**31 - 1 else np.int64
+    return tuple(a.astype(it) for a in arrays)
 
 
 def _borders(h: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +107,14 @@ def _borders(h: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     their crop: as :func:`_border` of each (first row, last row, first column, last column,
     corners twice), ``2 (h + w)`` per crop."""
     n = len(h)
-    off = np.cumsum(h * w) - h * w
+    off = (np.cumsum(h * w) - h * w).astype(h.dtype)
     rw, rh, ow, oh = _ragged(w), _ragged(h), np.repeat(off, w), np.repeat(off, h)
     wh = np.repeat(w, h)
     pos = np.concatenate(
         [ow + rw, ow + np.repeat((h - 1) * w, w) + rw, oh + rh * wh, oh + rh * wh + wh - 1]
     )
-    owner = np.concatenate([np.repeat(np.arange(n), w)] * 2 + [np.repeat(np.arange(n), h)] * 2)
+    crop = np.arange(n, dtype=h.dtype)
+    owner = np.concatenate([np.repeat(crop, w)] * 2 + [np.repeat(crop, h)] * 2)
     return pos, owner
 
 
@@ -170,12 +182,19 @@ def _normalize_gray(
 
 
 SMALL = 1024
-"""Pixels up to which an 8-bit crop is normalised and masked in whole-batch passes. Per crop,
-:func:`_normalize` makes ~20 numpy calls and ``object_mask`` ~15 numpy and OpenCV calls, whose
-overhead (~60 us) is most of a small crop's cost (real ISIIS ROIs: median 21 px). For larger
-crops the pixel work dominates, and the batch passes' index arithmetic (64-bit, per pixel)
-costs more than the calls they save (NDSB ROIs, median 64 px: 2x slower), so they stay per
+"""Pixels up to which an 8-bit crop is normalised in whole-batch passes. Per crop,
+:func:`_normalize` makes ~20 numpy calls, whose overhead is most of a small crop's cost (real
+ISIIS ROIs through the pipeline: median 21 px, 19 us per crop alone, 10 in the batch). For
+larger crops the pixel work dominates and the batch passes' per-pixel index arithmetic
+costs more than the calls it saves (NDSB ROIs, median 64 px: 2x slower), so they stay per
 crop. Also the size up to which :func:`_own_polarity` weighs every pixel."""
+
+MASK_SMALL = 576
+"""Pixels up to which a crop's object mask is made on the batch's mosaic
+(:func:`_small_masks`). ``object_mask`` alone costs ~25 us of call overhead per crop; the
+mosaic's cost grows faster with the crop (its labels, blur and index arrays are fresh
+memory): on NDSB crops shrunk to 24 px it is 21.6 us per crop against 27.4, at 32 px 39
+against 30. Real ISIIS ROIs: 23 us per crop against 28."""
 
 
 def _normalize_small(
@@ -198,6 +217,7 @@ def _normalize_small(
     scale = 1.0 / 255.0
     h = np.fromiter((g.shape[0] for g in grays), np.int64, n)
     w = np.fromiter((g.shape[1] for g in grays), np.int64, n)
+    h, w = _index(h, w, total=int((h * w).sum()))
     size = h * w
     a = np.concatenate([g.ravel() for g in grays])
     pos, owner = _borders(h, w)
@@ -208,7 +228,7 @@ def _normalize_small(
     disagree = None
     if check:
         # |border - bg| is a multiple of 1/2 below 256: its median from twice it
-        dev2 = np.abs(2 * border.astype(np.int64) - (2 * bg).astype(np.int64)[owner])
+        dev2 = np.abs(2 * border.astype(np.int32) - (2 * bg).astype(np.int32)[owner])
         noise = 1.4826 * (0.5 * _medians(dev2, owner, n, 511))
         t = np.repeat(np.maximum(3.0 * noise, 0.04 / scale).astype(np.float32), size)
         ends = np.cumsum(size).tolist()
@@ -501,11 +521,12 @@ def _object_masks(
 
     n = len(imgs)
     off = np.cumsum(h * w) - h * w
-    border, owner = _borders(h, w)  # as object_mask's: first, last row; first, last column
+    # border pixels as object_mask's: first, last row, first, last column
+    border, owner = _borders(*_index(h, w, total=len(q)))
     white = np.bincount(owner[q[border] == 0], minlength=n)
     dark = white >= h + w + 1  # more than half of the 2 (h + w) border pixels
     masks: list[np.ndarray | None] = [None] * n
-    small = np.flatnonzero(dark & (h * w <= SMALL))
+    small = np.flatnonzero(dark & (h * w <= MASK_SMALL))
     if len(small):
         for i, m in zip(
             small.tolist(), _small_masks(q, off[small], h[small], w[small]), strict=True
@@ -555,6 +576,12 @@ def _shelves(h: np.ndarray, w: np.ndarray, width: int = 1024) -> tuple[np.ndarra
 
 
 def _otsu(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_otsu_rows` 32 rows at a time (its float64 temporaries stay in the cache)."""
+    parts = [_otsu_rows(hist[i : i + 32]) for i in range(0, len(hist), 32)]
+    return np.concatenate([t for t, _ in parts]), np.concatenate([c for _, c in parts])
+
+
+def _otsu_rows(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Otsu's threshold of every row of ``hist`` (``(n, 256)`` counts), as OpenCV's.
 
     Between-class variance of every level from cumulative sums (OpenCV runs a recurrence;
@@ -603,6 +630,7 @@ def _small_masks(
     """
     n = len(h)
     y, x, shelf, shelf_y, mw = _shelves(h, w)
+    y, x, h, w, off = _index(y, x, h, w, off, total=max(len(q), int(shelf_y[-1]) * mw))
     size = h * w
     j = _ragged(size)
     wr = np.repeat(w, size)
@@ -620,7 +648,7 @@ def _small_masks(
     c = np.repeat(bx - 1, bw + 2) + _ragged(bw + 2)
     top, bottom = np.repeat(by * mw, bw + 2) + c, np.repeat((by + bh - 1) * mw, bw + 2) + c
     flat[np.concatenate([top - mw, bottom + mw])] = flat[np.concatenate([top + mw, bottom - mw])]
-    owner = np.repeat(np.arange(n), size)
+    owner = np.repeat(np.arange(n, dtype=h.dtype), size)
     value = np.where(
         np.repeat(blur, size), cv2.GaussianBlur(mosaic, (3, 3), 0).ravel()[pix], flat[pix]
     )
