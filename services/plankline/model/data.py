@@ -86,46 +86,6 @@ def _border(a: np.ndarray) -> np.ndarray:
     return np.concatenate((a[0], a[-1], a[:, 0], a[:, -1]))
 
 
-def _ragged(counts: np.ndarray) -> np.ndarray:
-    """``0 .. k-1`` for each ``k`` of ``counts``, end to end (in ``counts``' dtype)."""
-    starts = (np.cumsum(counts) - counts).astype(counts.dtype)
-    return np.arange(int(counts.sum()), dtype=counts.dtype) - np.repeat(starts, counts)
-
-
-def _index(*arrays: np.ndarray, total: int) -> tuple[np.ndarray, ...]:
-    """The arrays as int32 when ``total`` (the largest position they will index) allows.
-
-    The whole-batch passes build index arrays over every pixel of a batch: int64 ones of a
-    few hundred thousand entries are fresh ~1 MB blocks whose page faults cost more system
-    time than the arithmetic (measured: 0.5 ms vs 0.07 ms for int32 on 120,000 entries)."""
-    it = np.int32 if total < 2**31 - 1 else np.int64
-    return tuple(a.astype(it) for a in arrays)
-
-
-def _borders(h: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions of every crop's border pixels (crops end to end, each row-major) and
-    their crop: as :func:`_border` of each (first row, last row, first column, last column,
-    corners twice), ``2 (h + w)`` per crop."""
-    n = len(h)
-    off = (np.cumsum(h * w) - h * w).astype(h.dtype)
-    rw, rh, ow, oh = _ragged(w), _ragged(h), np.repeat(off, w), np.repeat(off, h)
-    wh = np.repeat(w, h)
-    pos = np.concatenate(
-        [ow + rw, ow + np.repeat((h - 1) * w, w) + rw, oh + rh * wh, oh + rh * wh + wh - 1]
-    )
-    crop = np.arange(n, dtype=h.dtype)
-    owner = np.concatenate([np.repeat(crop, w)] * 2 + [np.repeat(crop, h)] * 2)
-    return pos, owner
-
-
-def _medians(values: np.ndarray, owner: np.ndarray, n: int, bins: int) -> np.ndarray:
-    """:func:`_median` of each crop's ``values`` (integers in ``[0, bins)``, an even number
-    for every crop) from per-crop histograms: exact, no sort."""
-    cum = np.bincount(owner * bins + values, minlength=n * bins).reshape(n, bins).cumsum(1)
-    k = cum[:, -1:] // 2
-    return 0.5 * ((cum > k - 1).argmax(1) + (cum > k).argmax(1))
-
-
 def normalize_crop(crop: np.ndarray, polarity: str = "bright") -> np.ndarray:
     """Gray, background-subtracted float32 copy of one ROI in [0, 1], organism positive.
 
@@ -160,13 +120,7 @@ def normalize_crop(crop: np.ndarray, polarity: str = "bright") -> np.ndarray:
 
 def _normalize(crop: np.ndarray, polarity: str, *, check: bool) -> tuple[np.ndarray, str | None]:
     """:func:`normalize_crop`, and with ``check`` the crop's own polarity from the same pass."""
-    return _normalize_gray(*_gray(crop), polarity, check=check)
-
-
-def _normalize_gray(
-    a: np.ndarray, scale: float, polarity: str, *, check: bool
-) -> tuple[np.ndarray, str | None]:
-    """:func:`_normalize` of a crop already made gray (:func:`_gray`)."""
+    a, scale = _gray(crop)
     border = _border(a)
     bg = _median(border)
     if polarity == "bright":
@@ -181,112 +135,12 @@ def _normalize_gray(
     return out, own
 
 
-SMALL = 1024
-"""Pixels up to which an 8-bit crop is normalised in whole-batch passes. Per crop,
-:func:`_normalize` makes ~20 numpy calls, whose overhead is most of a small crop's cost (real
-ISIIS ROIs through the pipeline: median 21 px, 19 us per crop alone, 10 in the batch). For
-larger crops the pixel work dominates and the batch passes' per-pixel index arithmetic
-costs more than the calls it saves (NDSB ROIs, median 64 px: 2x slower), so they stay per
-crop. Also the size up to which :func:`_own_polarity` weighs every pixel."""
-
-MASK_SMALL = 576
-"""Pixels up to which a crop's object mask is made on the batch's mosaic
-(:func:`_small_masks`). ``object_mask`` alone costs ~25 us of call overhead per crop; the
-mosaic's cost grows faster with the crop (its labels, blur and index arrays are fresh
-memory): on NDSB crops shrunk to 24 px it is 21.6 us per crop against 27.4, at 32 px 39
-against 30. Real ISIIS ROIs: 23 us per crop against 28."""
-
-
-def _normalize_small(
-    grays: Sequence[np.ndarray], polarity: str, *, check: bool
-) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """:func:`_normalize_gray` of 8-bit crops of at most :data:`SMALL` pixels, equal values.
-
-    The crops are laid end to end once; the background and noise medians come from per-crop
-    histograms of the border pixels (exact: integers and halves), the subtraction, scaling
-    and the polarity sums from one pass each over all pixels.
-
-    Returns
-    -------
-    norm : list of ndarray
-        Each crop normalised (views of one array).
-    disagree : ndarray or None
-        With ``check``: ``(n,)`` bool, the crop's own polarity is not ``polarity``.
-    """
-    n = len(grays)
-    scale = 1.0 / 255.0
-    h = np.fromiter((g.shape[0] for g in grays), np.int64, n)
-    w = np.fromiter((g.shape[1] for g in grays), np.int64, n)
-    h, w = _index(h, w, total=int((h * w).sum()))
-    size = h * w
-    a = np.concatenate([g.ravel() for g in grays])
-    pos, owner = _borders(h, w)
-    border = a[pos]
-    bg = _medians(border, owner, n, 256)
-    bg32 = np.repeat(bg.astype(np.float32), size)
-    d = np.subtract(bg32, a) if polarity == "bright" else np.subtract(a, bg32)
-    disagree = None
-    if check:
-        # |border - bg| is a multiple of 1/2 below 256: its median from twice it
-        dev2 = np.abs(2 * border.astype(np.int32) - (2 * bg).astype(np.int32)[owner])
-        noise = 1.4826 * (0.5 * _medians(dev2, owner, n, 511))
-        t = np.repeat(np.maximum(3.0 * noise, 0.04 / scale).astype(np.float32), size)
-        ends = np.cumsum(size).tolist()
-        sums = []
-        for e in (np.subtract(d, t), np.subtract(-t, d)):  # -t - d is -d - t, the same floats
-            np.maximum(e, 0.0, out=e)
-            # per crop as np.sum of its own array: numpy's pairwise float32 sum, same order
-            sums.append(
-                np.array(
-                    [float(e[b - k : b].sum()) for b, k in zip(ends, size.tolist(), strict=True)]
-                )
-            )
-        toward, away = sums
-        level = np.where(bg * scale >= 0.5, "bright", "dark")
-        other = "dark" if polarity == "bright" else "bright"
-        own = np.where(toward == away, level, np.where(toward > away, polarity, other))
-        disagree = own != polarity
-    d *= np.float32(scale)
-    np.maximum(d, 0.0, out=d)
-    ends = np.cumsum(size).tolist()
-    norm = [
-        d[e - hi * wi : e].reshape(hi, wi)
-        for e, hi, wi in zip(ends, h.tolist(), w.tolist(), strict=True)
-    ]
-    return norm, disagree
-
-
-def _normalize_all(
-    crops: Sequence[np.ndarray], polarity: str, *, check: bool
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """:func:`_normalize` of every crop (small 8-bit ones by :func:`_normalize_small`) and,
-    with ``check``, where the crop's own polarity is not ``polarity`` (else all False)."""
-    if polarity not in POLARITIES:
-        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
-    grays = [_gray(c) for c in crops]
-    norm: list[np.ndarray] = [np.empty(0, np.float32)] * len(grays)
-    disagree = np.zeros(len(grays), bool)
-    small = [i for i, (a, _) in enumerate(grays) if a.dtype == np.uint8 and a.size <= SMALL]
-    if small:
-        views, dis = _normalize_small([grays[i][0] for i in small], polarity, check=check)
-        for i, v in zip(small, views, strict=True):
-            norm[i] = v
-        if dis is not None:
-            disagree[small] = dis
-    done = set(small)
-    for i, (a, scale) in enumerate(grays):
-        if i not in done:
-            norm[i], own = _normalize_gray(a, scale, polarity, check=check)
-            disagree[i] = check and own != polarity
-    return norm, disagree
-
-
 def _own_polarity(d: np.ndarray, border: np.ndarray, bg: float, scale: float, assumed: str) -> str:
     """The polarity a crop shows, from its departure ``d`` from the background towards the
     ``assumed`` polarity's organism side (in the crop's own units); see :func:`detect_polarity`."""
     noise = 1.4826 * _median(np.abs(border.astype(np.float32) - np.float32(bg)))
     t = np.float32(max(3.0 * noise, 0.04 / scale))
-    if d.size > SMALL:  # every 4th pixel weighs an organism as well, at a quarter of the cost
+    if d.size > 1024:  # every 4th pixel weighs an organism as well, at a quarter of the cost
         d = d[::2, ::2]
     toward = float(np.maximum(d - t, 0.0).sum())
     away = float(np.maximum(-d - t, 0.0).sum())
@@ -489,6 +343,11 @@ def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _ragged(counts: np.ndarray) -> np.ndarray:
+    """``0 .. k-1`` for each ``k`` of ``counts``, end to end."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def object_masks(imgs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """:func:`~plankline.imaging.segment.object_mask` of each crop, with less work per crop.
 
@@ -520,24 +379,27 @@ def _object_masks(
     from plankline.imaging.segment import _fill_holes, object_mask
 
     n = len(imgs)
-    off = np.cumsum(h * w) - h * w
-    # border pixels as object_mask's: first, last row, first, last column
-    border, owner = _borders(*_index(h, w, total=len(q)))
+    size = h * w
+    off = np.cumsum(size) - size
+    # border pixels as object_mask's: first row, last row, first column, last column
+    rw, rh, ow, oh, wh = (
+        _ragged(w),
+        _ragged(h),
+        np.repeat(off, w),
+        np.repeat(off, h),
+        np.repeat(w, h),
+    )
+    border = np.concatenate(
+        [ow + rw, ow + np.repeat((h - 1) * w, w) + rw, oh + rh * wh, oh + rh * wh + wh - 1]
+    )
+    owner = np.concatenate([np.repeat(np.arange(n), w)] * 2 + [np.repeat(np.arange(n), h)] * 2)
     white = np.bincount(owner[q[border] == 0], minlength=n)
-    dark = white >= h + w + 1  # more than half of the 2 (h + w) border pixels
-    masks: list[np.ndarray | None] = [None] * n
-    small = np.flatnonzero(dark & (h * w <= MASK_SMALL))
-    if len(small):
-        for i, m in zip(
-            small.tolist(), _small_masks(q, off[small], h[small], w[small]), strict=True
-        ):
-            masks[i] = m
+    dark = (white >= h + w + 1).tolist()  # more than half of the 2 (h + w) border pixels
+    masks: list[np.ndarray] = []
     flags = cv2.THRESH_BINARY | cv2.THRESH_OTSU
     for i, (o, hi, wi) in enumerate(zip(off.tolist(), h.tolist(), w.tolist(), strict=True)):
-        if masks[i] is not None:
-            continue
         if not dark[i]:
-            masks[i] = object_mask(imgs[i])
+            masks.append(object_mask(imgs[i]))
             continue
         work = q[o : o + hi * wi].reshape(hi, wi)
         if hi >= 5 and wi >= 5:
@@ -549,139 +411,10 @@ def _object_masks(
             binary, 8, label_type, cv2.CCL_DEFAULT
         )
         if k <= 1:
-            masks[i] = np.zeros((hi, wi), bool)
+            masks.append(np.zeros((hi, wi), bool))
             continue
-        masks[i] = _fill_holes(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax()))
-    return masks  # type: ignore[return-value]
-
-
-def _shelves(h: np.ndarray, w: np.ndarray, width: int = 1024) -> tuple[np.ndarray, ...]:
-    """Shelf packing of ``(h + 2) x (w + 2)`` cells (each crop in a 1-px ring), tallest first.
-
-    Returns the top row and left column of each crop (inside its ring), each crop's shelf,
-    the first row of every shelf (then the mosaic's height) and the mosaic's width. Cells of
-    a shelf abut; the rings and the free space beside and under shorter cells form one
-    4-connected region that touches every crop's edge, and keeps crops 2 px apart."""
-    ch, cw = h + 2, w + 2
-    order = np.argsort(-ch, kind="stable")
-    start = np.cumsum(cw[order]) - cw[order]
-    shelf = np.empty(len(h), np.int64)
-    shelf[order] = start // width
-    x = np.empty(len(h), np.int64)
-    x[order] = start % width
-    shelf_h = np.zeros(int(shelf.max()) + 1, np.int64)
-    np.maximum.at(shelf_h, shelf, ch)
-    shelf_y = np.concatenate([[0], np.cumsum(shelf_h)])
-    return shelf_y[shelf] + 1, x + 1, shelf, shelf_y, width + int(cw.max())
-
-
-def _otsu(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_otsu_rows` 32 rows at a time (its float64 temporaries stay in the cache)."""
-    parts = [_otsu_rows(hist[i : i + 32]) for i in range(0, len(hist), 32)]
-    return np.concatenate([t for t, _ in parts]), np.concatenate([c for _, c in parts])
-
-
-def _otsu_rows(hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Otsu's threshold of every row of ``hist`` (``(n, 256)`` counts), as OpenCV's.
-
-    Between-class variance of every level from cumulative sums (OpenCV runs a recurrence;
-    both are within rounding of the exact value). Levels with the same count at or under
-    them split the pixels the same way (the bins between are empty), so they are one
-    choice; OpenCV's pick among them differs only by rounding and gives the same binary
-    image. Where another choice comes within 1e-9 of the best, rounding could decide: such
-    rows are reported uncertain (the caller asks OpenCV).
-
-    Returns
-    -------
-    t : ndarray
-        ``(n,)`` int64 thresholds (0 where no level splits the pixels, as OpenCV).
-    certain : ndarray
-        ``(n,)`` bool.
-    """
-    cum = hist.cumsum(1)
-    m1 = (hist * np.arange(hist.shape[1])).cumsum(1).astype(np.float64)
-    total = cum[:, -1:]
-    valid = (cum > 0) & (cum < total)
-    c, nn = cum.astype(np.float64), total.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q1 = c / nn
-        diff = m1 / c - (m1[:, -1:] - m1) / (nn - c)
-        sigma = np.where(valid, q1 * (1.0 - q1) * diff * diff, -1.0)
-    rows = np.arange(len(hist))
-    t = sigma.argmax(1)
-    best = sigma[rows, t]
-    other = np.where(cum != cum[rows, t][:, None], sigma, -1.0).max(1)
-    t[best <= 0] = 0
-    return t, (best <= 0) | (other < best * (1.0 - 1e-9))
-
-
-def _small_masks(
-    q: np.ndarray, off: np.ndarray, h: np.ndarray, w: np.ndarray
-) -> list[np.ndarray | None]:
-    """``object_mask`` of small dark-object crops (``q = 255 - img`` end to end at ``off``),
-    in whole-batch passes; None for a crop whose mask ``object_mask`` must make.
-
-    The crops are laid on a shelf-packed mosaic, each in a 1-px ring holding its mirrored
-    edge (OpenCV's default border), so one Gaussian blur of the mosaic blurs every crop as
-    alone; Otsu's thresholds come from per-crop histograms (:func:`_otsu`); one
-    connected-component labelling and one flood fill (holes) serve all crops, the rings
-    keeping them apart. None where Otsu is uncertain or the two largest components of a
-    crop tie (``object_mask`` keeps the first by its own label order).
-    """
-    n = len(h)
-    y, x, shelf, shelf_y, mw = _shelves(h, w)
-    y, x, h, w, off = _index(y, x, h, w, off, total=max(len(q), int(shelf_y[-1]) * mw))
-    size = h * w
-    j = _ragged(size)
-    wr = np.repeat(w, size)
-    row = j // wr
-    pix = np.repeat(y * mw + x, size) + row * mw + (j - row * wr)  # mosaic position of each
-    mosaic = np.zeros((int(shelf_y[-1]), mw), np.uint8)
-    flat = mosaic.ravel()
-    flat[pix] = q[np.repeat(off, size) + j]
-    blur = (h >= 5) & (w >= 5)  # as object_mask
-    # ring = mirrored edge (BORDER_REFLECT_101): columns first, then rows with the corners
-    by, bx, bh, bw = y[blur], x[blur], h[blur], w[blur]
-    r = (np.repeat(by, bh) + _ragged(bh)) * mw
-    left, right = r + np.repeat(bx, bh), r + np.repeat(bx + bw - 1, bh)
-    flat[np.concatenate([left - 1, right + 1])] = flat[np.concatenate([left + 1, right - 1])]
-    c = np.repeat(bx - 1, bw + 2) + _ragged(bw + 2)
-    top, bottom = np.repeat(by * mw, bw + 2) + c, np.repeat((by + bh - 1) * mw, bw + 2) + c
-    flat[np.concatenate([top - mw, bottom + mw])] = flat[np.concatenate([top + mw, bottom - mw])]
-    owner = np.repeat(np.arange(n, dtype=h.dtype), size)
-    value = np.where(
-        np.repeat(blur, size), cv2.GaussianBlur(mosaic, (3, 3), 0).ravel()[pix], flat[pix]
-    )
-    t, certain = _otsu(np.bincount(owner * 256 + value, minlength=n * 256).reshape(n, 256))
-    flat[:] = 0
-    flat[pix] = value > t[owner]
-    k, labels, stats, _ = cv2.connectedComponentsWithStats(mosaic, connectivity=8, ltype=cv2.CV_32S)
-    # each component's crop, from its bounding box's corner: the shelf, then the cell
-    left, top, area = stats[1:, 0], stats[1:, 1], stats[1:, 4].astype(np.int64)
-    keys = shelf * mw + x
-    by_key = np.argsort(keys)
-    in_shelf = np.searchsorted(shelf_y, top, "right") - 1
-    crop = by_key[np.searchsorted(keys[by_key], in_shelf * mw + left, "right") - 1]
-    # the largest component of each crop; a tie for it goes to object_mask
-    order = np.lexsort((-area, crop))
-    first = np.ones(len(order), bool)
-    first[1:] = crop[order][1:] != crop[order][:-1]
-    pair = np.flatnonzero(first[:-1] & ~first[1:])  # a crop's largest and second largest
-    tie = np.zeros(n, bool)
-    tie[crop[order][pair[area[order][pair] == area[order][pair + 1]]]] = True
-    ok = certain & ~tie
-    main = np.zeros(k, np.uint8)
-    best = order[first]
-    main[1 + best[ok[crop[best]]]] = 1
-    canvas = main[labels]
-    cv2.floodFill(canvas, None, (0, 0), 2)  # holes: what the background cannot reach
-    filled = canvas != 2
-    return [
-        filled[yi : yi + hi, xi : xi + wi] if oki else None
-        for yi, xi, hi, wi, oki in zip(
-            y.tolist(), x.tolist(), h.tolist(), w.tolist(), ok.tolist(), strict=True
-        )
-    ]
+        masks.append(_fill_holes(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())))
+    return masks
 
 
 COLOUR_FEATURES: tuple[str, ...] = (
@@ -821,9 +554,11 @@ def model_inputs(
     """
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 px, got {canvas}")
-    norm, _ = _normalize_all(crops, polarity, check=False)
     return network_inputs(
-        norm, canvas, shapes=shapes, colour=colour_features(crops) if colour else None
+        [normalize_crop(c, polarity) for c in crops],
+        canvas,
+        shapes=shapes,
+        colour=colour_features(crops) if colour else None,
     )
 
 
@@ -847,7 +582,12 @@ def checked_model_inputs(
     """
     if canvas < 8:
         raise ValueError(f"canvas must be >= 8 px, got {canvas}")
-    norm, disagree = _normalize_all(crops, polarity, check=True)
+    norm: list[np.ndarray] = []
+    disagree = np.zeros(len(crops), bool)
+    for i, c in enumerate(crops):
+        n, own = _normalize(c, polarity, check=True)
+        norm.append(n)
+        disagree[i] = own != polarity
     x, f = network_inputs(
         norm, canvas, shapes=shapes, colour=colour_features(crops) if colour else None
     )
