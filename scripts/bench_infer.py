@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -185,25 +186,21 @@ def main() -> None:
     def run_torch() -> np.ndarray:
         return _eager_predict(eager, crops, clf, args.batch)
 
-    def run_pre() -> None:
-        for i in range(0, len(crops), args.batch):
-            model_inputs(
-                crops[i : i + args.batch],
-                clf.canvas,
-                shapes=clf.shapes,
-                polarity=clf.polarity,
-                colour=clf.colour,
-            )
+    def preprocess(inputs: Callable[..., object]) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(0, len(crops), args.batch):
+                inputs(
+                    crops[i : i + args.batch],
+                    clf.canvas,
+                    shapes=clf.shapes,
+                    polarity=clf.polarity,
+                    colour=clf.colour,
+                )
 
-    def run_pre_checked() -> None:  # what Classifier.predict runs: with the polarity check
-        for i in range(0, len(crops), args.batch):
-            checked_model_inputs(
-                crops[i : i + args.batch],
-                clf.canvas,
-                shapes=clf.shapes,
-                polarity=clf.polarity,
-                colour=clf.colour,
-            )
+        return run
+
+    run_pre = preprocess(model_inputs)
+    run_pre_checked = preprocess(checked_model_inputs)  # what Classifier.predict runs
 
     run_ort(), run_torch()  # warm-up
     best = {"ort": 0.0, "torch": 0.0, "pre": 0.0, "pre_checked": 0.0}
