@@ -327,8 +327,7 @@ class FlatField:
             # returns the value two cells inward (the real MBARI frame's dark corner: 61
             # for a true 45, a third too bright, and the first correction there so dark
             # that its background is masked out as an object and never re-estimated).
-            kernel = np.ones((5, 5), np.uint8)
-            small = _extended(small, 2, lambda g: cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel))
+            small = close_grid(small)
             if self.mode == "both":
                 col = _column_percentile(sampled, 75)
                 col_small = cv2.resize(col[None, :], (sw, 1), interpolation=cv2.INTER_AREA)[0]
@@ -346,18 +345,7 @@ class FlatField:
         self._update(frame, 0.0)
 
     def _blur(self, small: np.ndarray) -> np.ndarray:
-        """Gaussian smoothing of a coarse grid, on the grid extended by linear
-        extrapolation (:func:`_extended`): a replicated border flattens a falloff toward the
-        frame's edge (the real MBARI frame's dark corner read 10 % too bright: 49.5 for
-        a true 45); the extrapolated one keeps a straight falloff exactly."""
-        if self.smooth > 0:
-            pad = int(np.ceil(3 * self.smooth))
-            small = _extended(
-                small,
-                pad,
-                lambda g: cv2.GaussianBlur(g, (0, 0), self.smooth, borderType=cv2.BORDER_REPLICATE),
-            )
-        return small.astype(np.float32)
+        return blur_grid(small, self.smooth)
 
     def _vignette_full(self) -> np.ndarray:
         h, w = self.shape  # type: ignore[misc]
@@ -606,6 +594,28 @@ class FlatField:
             self.column = ((1 - a) * self.column + a * scale).astype(np.float32)
         self.vignette = ((1 - a) * self.vignette + a * self._blur(new_v)).astype(np.float32)
         self._refresh_gain()
+
+
+def close_grid(small: np.ndarray) -> np.ndarray:
+    """Grey closing (5 x 5 cells) of a coarse background grid, on the grid extended by
+    linear extrapolation (:func:`_extended`): a closing of the bare grid sees only the
+    inner side of an edge cell, so on a falloff it returns the value two cells inward."""
+    kernel = np.ones((5, 5), np.uint8)
+    return _extended(small, 2, lambda g: cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel))
+
+
+def blur_grid(small: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a coarse grid (float32), on the grid extended by linear
+    extrapolation (:func:`_extended`): a replicated border flattens a falloff toward the
+    frame's edge (the real MBARI frame's dark corner read 10 % too bright: 49.5 for a true
+    45); the extrapolated one keeps a straight falloff exactly."""
+    if sigma <= 0:
+        return small.astype(np.float32)
+    return _extended(
+        small,
+        int(np.ceil(3 * sigma)),
+        lambda g: cv2.GaussianBlur(g, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE),
+    ).astype(np.float32)
 
 
 def _extended(grid: np.ndarray, pad: int, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from plankline.imaging.flatfield import _extended
+from plankline.imaging.flatfield import blur_grid, close_grid
 
 SHAPE_CLASSES: tuple[str, ...] = (
     "copepod",
@@ -975,11 +975,12 @@ def frames_from_still(frame: np.ndarray, n: int, *, seed: int = 0) -> list[np.nd
     of the dark edge columns (amplified 2.5x by the division) into the bright centre as
     noisy vertical bands no camera makes. Frame 0 is the original.
 
-    The closing and the blur work on the grid extended by linear extrapolation
-    (``flatfield._extended``): with the grid's own border they flattened the falloff
-    toward the edges, so the content kept the still's darkest corner 18 % and its edges
-    ~10 % too dark, and rolling moved that dark patch along the left edge, where it came
-    out as ~100 x 100 px "objects" of noise no fixed camera makes (now flat to ~1 %).
+    The closing and the blur are the flat-field's (:func:`flatfield.close_grid`,
+    :func:`flatfield.blur_grid`, on the grid extended by linear extrapolation): with
+    the grid's own border they flattened the falloff toward the edges, so the content
+    kept the still's darkest corner 18 % and its edges ~10 % too dark, and rolling moved
+    that dark patch along the left edge, where it came out as ~100 x 100 px "objects" of
+    noise no fixed camera makes (now flat to ~1 %).
 
     A roll puts the frame's top edge at content line ``h - shift``: a line-scan frame's
     cut is no cut of the scene (the next frame continues it), so a roll that would cut
@@ -994,12 +995,7 @@ def frames_from_still(frame: np.ndarray, n: int, *, seed: int = 0) -> list[np.nd
         raise ValueError(f"frame must be a 2-D uint8 array, got {getattr(frame, 'shape', frame)}")
     h, w = frame.shape
     small = cv2.resize(frame, (max(1, w // 16), max(1, h // 16)), interpolation=cv2.INTER_AREA)
-    kernel = np.ones((5, 5), np.uint8)
-    small = _extended(small, 2, lambda g: cv2.morphologyEx(g, cv2.MORPH_CLOSE, kernel))
-    small = _extended(
-        small, 9, lambda g: cv2.GaussianBlur(g, (0, 0), 3, borderType=cv2.BORDER_REPLICATE)
-    )
-    vig = cv2.resize(small, (w, h))
+    vig = cv2.resize(blur_grid(close_grid(small), 3), (w, h))
     content = frame.astype(np.float32) / np.maximum(vig, 1)
     cuttable = _cuttable_lines(content)
     rng = np.random.default_rng(seed)
