@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from plankline.model.card import ModelCard, read_model_card
 from plankline.model.data import POLARITIES, checked_model_inputs, feature_names
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -128,22 +129,15 @@ class Classifier:
         polarity (the first batch holding any raises one ``UserWarning``).
     """
 
-    def __init__(
-        self,
-        session: object,
-        class_names: list[str],
-        canvas: int,
-        thresholds: dict[str, float | None] | None,
-        meta: dict,
-    ) -> None:
+    def __init__(self, session: object, card: ModelCard) -> None:
         self.session = session
-        self.class_names = class_names
-        self.canvas = canvas
-        self.shapes = bool(meta["shapes"])
-        self.colour = bool(meta.get("colour", False))
-        self.thresholds = thresholds
-        self.meta = meta
-        self.polarity = str(meta.get("polarity", "bright"))
+        self.class_names = card.class_names
+        self.canvas = card.canvas
+        self.shapes = card.shapes
+        self.colour = card.colour
+        self.thresholds = card.thresholds
+        self.meta = card.meta
+        self.polarity = card.polarity
         if self.polarity not in POLARITIES:
             raise ValueError(
                 f"meta.json polarity must be one of {POLARITIES}, got {self.polarity!r}"
@@ -174,11 +168,8 @@ class Classifier:
         """
         import onnxruntime as ort
 
-        from plankline.model.card import read_model_card
-
         card = read_model_card(model_dir if model_dir is not None else DEFAULT_MODEL_DIR)
-        onnx_path, labels_path = card.onnx_path, card.labels_path
-        names, meta, thresholds = card.class_names, card.meta, card.thresholds
+        onnx_path, labels_path, names = card.onnx_path, card.labels_path, card.class_names
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = threads
@@ -197,7 +188,7 @@ class Classifier:
             raise ValueError(
                 f"{onnx_path} has {n_out} outputs but {labels_path} names {len(names)}"
             )
-        return cls(sess, names, card.canvas, thresholds, meta)
+        return cls(sess, card)
 
     def predict(self, crops: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities ``(n, n_classes)`` float32 for raw ROIs (any size, gray/colour).
