@@ -33,8 +33,7 @@ from plankline.model.evaluate import evaluate_checkpoint
 from plankline.model.export import export_model
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, checkpoint_path, load_checkpoint, train
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import DATA
 
 
 def _organism(seed: int, bg: int = 215, fg: int = 35) -> np.ndarray:

@@ -12,8 +12,8 @@ import torch
 from plankline.imaging.synth import make_roi_library
 from plankline.model.evaluate import evaluate_checkpoint
 from plankline.model.train import TrainConfig, checkpoint_path, load_checkpoint, train
+from shared_data import DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FLOWCAM = DATA / "flowcam-planktonclas"
 ZOOLAKE = DATA / "zoolake-spc-darkfield"
 
