@@ -56,7 +56,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from plankline.model.baselines import SMALL_CNN, feature_baselines, small_cnn_predict
+from plankline.model.baselines import GBM_PARAMS, SMALL_CNN, feature_baselines, small_cnn_predict
 from plankline.model.data import Augment, list_images, load_library, model_inputs, read_image
 from plankline.model.evaluate import feature_matrix, predict_tta
 from plankline.model.train import (
@@ -239,9 +239,9 @@ def run_split(
 
     key = f"{name}|{seed}|{cfg.vsp}|{len(yt)}|{len(yv)}"
     base = dict(cache.rows.get(key, {}))
-    if not all(b in base for b in ("RF", "GBM")):
+    if not all(b in base for b in ("RF", "GBM")) or base.get("gbm_params") != GBM_PARAMS:
         p = feature_baselines(feature_matrix(xt, pol), yt, feature_matrix(xv, pol), k, seed=seed)
-        base.update({b: _f1(yv, v, k) for b, v in p.items()})
+        base.update({b: _f1(yv, v, k) for b, v in p.items()}, gbm_params=GBM_PARAMS)
     if small_cnn and SMALL_CNN not in base:
         t1 = time.perf_counter()
         p, rate = small_cnn_predict(xt, yt, xv, k, seed=seed)
