@@ -85,7 +85,9 @@ def print_summary(project: Project, report: BatchReport, console: Console | None
         for name, count in record.get("counts", {}).items():
             totals[name] = totals.get(name, 0) + count
     if totals:
-        table = Table(title="ROIs per predicted class")
+        # top classes, however unsure: the per-class thresholds for 95 % precision are in
+        # classification/*.csv (thresholded_class), where most specks stay unclassified
+        table = Table(title="ROIs per top class (before thresholds: see thresholded_class)")
         table.add_column("class")
         table.add_column("ROIs", justify="right")
         for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
