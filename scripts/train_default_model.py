@@ -264,7 +264,7 @@ def main() -> None:
     out = args.out or (DEFAULT_MODEL_DIR if ndsb else SYNTHETIC_MODEL_DIR)
     # NDSB: 27,300 training images make an epoch (min_epoch_images is a floor), and
     # 30 of them take ~50 min on one quiet core (~280 images/s); lrd makes the rate fall
-    # ~7x by the last, as the default 60 x 1,024 draws at 1/30 do
+    # ~7x by the last, as the default 100 x 1,024 draws at 0.02 do
     stop = args.stop or (30 if ndsb else 20)
     lrd = args.lrd if args.lrd is not None else (0.07 if ndsb else 0.1)
     vsp = args.vsp if args.vsp is not None else (10.0 if ndsb else 20.0)

@@ -132,8 +132,8 @@ def _rich_epoch(line: str) -> None:
 
 @app.command(
     epilog=(
-        "Example: plankline train library/ --out weights/ --start 0 --stop 60 --bs 32 "
-        "--vsp 20. Resume: --start 60 --stop 80. Log: weights/train_log.csv."
+        "Example: plankline train library/ --out weights/ --start 0 --stop 100 --bs 32 "
+        "--vsp 20. Resume: --start 100 --stop 120. Log: weights/train_log.csv."
     )
 )
 def train(
