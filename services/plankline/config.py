@@ -166,8 +166,9 @@ class TrainingDefaults:
         ZooScan 0.779 -> 0.787, vicko 0.891 -> 0.891, NDSB subset 0.664 ->
         0.683; mean 0.766 -> 0.785. 60 -> 100 (splits 0-1): lake camera 0.646
         -> 0.651, ZooScan 0.787 -> 0.815, vicko 0.891 -> 0.904, NDSB subset
-        0.683 -> 0.686, FlowCam 0.919 -> 0.892; mean 0.785 -> 0.790. Costs 100 x 1,024 draws: ~6.5 min for a library of
-        1,000 images on one core (~265 images/s).
+        0.683 -> 0.686, FlowCam 0.919 -> 0.892; mean 0.785 -> 0.790. Costs
+        100 x 1,024 draws: ~6.5 min for a library of 1,000 images on one core
+        (~265 images/s).
     lrd : float
         Learning-rate decay per epoch (``ilr * exp(-lrd * epoch)``): 0.02, so
         that the rate at the last epoch is what 60 at 1/30, 40 at 0.05 and 20
