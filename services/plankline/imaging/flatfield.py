@@ -333,19 +333,16 @@ class FlatField:
                 col_small = cv2.resize(col[None, :], (sw, 1), interpolation=cv2.INTER_AREA)[0]
                 vig = small / np.maximum(col_small[None, :], 1e-3)
                 scale = float(np.median(vig))
-                self.vignette = self._blur(vig / scale)
+                self.vignette = blur_grid(vig / scale, self.smooth)
                 # The column profile keeps the fine stripes; the coarse shape is the vignette's.
                 self.column = col / np.maximum(self._vignette_columns(), 1e-3)
             else:
-                self.vignette = self._blur(small / max(float(np.median(small)), 1e-3))
+                self.vignette = blur_grid(small / max(float(np.median(small)), 1e-3), self.smooth)
                 self.column = np.full(frame.shape[1], float(np.median(small)), np.float32)
         self._refresh_gain()
         # One refinement pass with objects masked out, so the first frame is corrected well.
         self._apply(frame, None)
         self._update(frame, 0.0)
-
-    def _blur(self, small: np.ndarray) -> np.ndarray:
-        return blur_grid(small, self.smooth)
 
     def _vignette_full(self) -> np.ndarray:
         h, w = self.shape  # type: ignore[misc]
@@ -592,7 +589,9 @@ class FlatField:
         if self.mode == "vignetting":
             # The overall level lives in the (constant) column term; V stays around 1.
             self.column = ((1 - a) * self.column + a * scale).astype(np.float32)
-        self.vignette = ((1 - a) * self.vignette + a * self._blur(new_v)).astype(np.float32)
+        self.vignette = ((1 - a) * self.vignette + a * blur_grid(new_v, self.smooth)).astype(
+            np.float32
+        )
         self._refresh_gain()
 
 
