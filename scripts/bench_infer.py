@@ -82,6 +82,7 @@ def _eager_predict(
             shapes=clf.shapes,
             polarity=clf.polarity,
             colour=clf.colour,
+            fill=clf.fill,
         )
         out.append(net(torch.from_numpy(x), torch.from_numpy(s)).numpy())
     return np.concatenate(out)
@@ -137,6 +138,7 @@ def cpu_time_per_roi(crops: list[np.ndarray], args: argparse.Namespace) -> None:
                 shapes=clf.shapes,
                 polarity=clf.polarity,
                 colour=clf.colour,
+                fill=clf.fill,
             )
             t1 = time.process_time()
             clf.run(x, f)  # in calls of clf.run_batch ROIs, as Classifier.predict
@@ -195,6 +197,7 @@ def main() -> None:
                     shapes=clf.shapes,
                     polarity=clf.polarity,
                     colour=clf.colour,
+                    fill=clf.fill,
                 )
 
         return run

@@ -215,7 +215,9 @@ def run_split(
     canvas, shapes, colour, pol = cfg.canvas, cfg.shapes, cfg.colour, ck["polarity"]
 
     def predict(crops: list) -> np.ndarray:
-        x, s = model_inputs(crops, canvas, shapes=shapes, polarity=pol, colour=colour)
+        x, s = model_inputs(
+            crops, canvas, shapes=shapes, polarity=pol, colour=colour, fill=cfg.fill
+        )
         with torch.no_grad():
             return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 

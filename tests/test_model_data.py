@@ -58,6 +58,32 @@ def test_rois_bigger_than_the_canvas_are_shrunk_and_report_log2_shrink() -> None
     assert xs.max() - xs.min() + 1 == pytest.approx(16, abs=1)
 
 
+def test_fill_enlarges_tiny_rois_and_reports_a_negative_log2_shrink() -> None:
+    tiny, small, large = _blob(8, 16), _blob(40, 40), _blob(256, 128)
+    x, s = model_inputs([tiny, small, large], 64, shapes=False, fill=32)
+    assert s[0, 0] == pytest.approx(-1.0)  # 16 -> 32 px: enlarged 2x
+    ys, xs = np.nonzero(x[0, 0] > 0.35)  # above half the organism's 0.59: bilinear edges out
+    assert xs.max() - xs.min() + 1 == pytest.approx(16, abs=1)  # the 8 px organism, 2x
+    assert ys.max() - ys.min() + 1 == pytest.approx(8, abs=1)
+    assert (ys.min() + ys.max()) / 2 == pytest.approx(31.5, abs=1)
+    # crops at least ``fill`` wide are placed as before; fill 0 never enlarges
+    ref_x, ref_s = model_inputs([small, large], 64, shapes=False)
+    np.testing.assert_array_equal(x[1:], ref_x)
+    np.testing.assert_array_equal(s[1:], ref_s)
+    assert np.all(model_inputs([tiny], 64, shapes=False)[1] == 0)
+    # fill beyond the canvas fills the canvas
+    assert model_inputs([tiny], 32, shapes=False, fill=64)[1][0, 0] == pytest.approx(-1.0)
+
+
+def test_training_views_enlarge_tiny_crops_as_inference_does() -> None:
+    crop = normalize_crop(_blob(10, 12))
+    ident = Augment(rotate=False, flip=False, scale=0.0, shear=0.0, translate=0.0, noise=0.0)
+    x, f, _ = CanvasDataset([crop], np.array([0]), 64, augment=ident, fill=48)[(0, 0, 0)]
+    ref_x, ref_s = place_on_canvas([ident(crop, np.random.default_rng(0))], 64, 48)
+    assert f[0] == pytest.approx(ref_s[0, 0]) and f[0] < 0
+    np.testing.assert_allclose(x, ref_x[0], atol=1e-6)
+
+
 def test_colour_and_gray_versions_of_a_roi_give_the_same_input() -> None:
     g = _blob(30, 30)
     c = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)

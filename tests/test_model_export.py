@@ -6,6 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from plankline.imaging.synth import make_roi_library
@@ -47,6 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path
             stop=1,
             bs=8,
             canvas=32,
+            fill=24,
             width=4,
             layers=4,
             min_epoch_images=16,
@@ -65,11 +67,15 @@ def test_onnx_matches_torch_within_1e4_for_any_batch_size(
 
     lib, w, model_dir = exported
     clf = Classifier.load(model_dir, providers=["CPUExecutionProvider"])
-    model = model_from_checkpoint(load_checkpoint(checkpoint_path(w, 1)))
+    ck = load_checkpoint(checkpoint_path(w, 1))
+    model = model_from_checkpoint(ck)
+    assert clf.fill == ck["config"]["fill"] == 24  # the training's, through meta.json
     crops = [read_image(p) for p in list_images(lib)]
+    # a quarter size too (8-56 px): the crops under ``fill`` are enlarged on the canvas
+    crops += [cv2.resize(c, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA) for c in crops]
     for n in (1, 7, len(crops)):
-        got = clf.predict(crops[:n], batch_size=4)
-        x, s = model_inputs(crops[:n], clf.canvas, shapes=clf.shapes, colour=clf.colour)
+        got = clf.predict(crops[-n:], batch_size=4)
+        x, s = model_inputs(crops[-n:], clf.canvas, shapes=clf.shapes, colour=clf.colour, fill=24)
         with torch.no_grad():
             ref = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
         assert got.shape == (n, 5)

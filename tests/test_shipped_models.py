@@ -84,7 +84,9 @@ def test_default_model_triton_repository_gives_the_same_probabilities(tmp_path: 
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     clf = Classifier.load(DEFAULT_MODEL_DIR, providers=["CPUExecutionProvider"])
-    x, f = model_inputs(crops, clf.canvas, shapes=True, polarity=clf.polarity, colour=clf.colour)
+    x, f = model_inputs(
+        crops, clf.canvas, shapes=True, polarity=clf.polarity, colour=clf.colour, fill=clf.fill
+    )
     got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, f)
     assert got.shape == (len(crops), 121)
     np.testing.assert_allclose(got, clf.predict(crops), atol=1e-5)

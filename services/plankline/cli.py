@@ -156,6 +156,10 @@ def train(
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1 ...")] = "cpu",
     arch: Annotated[str, typer.Option(help="scnn (sparse-CNN) or resnet.")] = "scnn",
     canvas: Annotated[int, typer.Option(help="Input field side in px.")] = 64,
+    fill: Annotated[
+        int,
+        typer.Option(help="Enlarge crops smaller than this many px to it (0: never enlarge)."),
+    ] = TRAINING.fill,
     width: Annotated[int, typer.Option(help="Filters step: layer i has width*(i+1).")] = 6,
     stem: Annotated[
         str,
@@ -212,6 +216,7 @@ def train(
         device=device,
         arch=arch,
         canvas=canvas,
+        fill=fill,
         width=width,
         stem=stem,
         class_min=class_min,

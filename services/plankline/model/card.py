@@ -80,6 +80,11 @@ class ModelCard:
         return str(self.meta.get("polarity", "bright"))
 
     @property
+    def fill(self) -> int:
+        """Crops smaller than this are enlarged to it on the canvas (0: models before it)."""
+        return int(self.meta.get("fill", 0))
+
+    @property
     def n_features(self) -> int:
         """Length of the ``features`` input (``meta.json`` ``features``)."""
         return len(self.meta.get("features", []))

@@ -211,8 +211,10 @@ def to_bright_field(crop: np.ndarray, polarity: str) -> np.ndarray:
     return np.subtract(top, a)
 
 
-def place_on_canvas(norm_crops: Sequence[np.ndarray], canvas: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centre normalised crops, unscaled, on zero canvases; shrink only what doesn't fit.
+def place_on_canvas(
+    norm_crops: Sequence[np.ndarray], canvas: int, fill: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre normalised crops on zero canvases; shrink what doesn't fit, enlarge what is tiny.
 
     Parameters
     ----------
@@ -220,26 +222,33 @@ def place_on_canvas(norm_crops: Sequence[np.ndarray], canvas: int) -> tuple[np.n
         Outputs of :func:`normalize_crop` (2-D float32, background 0).
     canvas : int
         Side of the square input field in pixels.
+    fill : int
+        Crops whose longer side is under ``fill`` px are enlarged to it
+        (bilinear), so that a 15 px organism still spans several cells after
+        the network's first stride; 0 (models before it) places them unscaled.
 
     Returns
     -------
     x : ndarray
         ``(n, 1, canvas, canvas)`` float32.
     log_shrink : ndarray
-        ``(n, 1)`` float32, ``log2(original side / placed side)``; 0 for crops
-        that fit unscaled.
+        ``(n, 1)`` float32, ``log2(original side / placed side)``: 0 for crops
+        placed unscaled, negative for enlarged ones, so absolute size survives.
     """
     n = len(norm_crops)
     x = np.zeros((n, 1, canvas, canvas), np.float32)
     log_shrink = np.zeros((n, 1), np.float32)
+    fill = min(fill, canvas)
     for i, c in enumerate(norm_crops):
         h, w = c.shape
         side = max(h, w)
-        if side > canvas:
-            s = canvas / side
+        if side > canvas or side < fill:
+            target = canvas if side > canvas else fill
+            s = target / side
             nw, nh = max(1, round(w * s)), max(1, round(h * s))
-            c = cv2.resize(c, (nw, nh), interpolation=cv2.INTER_AREA)
-            log_shrink[i, 0] = math.log2(side / canvas)
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            c = cv2.resize(c, (nw, nh), interpolation=interp)
+            log_shrink[i, 0] = math.log2(side / target)
             h, w = nh, nw
         y0, x0 = (canvas - h) // 2, (canvas - w) // 2
         x[i, 0, y0 : y0 + h, x0 : x0 + w] = c
@@ -499,12 +508,13 @@ def network_inputs(
     *,
     shapes: bool,
     colour: np.ndarray | None = None,
+    fill: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`model_inputs` for crops already normalised (training keeps them so).
 
     ``colour`` is :func:`colour_features` of the raw crops (colour models), appended last.
     """
-    x, s = place_on_canvas(norm_crops, canvas)
+    x, s = place_on_canvas(norm_crops, canvas, fill)
     if shapes:
         s = np.hstack([s, shape_features(norm_crops)])
     if colour is not None:
@@ -519,6 +529,7 @@ def model_inputs(
     shapes: bool,
     polarity: str = "bright",
     colour: bool = False,
+    fill: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Network inputs for a batch of raw ROIs (the one preprocessing path).
 
@@ -536,6 +547,9 @@ def model_inputs(
     colour : bool
         Whether the model takes the :data:`COLOUR_FEATURES` (``meta.json``
         ``colour``; models without it do not).
+    fill : int
+        Enlarge crops smaller than this to it (``meta.json`` ``fill``; 0 for
+        models without it), see :func:`place_on_canvas`.
 
     Returns
     -------
@@ -559,11 +573,18 @@ def model_inputs(
         canvas,
         shapes=shapes,
         colour=colour_features(crops) if colour else None,
+        fill=fill,
     )
 
 
 def checked_model_inputs(
-    crops: Sequence[np.ndarray], canvas: int, *, shapes: bool, polarity: str, colour: bool = False
+    crops: Sequence[np.ndarray],
+    canvas: int,
+    *,
+    shapes: bool,
+    polarity: str,
+    colour: bool = False,
+    fill: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`model_inputs`, plus which crops look like the other polarity than ``polarity``.
 
@@ -589,7 +610,7 @@ def checked_model_inputs(
         norm.append(n)
         disagree[i] = own != polarity
     x, f = network_inputs(
-        norm, canvas, shapes=shapes, colour=colour_features(crops) if colour else None
+        norm, canvas, shapes=shapes, colour=colour_features(crops) if colour else None, fill=fill
     )
     return x, f, disagree
 
@@ -927,8 +948,10 @@ class CanvasDataset:
         augment: Augment | None = None,
         seed: int = 0,
         shapes: np.ndarray | None = None,
+        fill: int = 0,
     ) -> None:
         self.shapes = shapes
+        self.fill = fill
         self.crops = list(crops)
         self.labels = np.asarray(labels, np.int64)
         self.canvas = canvas
@@ -959,7 +982,7 @@ class CanvasDataset:
         aug = self._aug[i]
         if aug is not None:
             c = aug(c, np.random.default_rng((self.seed, epoch, draw, i)))
-        x, s = place_on_canvas([c], self.canvas)
+        x, s = place_on_canvas([c], self.canvas, self.fill)
         s[0, 0] += self._log_pre[i]
         f = s[0] if self.shapes is None else np.concatenate([s[0], self.shapes[i]])
         return x[0], f, int(self.labels[i])

@@ -573,9 +573,12 @@ def evaluate_checkpoint(
         canvas = int(ck["config"]["canvas"])
         shapes = bool(ck["config"]["shapes"])
         colour = bool(ck["config"].get("colour", False))
+        fill = int(ck["config"].get("fill", 0))
 
         def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
-            x, s = model_inputs(crops, canvas, shapes=shapes, polarity=polarity, colour=colour)
+            x, s = model_inputs(
+                crops, canvas, shapes=shapes, polarity=polarity, colour=colour, fill=fill
+            )
             with torch.no_grad():
                 return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
 

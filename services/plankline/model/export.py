@@ -100,6 +100,7 @@ def export_model(
     canvas = int(cfg["canvas"])
     shapes = bool(cfg["shapes"])
     colour = bool(cfg.get("colour", False))
+    fill = int(cfg.get("fill", 0))
     features = feature_names(shapes, colour)
     data = to_onnx_bytes(model, canvas, opset=opset)
     diff = parity(model, data, canvas)
@@ -121,12 +122,13 @@ def export_model(
         "inputs": {"image": ["batch", 1, canvas, canvas], "features": ["batch", len(features)]},
         "shapes": shapes,
         "colour": colour,
+        "fill": fill,
         "features": features,
         "output": OUTPUT,
         "polarity": ck.get("polarity", "bright"),
         "preprocessing": (
             "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, "
-            "polarity=polarity, colour=colour)"
+            "polarity=polarity, colour=colour, fill=fill)"
         ),
         "opset": opset,
         "epoch": ck["epoch"],

@@ -111,6 +111,8 @@ class Classifier:
         Whether the model takes the organism's measurements beside the image.
     colour : bool
         Whether it also takes the organism's colour (``meta.json`` ``colour``).
+    fill : int
+        Crops smaller than this are enlarged to it (``meta.json`` ``fill``).
     thresholds : dict of str to float, or None
         Per-class probability thresholds (None for a class whose target
         precision was unreachable, i.e. never assigned); None without a
@@ -135,6 +137,7 @@ class Classifier:
         self.canvas = card.canvas
         self.shapes = card.shapes
         self.colour = card.colour
+        self.fill = card.fill
         self.thresholds = card.thresholds
         self.meta = card.meta
         self.polarity = card.polarity
@@ -209,6 +212,7 @@ class Classifier:
                     shapes=self.shapes,
                     polarity=self.polarity,
                     colour=self.colour,
+                    fill=self.fill,
                 )
             except ValueError as e:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))

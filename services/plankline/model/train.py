@@ -79,6 +79,7 @@ class TrainConfig:
     device: str = "cpu"
     arch: str = "scnn"
     canvas: int = 64
+    fill: int = TRAINING.fill  # enlarge smaller crops to this (config.TrainingDefaults)
     width: int = 6
     layers: int = 8
     # FlowCam, 20 splits: a stride-2 first convolution 0.880, full resolution + max-pool
@@ -134,6 +135,8 @@ class TrainConfig:
             )
         if self.canvas < 16:
             raise ValueError(f"canvas must be >= 16 px, got {self.canvas}")
+        if self.fill < 0:
+            raise ValueError(f"fill must be >= 0 px, got {self.fill}")
 
 
 @dataclass
@@ -207,11 +210,13 @@ class _EpochSampler(Sampler):
         return iter((self.epoch, j, int(i)) for j, i in enumerate(idx))
 
 
-def _val_tensors(
-    lib: Library, canvas: int, shapes: bool, colour: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _val_tensors(lib: Library, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x, s = network_inputs(
-        lib.crops, canvas, shapes=shapes, colour=lib.colour_matrix() if colour else None
+        lib.crops,
+        cfg.canvas,
+        shapes=cfg.shapes,
+        colour=lib.colour_matrix() if cfg.colour else None,
+        fill=cfg.fill,
     )
     return torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(lib.labels)
 
@@ -389,6 +394,7 @@ def train(
         augment=Augment(**cfg.augment),
         seed=cfg.seed,
         shapes=np.hstack(fixed) if fixed else None,
+        fill=cfg.fill,
     )
     epoch_size = max(len(ds), cfg.min_epoch_images)
     sampler = _EpochSampler(train_lib.labels, cfg.balance, cfg.seed, epoch_size)
@@ -400,7 +406,7 @@ def train(
         persistent_workers=cfg.workers > 0,
         drop_last=epoch_size > cfg.bs,
     )
-    vx, vs, vy = _val_tensors(val_lib, cfg.canvas, cfg.shapes, cfg.colour)
+    vx, vs, vy = _val_tensors(val_lib, cfg)
     log_path = out / "train_log.csv"
     history: list[EpochStats] = []
     for epoch in range(cfg.start, cfg.stop):

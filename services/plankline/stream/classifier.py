@@ -65,7 +65,7 @@ class TritonModel:
         card = read_model_card(folder)
         self.class_names, self.thresholds = card.class_names, card.thresholds
         self.canvas, self.shapes, self.polarity = card.canvas, card.shapes, card.polarity
-        self.colour = card.colour
+        self.colour, self.fill = card.colour, card.fill
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
         self.client = grpcclient.InferenceServerClient(url)
         try:
@@ -108,7 +108,12 @@ class TritonModel:
         from plankline.model.data import model_inputs
 
         x, f = model_inputs(
-            crops, self.canvas, shapes=self.shapes, polarity=self.polarity, colour=self.colour
+            crops,
+            self.canvas,
+            shapes=self.shapes,
+            polarity=self.polarity,
+            colour=self.colour,
+            fill=self.fill,
         )
         image = grpcclient.InferInput("image", list(x.shape), "FP32")
         image.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
