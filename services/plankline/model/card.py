@@ -22,7 +22,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
 
 #: Files every model folder has (``thresholds.json`` is optional).
 REQUIRED_FILES = ("model.onnx", "labels.txt", "meta.json")
@@ -88,6 +93,24 @@ class ModelCard:
     def n_features(self) -> int:
         """Length of the ``features`` input (``meta.json`` ``features``)."""
         return len(self.meta.get("features", []))
+
+    def inputs(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The network's inputs for raw ROIs as this model was trained to see them.
+
+        ``model.data.checked_model_inputs`` with the card's canvas, inputs,
+        polarity and fill: image, features, and which crops look like the
+        other polarity. Every inference path (ONNX Runtime, Triton) calls this.
+        """
+        from plankline.model.data import checked_model_inputs
+
+        return checked_model_inputs(
+            crops,
+            self.canvas,
+            shapes=self.shapes,
+            polarity=self.polarity,
+            colour=self.colour,
+            fill=self.fill,
+        )
 
 
 def read_model_card(model_dir: Path | str) -> ModelCard:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from plankline.model.card import ModelCard, read_model_card
-from plankline.model.data import POLARITIES, checked_model_inputs, feature_names
+from plankline.model.data import POLARITIES, feature_names
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -133,6 +133,7 @@ class Classifier:
 
     def __init__(self, session: object, card: ModelCard) -> None:
         self.session = session
+        self.card = card
         self.class_names = card.class_names
         self.canvas = card.canvas
         self.shapes = card.shapes
@@ -206,14 +207,7 @@ class Classifier:
         for i in range(0, len(crops), batch_size):
             batch = crops[i : i + batch_size]
             try:
-                x, f, disagree = checked_model_inputs(
-                    batch,
-                    self.canvas,
-                    shapes=self.shapes,
-                    polarity=self.polarity,
-                    colour=self.colour,
-                    fill=self.fill,
-                )
+                x, f, disagree = self.card.inputs(batch)
             except ValueError as e:
                 bad = next(j for j, c in enumerate(batch) if not _usable(c))
                 raise ValueError(f"ROI {i + bad}: {e}") from e

@@ -64,8 +64,7 @@ class TritonModel:
         folder = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
         card = read_model_card(folder)
         self.class_names, self.thresholds = card.class_names, card.thresholds
-        self.canvas, self.shapes, self.polarity = card.canvas, card.shapes, card.polarity
-        self.colour, self.fill = card.colour, card.fill
+        self.card = card
         self.name, self.batch, self.timeout_s = name, batch, timeout_s
         self.client = grpcclient.InferenceServerClient(url)
         try:
@@ -105,16 +104,7 @@ class TritonModel:
     def _infer(self, crops: list[np.ndarray]) -> np.ndarray:
         import tritonclient.grpc as grpcclient
 
-        from plankline.model.data import model_inputs
-
-        x, f = model_inputs(
-            crops,
-            self.canvas,
-            shapes=self.shapes,
-            polarity=self.polarity,
-            colour=self.colour,
-            fill=self.fill,
-        )
+        x, f, _ = self.card.inputs(crops)
         image = grpcclient.InferInput("image", list(x.shape), "FP32")
         image.set_data_from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         features = grpcclient.InferInput("features", list(f.shape), "FP32")
