@@ -3,10 +3,10 @@
 Both take the same two inputs (see :mod:`plankline.model.data`):
 
 ``image``  ``(n, 1, canvas, canvas)`` float32, ROI inverted, background 0,
-           placed unscaled at the centre;
-``features`` ``(n, F)`` float32: ``log2`` of how much a too-big ROI was
-           shrunk to fit (0 for most ROIs), so absolute size survives
-           shrinking, then (by default) the organism's measurements;
+           centred: unscaled, shrunk if too big, enlarged if under ``fill``;
+``features`` ``(n, F)`` float32: ``log2`` of how much the ROI was shrunk
+           (negative: enlarged; 0 for most ROIs), so absolute size survives
+           scaling, then (by default) the organism's measurements;
 
 and return ``(n, n_classes)`` logits (softmax is applied by the caller /
 appended at export, so training uses the numerically stable
