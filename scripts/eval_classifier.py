@@ -57,13 +57,13 @@ import cv2
 import numpy as np
 import torch
 from plankline.model.baselines import GBM_PARAMS, SMALL_CNN, feature_baselines, small_cnn_predict
-from plankline.model.data import Augment, list_images, load_library, model_inputs, read_image
+from plankline.model.data import Augment, list_images, load_library, read_image
 from plankline.model.evaluate import feature_matrix, predict_tta
 from plankline.model.train import (
     TrainConfig,
     checkpoint_path,
+    checkpoint_predictor,
     load_checkpoint,
-    model_from_checkpoint,
     train,
 )
 from sklearn.metrics import f1_score, log_loss
@@ -211,15 +211,8 @@ def run_split(
     ck = load_checkpoint(checkpoint_path(out, cfg.stop))
     k = len(ck["class_names"])
     xt, yt, xv, yv = _load_split(ck)
-    model = model_from_checkpoint(ck)
-    canvas, shapes, colour, pol = cfg.canvas, cfg.shapes, cfg.colour, ck["polarity"]
-
-    def predict(crops: list) -> np.ndarray:
-        x, s = model_inputs(
-            crops, canvas, shapes=shapes, polarity=pol, colour=colour, fill=cfg.fill
-        )
-        with torch.no_grad():
-            return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+    pol = ck["polarity"]
+    predict = checkpoint_predictor(ck)
 
     row: dict[str, Any] = {
         "kind": "ours",

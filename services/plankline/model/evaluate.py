@@ -530,15 +530,13 @@ def evaluate_checkpoint(
     model is evaluated (what will be deployed) and ``thresholds.json`` is
     saved into it; otherwise the torch checkpoint is.
     """
-    import torch
-
-    from plankline.model.data import model_inputs, read_image
+    from plankline.model.data import read_image
     from plankline.model.infer import Classifier
     from plankline.model.train import (
         checkpoint_path,
+        checkpoint_predictor,
         latest_epoch,
         load_checkpoint,
-        model_from_checkpoint,
     )
 
     ep = epoch if epoch is not None else latest_epoch(Path(weights))
@@ -569,19 +567,7 @@ def evaluate_checkpoint(
         predict: Predict = clf.predict
         label = f"ONNX model {model_dir}"
     else:
-        model = model_from_checkpoint(ck)
-        canvas = int(ck["config"]["canvas"])
-        shapes = bool(ck["config"]["shapes"])
-        colour = bool(ck["config"].get("colour", False))
-        fill = int(ck["config"].get("fill", 0))
-
-        def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
-            x, s = model_inputs(
-                crops, canvas, shapes=shapes, polarity=polarity, colour=colour, fill=fill
-            )
-            with torch.no_grad():
-                return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
-
+        predict = checkpoint_predictor(ck)
         label = f"checkpoint {checkpoint_path(Path(weights), ep)}"
     result = evaluate(
         predict,

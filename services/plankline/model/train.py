@@ -23,7 +23,7 @@ import csv
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from plankline.model.data import (
     Library,
     feature_names,
     load_library,
+    model_inputs,
     network_inputs,
     shape_features,
     split_indices,
@@ -270,6 +271,30 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str = "cpu") -> torch.nn
     else:
         model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
+
+
+def checkpoint_predictor(ckpt: dict[str, Any]) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """Class probabilities of ``ckpt``'s network for raw ROIs, preprocessed as it was trained.
+
+    The torch twin of ``infer.Classifier.predict`` (canvas, inputs, polarity and
+    fill from the checkpoint's config; checkpoints from before ``colour``/``fill``
+    read False/0), for evaluating a checkpoint without exporting it.
+    """
+    model = model_from_checkpoint(ckpt)
+    cfg = ckpt["config"]
+    kw = {
+        "shapes": bool(cfg["shapes"]),
+        "polarity": str(ckpt.get("polarity", "bright")),
+        "colour": bool(cfg.get("colour", False)),
+        "fill": int(cfg.get("fill", 0)),
+    }
+
+    @torch.no_grad()
+    def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
+        x, s = model_inputs(crops, int(cfg["canvas"]), **kw)
+        return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+
+    return predict
 
 
 def _ema_model(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
