@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plankline.outputs.formatting import (
+    fixed_chars,
     float_columns_chars,
     general_chars,
     integer_chars,
@@ -50,6 +51,21 @@ def test_general_chars_equal_python_percent_g_on_ties_powers_of_ten_and_bit_patt
 def test_general_chars_equal_python_percent_g_on_any_floats(values, precision):
     got = texts(general_chars(np.array(values, dtype=np.float64), precision))
     assert got == [f"%.{precision}g" % v for v in values]
+
+
+@pytest.mark.parametrize("decimals", [0, 1, 3, 6, 9])
+def test_fixed_chars_equal_python_percent_f_on_ties_probabilities_and_bit_patterns(decimals):
+    rng = np.random.default_rng(decimals)
+    probs = rng.dirichlet(np.full(121, 0.1), 300).astype(np.float32).ravel()
+    ties = (rng.integers(0, 10**7, 20_000) + 0.5) / 10.0**decimals
+    x = np.concatenate([hard_floats(rng), probs, ties, -ties[:500], [1.0, 0.0, -0.0]])
+    assert texts(fixed_chars(x, decimals)) == [f"%.{decimals}f" % v for v in x.tolist()]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=40), st.integers(0, 9))
+def test_fixed_chars_equal_python_percent_f_on_any_floats(values, decimals):
+    assert texts(fixed_chars(values, decimals)) == [f"%.{decimals}f" % v for v in values]
 
 
 def test_integer_chars_equal_percent_d_across_the_int64_range_and_booleans():

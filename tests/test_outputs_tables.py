@@ -148,7 +148,7 @@ def test_csv_bytes_equal_csv_writer_of_each_value_formatted(tmp_path, n):
     }
     quoted = {**base, "note": ['has "quote"', "a,b"] + [f"n{i}" for i in range(n - 2)]}
     for cols in (base, quoted):
-        for fmt in ("%.6g", "%.9g", "%.3f"):
+        for fmt in ("%.6g", "%.9g", "%.3f", "%.6f", "%.0f"):
             expect = io.StringIO()
             w = csv.writer(expect, lineterminator="\n")
             w.writerow(list(cols))

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 
 from plankline.model.card import ModelCard, read_model_card
 from plankline.model.data import POLARITIES, feature_names
+from plankline.outputs.tables import write_csv
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -354,9 +353,10 @@ def write_classification_csv(
     class_names: Sequence[str],
     thresholds: Mapping[str, float | None] | Sequence[float | None] | None = None,
 ) -> Path:
-    """Write the classification table atomically (temp file in the same folder + ``os.replace``).
+    """Write the classification table atomically (:func:`plankline.outputs.tables.write_csv`).
 
     A reader never sees a half-written table, and a retried chunk overwrites.
+    Probabilities are written with six decimals (``%.6f``).
 
     Parameters
     ----------
@@ -379,25 +379,14 @@ def write_classification_csv(
     reserved = {"image", *TAIL_COLUMNS} & set(class_names)
     if reserved:
         raise ValueError(f"{path}: class names {sorted(reserved)} collide with CSV columns")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    thr = thresholded_classes(probs, class_names, thresholds)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["image", *class_names, *TAIL_COLUMNS])
-            for i, rid in enumerate(image_ids):
-                row = probs[i]
-                k = int(row.argmax())
-                w.writerow(
-                    [rid, *(f"{v:.6f}" for v in row), class_names[k], f"{row[k]:.6f}", thr[i]]
-                )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    top = probs.argmax(axis=1) if len(class_names) else np.zeros(len(probs), np.intp)
+    columns: dict[str, Any] = {"image": list(image_ids)}
+    columns.update((name, probs[:, j]) for j, name in enumerate(class_names))
+    columns["top_class"] = [class_names[k] for k in top.tolist()]
+    columns["top_probability"] = probs[np.arange(len(probs)), top]
+    columns["thresholded_class"] = thresholded_classes(probs, class_names, thresholds)
+    write_csv(path, columns, float_format="%.6f")
+    return Path(path)
 
 
 def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:

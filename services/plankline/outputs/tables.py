@@ -25,7 +25,14 @@ from typing import IO, Any
 
 import numpy as np
 
-from plankline.outputs.formatting import float_columns_chars, integer_chars, join_rows, text_chars
+from plankline.outputs.formatting import (
+    fixed_chars,
+    float_columns_chars,
+    integer_chars,
+    join_rows,
+    text_chars,
+    trim,
+)
 
 __all__ = ["atomic_write", "read_csv", "write_csv"]
 
@@ -123,8 +130,9 @@ def write_csv(
         Column name -> values; all columns must have the same length.
     float_format : str
         ``%``-format for float columns. ``"%.6g"`` keeps six significant
-        digits, enough for pixel measurements and probabilities while keeping
-        per-chunk files small; use ``"%.17g"`` for an exact round trip.
+        digits, enough for pixel measurements while keeping per-chunk files
+        small; ``"%.6f"`` six decimals (class probabilities); ``"%.17g"`` for an
+        exact round trip.
 
     Raises
     ------
@@ -134,12 +142,13 @@ def write_csv(
 
     Notes
     -----
-    Every value is formatted once, by one ``%`` over a whole row
-    (``"%s,%d,%.6g,...\\n" % row``): the text ``csv.writer`` writes for the same
-    strings, 2x faster than formatting each value by itself and joining (a chunk of real
-    footage is ~20,000 rows of ~40 columns). Rows with text that needs quoting (a comma,
-    a quote, a line break) and one-column tables (an empty row must be quoted) go
-    through ``csv.writer``.
+    With ``"%.Ng"`` or ``"%.Nf"`` and ASCII text, whole columns are formatted in NumPy
+    (:mod:`plankline.outputs.formatting`): Python's text for every value, without a
+    Python call per value (a chunk of real footage is ~20,000 rows of ~40 columns, or of
+    ~120 class probabilities). Other formats take one ``%`` over a whole row
+    (``"%s,%d,%.6g,...\\n" % row``). Either way the text is what ``csv.writer`` writes
+    for the same strings; rows with text that needs quoting (a comma, a quote, a line
+    break) and one-column tables (an empty row must be quoted) go through ``csv.writer``.
     """
     if not columns:
         raise ValueError(f"{path}: a table needs at least one column")
@@ -165,10 +174,12 @@ def write_csv(
             texts[k] = text
     # a character needing quotes is in some value iff it is in their concatenation
     quote = any(c in joined for joined in map("".join, texts.values()) for c in ',"\r\n')
-    general = re.fullmatch(r"%\.(\d{1,2})g", float_format)
+    numpy_format = re.fullmatch(r"%\.(\d{1,2})([gf])", float_format)
     chars = None
-    if general and 1 <= int(general.group(1)) <= 15 and len(names) > 1 and not quote:
-        chars = _column_chars(arrays, specs, texts, int(general.group(1)))
+    if numpy_format and len(names) > 1 and not quote:
+        digits, kind = int(numpy_format.group(1)), numpy_format.group(2)
+        if (1 <= digits <= 15) if kind == "g" else (digits <= 9):
+            chars = _column_chars(arrays, specs, texts, digits, fixed=kind == "f")
     with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(names)
@@ -193,15 +204,26 @@ def write_csv(
 
 
 def _column_chars(
-    arrays: list[np.ndarray], specs: list[str], texts: Mapping[int, list[str]], precision: int
+    arrays: list[np.ndarray],
+    specs: list[str],
+    texts: Mapping[int, list[str]],
+    precision: int,
+    *,
+    fixed: bool = False,
 ) -> list[np.ndarray] | None:
     """Every column as a character matrix (:mod:`plankline.outputs.formatting`): floats as
-    ``"%.{precision}g"`` (all float columns in one call), integers and booleans as
-    ``"%d"``, text as is; None when a text column is not ASCII (the row format writes
-    those)."""
+    ``"%.{precision}g"``, or ``"%.{precision}f"`` when ``fixed`` (all float columns in one
+    call), integers and booleans as ``"%d"``, text as is; None when a text column is not
+    ASCII (the row format writes those)."""
     out: list[np.ndarray | None] = [None] * len(arrays)
     floats = [k for k, spec in enumerate(specs) if spec not in ("%s", "%d")]
-    chars = float_columns_chars([arrays[k] for k in floats], precision)
+    if fixed and floats:
+        joined = np.concatenate([np.asarray(arrays[k], np.float64) for k in floats])
+        every = fixed_chars(joined, precision)
+        n = len(arrays[floats[0]])
+        chars = [trim(every[:, j * n : (j + 1) * n]) for j in range(len(floats))]
+    else:
+        chars = float_columns_chars([arrays[k] for k in floats], precision)
     for k, column in zip(floats, chars, strict=True):
         out[k] = column
     for k, spec in enumerate(specs):
