@@ -19,6 +19,7 @@ from plankline.model.data import (
 )
 from plankline.model.export import export_model, parity, to_onnx_bytes, write_triton_repository
 from plankline.model.infer import (
+    CPU_RUN_BATCH,
     UNCLASSIFIED,
     Classifier,
     read_classification_csv,
@@ -180,7 +181,8 @@ def test_triton_python_model_runs_the_same_onnx(
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     assert {"initialize", "execute", "finalize"} <= set(vars(mod.TritonPythonModel))
-    crops = [read_image(p) for p in list_images(lib)[:9]]
+    assert mod.RUN_BATCH == CPU_RUN_BATCH
+    crops = [read_image(p) for p in list_images(lib)[:9]] * 8  # 72 ROIs: three calls
     x, f = model_inputs(crops, 32, shapes=True, colour=True)
     got = mod.run_onnx(mod.open_session(str(root / "1"), 1), x, f)
     np.testing.assert_allclose(got, Classifier.load(model_dir).predict(crops), atol=1e-6)
