@@ -379,7 +379,7 @@ def write_classification_csv(
     reserved = {"image", *TAIL_COLUMNS} & set(class_names)
     if reserved:
         raise ValueError(f"{path}: class names {sorted(reserved)} collide with CSV columns")
-    top = probs.argmax(axis=1) if len(class_names) else np.zeros(len(probs), np.intp)
+    top = probs.argmax(axis=1)
     columns: dict[str, Any] = {"image": list(image_ids)}
     columns.update((name, probs[:, j]) for j, name in enumerate(class_names))
     columns["top_class"] = [class_names[k] for k in top.tolist()]
