@@ -76,6 +76,10 @@ def weed_binary() -> Path:
 # ---------------------------------------------------------------------------- SeaweedFS
 
 
+VOLUME_SIZE_LIMIT_MB = 64
+"""SeaweedFS volume size (MB): small, so a disk with a few GiB free holds many buckets."""
+
+
 def start_seaweedfs(
     state_dir: Path,
     access_key: str,
@@ -130,6 +134,11 @@ def start_seaweedfs(
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # `weed mini` sizes volumes from the free disk (up to 1 GiB each) and allows free
+        # space / size of them: with 16 GiB free, 15 volumes. Every bucket (a collection)
+        # takes volumes of its own, so after a dozen buckets writes failed with S3
+        # InternalError ("no free volumes left"). Small volumes leave room for many.
+        f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
         f"-master.port={master}",
         f"-volume.port={volume}",
         f"-filer.port={filer}",
