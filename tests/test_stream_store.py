@@ -79,3 +79,19 @@ def test_an_unreachable_endpoint_is_retried_then_reported() -> None:
     )
     with pytest.raises(StoreUnavailableError, match="after 3 tries"):
         store.put_bytes("k", b"x")
+
+
+def test_one_server_holds_many_buckets(s3_server: ServerHandle) -> None:
+    # Every bucket takes SeaweedFS volumes of its own; with volumes sized from the free
+    # disk, a disk with 16 GiB free ran out of them after a dozen buckets (S3 InternalError).
+    for k in range(40):
+        store = S3Store(
+            s3_server.endpoint,
+            s3_server.extra["access_key"],
+            s3_server.extra["secret_key"],
+            f"many-buckets-{k:02d}",
+            retries=2,
+        )
+        store.ensure_bucket()
+        store.put_bytes("probe", b"x" * 1000)
+        assert store.get_bytes("probe") == b"x" * 1000
