@@ -22,12 +22,13 @@ special values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 __all__ = [
     "fixed_chars",
+    "fixed_columns_chars",
     "float_columns_chars",
     "general_chars",
     "integer_chars",
@@ -167,11 +168,21 @@ def _general_block(x: np.ndarray, p: int, out: np.ndarray) -> None:
         out[base + 4, at] = _DIGIT + ae % 10
     slow = np.flatnonzero(~fast)
     if slow.size:
-        spec = f"%.{p}g"
-        out[:, slow] = 0
-        for i, v in zip(slow.tolist(), x[slow].tolist(), strict=True):
-            t = (spec % v).encode("ascii")
-            out[: len(t), i] = np.frombuffer(t, np.uint8)
+        _python_text(out, x, slow, f"%.{p}g")  # fits: %g is at most p + 12 characters
+
+
+def _python_text(out: np.ndarray, x: np.ndarray, at: np.ndarray, spec: str) -> np.ndarray:
+    """``spec % v`` of the values ``x[at]`` written over their columns of ``out`` (the
+    values whose text the NumPy path cannot promise); ``out``, or a taller copy of it
+    when a text is longer than its rows."""
+    texts = [(spec % v).encode("ascii") for v in x[at].tolist()]
+    width = max(out.shape[0], *map(len, texts))
+    if width > out.shape[0]:
+        out = np.vstack([out, np.zeros((width - out.shape[0], out.shape[1]), np.uint8)])
+    out[:, at] = 0
+    for i, t in zip(at.tolist(), texts, strict=True):
+        out[: len(t), i] = np.frombuffer(t, np.uint8)
+    return out
 
 
 def float_columns_chars(
@@ -195,16 +206,36 @@ def float_columns_chars(
             out[k] = integer_chars(x.astype(np.int64))
             continue
         rest.append(k)
-    if rest:
-        n = [len(columns[k]) for k in rest]
-        joined = np.concatenate([np.asarray(columns[k], dtype=np.float64) for k in rest])
+
+    def chars_of(joined: np.ndarray) -> np.ndarray:
         chars = general_chars(joined, precision)
         if nonfinite_empty:
             chars[:, ~np.isfinite(joined)] = 0
-        at = np.cumsum(n) - n
-        for k, a, m in zip(rest, at.tolist(), n, strict=True):
-            out[k] = trim(chars[:, a : a + m])
+        return chars
+
+    formatted = _formatted_together([columns[k] for k in rest], chars_of)
+    for k, chars in zip(rest, formatted, strict=True):
+        out[k] = chars
     return out  # type: ignore[return-value]
+
+
+def fixed_columns_chars(columns: Sequence[np.ndarray], decimals: int) -> list[np.ndarray]:
+    """``"%.{decimals}f" % v`` of several float columns, each a trimmed character matrix
+    (one :func:`fixed_chars` call)."""
+    return _formatted_together(columns, lambda joined: fixed_chars(joined, decimals))
+
+
+def _formatted_together(
+    columns: Sequence[np.ndarray], chars_of: Callable[[np.ndarray], np.ndarray]
+) -> list[np.ndarray]:
+    """Columns formatted by one ``chars_of`` call over their concatenation (one pass of
+    NumPy's loops, not one per column), each cut out again and trimmed."""
+    if not columns:
+        return []
+    n = [len(c) for c in columns]
+    chars = chars_of(np.concatenate([np.asarray(c, dtype=np.float64) for c in columns]))
+    at = np.cumsum(n) - n
+    return [trim(chars[:, a : a + m]) for a, m in zip(at.tolist(), n, strict=True)]
 
 
 def fixed_chars(values: np.ndarray | Sequence[float], decimals: int) -> np.ndarray:
@@ -250,14 +281,7 @@ def fixed_chars(values: np.ndarray | Sequence[float], decimals: int) -> np.ndarr
         parts += groups[-decimals:]
     out = np.vstack(parts)  # 1-D parts are rows
     slow = np.flatnonzero(~fast)
-    if slow.size:
-        texts = [(f"%.{decimals}f" % v).encode("ascii") for v in x[slow].tolist()]
-        width = max(out.shape[0], *map(len, texts))
-        out = np.vstack([out, np.zeros((width - out.shape[0], x.size), np.uint8)])
-        out[:, slow] = 0
-        for i, t in zip(slow.tolist(), texts, strict=True):
-            out[: len(t), i] = np.frombuffer(t, np.uint8)
-    return out
+    return _python_text(out, x, slow, f"%.{decimals}f") if slow.size else out
 
 
 def integer_chars(values: np.ndarray | Sequence[int]) -> np.ndarray:

@@ -26,12 +26,11 @@ from typing import IO, Any
 import numpy as np
 
 from plankline.outputs.formatting import (
-    fixed_chars,
+    fixed_columns_chars,
     float_columns_chars,
     integer_chars,
     join_rows,
     text_chars,
-    trim,
 )
 
 __all__ = ["atomic_write", "read_csv", "write_csv"]
@@ -217,13 +216,8 @@ def _column_chars(
     ASCII (the row format writes those)."""
     out: list[np.ndarray | None] = [None] * len(arrays)
     floats = [k for k, spec in enumerate(specs) if spec not in ("%s", "%d")]
-    if fixed and floats:
-        joined = np.concatenate([np.asarray(arrays[k], np.float64) for k in floats])
-        every = fixed_chars(joined, precision)
-        n = len(arrays[floats[0]])
-        chars = [trim(every[:, j * n : (j + 1) * n]) for j in range(len(floats))]
-    else:
-        chars = float_columns_chars([arrays[k] for k in floats], precision)
+    columns_chars = fixed_columns_chars if fixed else float_columns_chars
+    chars = columns_chars([arrays[k] for k in floats], precision)
     for k, column in zip(floats, chars, strict=True):
         out[k] = column
     for k, spec in enumerate(specs):
