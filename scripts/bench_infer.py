@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from plankline.batch.classify import SHARD_BATCHES, ClassifyJob, load, shards
 from plankline.imaging.synth import make_roi_library
-from plankline.model.data import checked_model_inputs, list_images, model_inputs, read_image
+from plankline.model.data import list_images, model_inputs, read_image
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, train
 
@@ -70,20 +70,21 @@ def _eager(clf: Classifier, threads: int) -> torch.nn.Module:
     return WithSoftmax(network(clf.meta["train_config"], len(clf.class_names))).eval()
 
 
+def _unchecked_inputs(clf: Classifier, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The model's inputs without the per-crop polarity check (``clf.card.inputs`` has it)."""
+    c = clf.card
+    return model_inputs(
+        crops, c.canvas, shapes=c.shapes, polarity=c.polarity, colour=c.colour, fill=c.fill
+    )
+
+
 @torch.no_grad()
 def _eager_predict(
     net: torch.nn.Module, crops: list[np.ndarray], clf: Classifier, batch: int
 ) -> np.ndarray:
     out = []
     for i in range(0, len(crops), batch):
-        x, s = model_inputs(
-            crops[i : i + batch],
-            clf.canvas,
-            shapes=clf.shapes,
-            polarity=clf.polarity,
-            colour=clf.colour,
-            fill=clf.fill,
-        )
+        x, s = _unchecked_inputs(clf, crops[i : i + batch])
         out.append(net(torch.from_numpy(x), torch.from_numpy(s)).numpy())
     return np.concatenate(out)
 
@@ -181,22 +182,15 @@ def main() -> None:
     def run_torch() -> np.ndarray:
         return _eager_predict(eager, crops, clf, args.batch)
 
-    def preprocess(inputs: Callable[..., object]) -> Callable[[], None]:
+    def preprocess(inputs: Callable[[list[np.ndarray]], object]) -> Callable[[], None]:
         def run() -> None:
             for i in range(0, len(crops), args.batch):
-                inputs(
-                    crops[i : i + args.batch],
-                    clf.canvas,
-                    shapes=clf.shapes,
-                    polarity=clf.polarity,
-                    colour=clf.colour,
-                    fill=clf.fill,
-                )
+                inputs(crops[i : i + args.batch])
 
         return run
 
-    run_pre = preprocess(model_inputs)
-    run_pre_checked = preprocess(checked_model_inputs)  # what Classifier.predict runs
+    run_pre = preprocess(partial(_unchecked_inputs, clf))
+    run_pre_checked = preprocess(clf.card.inputs)  # what Classifier.predict runs
 
     run_ort(), run_torch()  # warm-up
     best = {"ort": 0.0, "torch": 0.0, "pre": 0.0, "pre_checked": 0.0}
