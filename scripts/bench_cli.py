@@ -30,7 +30,7 @@ Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
   seconds per stage turned into frames/s and ROIs/s so the slowest stage is visible.
 
 With ``--classify``: ``run_batch`` on all cores without classification, with it (default
-model, default size gate ``classify_min_px``), and with it at the ``--gates`` values (0:
+model, its own size gate), and with it at the ``--gates`` values (0:
 every ROI through the network), same chunking, beside each other (frames/s, ROIs/s, the
 share of the throughput without classification each keeps).
 
@@ -59,6 +59,8 @@ from plankline.batch.run import plan_video, run_batch
 from plankline.config import BatchSettings
 from plankline.imaging.synth import frames_from_still, write_synth_video
 from plankline.imaging.video import iter_frames, write_video
+from plankline.model.card import read_model_card
+from plankline.model.infer import DEFAULT_MODEL_DIR
 from plankline.outputs.rois import iter_roi_tar
 from plankline.pipeline import STAGES, StageTimes, one_core, process_chunk
 
@@ -244,7 +246,7 @@ def bench_source(
     print_profile(times, pf, pr, pwall)
     if classify:
         chunk = max(1, -(-n // (2 * workers)))  # two chunks per worker: both cores busy
-        gate = BatchSettings(project=project).classify_min_px
+        gate = read_model_card(DEFAULT_MODEL_DIR).min_object_px  # the default model's own
         runs = {"without classification": {}, f"with (default gate, {gate} px)": {}}
         for px in gates:
             runs[f"with, classify_min_px={px}"] = {"classify_min_px": px}

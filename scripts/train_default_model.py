@@ -71,7 +71,8 @@ NDSB_LICENCE = (
 NDSB_NOTES = (
     "Limits. NDSB vignettes are 31 to 407 px wide; a real ISIIS frame holds hundreds of "
     "specks far smaller. `run` and `classify` send ROIs whose longer side is under 8 px "
-    "(`classify_min_px`) to `below_model_size` without showing them to the network, but "
+    "(the model's `min_object_px`: 98 % of its training objects are at least that) to "
+    "`below_model_size` without showing them to the network, but "
     "8-13 px specks still get a name: on a 6-frame video made from the MBARI ISIIS frame in "
     "../shared/data (`plankline run`, defaults), 722 of 3,294 ROIs were gated and 1,756 of "
     "the 2,572 classified came out `diatom_chain_string` (longer side median 9 px), 339 of "

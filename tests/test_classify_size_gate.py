@@ -1,15 +1,22 @@
-"""The classifier's size gate: ROIs smaller than ``classify_min_px`` never reach the
-network and are labelled ``below_model_size``; every other ROI gets exactly the
+"""The classifier's size gate: ROIs smaller than ``classify_min_px`` (by default the model's
+own, from its training objects) never reach the network and are labelled
+``below_model_size``; every other ROI gets exactly the
 probabilities the model gives it alone. Checked with the shipped synthetic model on
 rendered organisms and specks (no data folder needed, ~2 s)."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from plankline.config import PipelineSettings
 from plankline.imaging.segment import Rois
 from plankline.imaging.synth import render_organism
+from plankline.model.card import LEGACY_MIN_OBJECT_PX
+from plankline.model.data import min_object_px
 from plankline.model.infer import (
     BELOW_MODEL_SIZE,
     SYNTHETIC_MODEL_DIR,
@@ -18,7 +25,7 @@ from plankline.model.infer import (
     predict_gated,
     thresholded_classes,
 )
-from plankline.pipeline import class_columns, classify_rois
+from plankline.pipeline import class_columns, classify_rois, size_gate
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,43 @@ def test_the_pipeline_gates_on_the_objects_bbox_by_the_setting(model: Classifier
     names, _ = class_columns(model, settings)
     top = [names[k] for k in probs.argmax(axis=1)]
     assert [t == BELOW_MODEL_SIZE for t in top] == list(np.maximum(h, w) < 20)
-    assert PipelineSettings().classify_min_px == 8  # the documented default
+
+
+def test_by_default_the_gate_is_the_models_own(model: Classifier, tmp_path: Path) -> None:
+    # a copy of the model whose meta.json says its objects were at least 20 px
+    folder = tmp_path / "model"
+    shutil.copytree(SYNTHETIC_MODEL_DIR, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert "min_object_px" not in meta  # a model from before the gate was recorded: 8
+    assert model.card.min_object_px == LEGACY_MIN_OBJECT_PX == 8
+    (folder / "meta.json").write_text(json.dumps({**meta, "min_object_px": 20}))
+    own = Classifier.load(folder, threads=1)
+    assert own.card.min_object_px == 20
+    settings = PipelineSettings()
+    assert settings.classify_min_px is None
+    assert size_gate(own, settings) == 20 and size_gate(own.card, settings) == 20
+    assert size_gate(model, settings) == 8
+    # a setting overrides the model's gate, 0 turns it off
+    assert size_gate(own, PipelineSettings(classify_min_px=5)) == 5
+    assert size_gate(own, PipelineSettings(classify_min_px=0)) == 0
+
+
+def test_a_models_gate_holds_back_at_most_two_percent_of_its_training_objects() -> None:
+    # normalised crops (organism > 0) of square objects of known sides: 4 px specks among
+    # 10-29 px objects; up to 2 % of them are held back by the gate, more are its objects
+    def crops(specks: int) -> list[np.ndarray]:
+        out = []
+        for s in [4] * specks + [10 + k % 20 for k in range(100 - specks)]:
+            c = np.zeros((s + 8, s + 8), np.float32)
+            c[4 : 4 + s, 4 : 4 + s] = 0.5
+            out.append(c)
+        return out
+
+    assert min_object_px(crops(0)) == 10
+    assert min_object_px(crops(2)) == 10
+    assert min_object_px(crops(3)) == 4
+    assert min_object_px([np.zeros((9, 9), np.float32)]) == 0  # no object: no gate
+    assert min_object_px([]) == 0
 
 
 def test_a_model_with_a_class_named_like_the_gate_is_refused() -> None:

@@ -14,6 +14,8 @@ from plankline.model.data import (
     COLOUR_FEATURES,
     feature_names,
     list_images,
+    load_library,
+    min_object_px,
     model_inputs,
     read_image,
 )
@@ -102,11 +104,14 @@ def test_checkpoints_from_before_the_stem_choice_rebuild_the_pooled_stem(
 
 
 def test_model_folder_holds_onnx_labels_and_meta(exported: tuple[Path, Path, Path]) -> None:
-    _, _, model_dir = exported
+    lib, _, model_dir = exported
     clf = Classifier.load(model_dir)
     assert clf.class_names == ["copepod", "diatom_chain", "larval_fish", "marine_snow", "protist"]
     assert clf.canvas == 32 and clf.thresholds is None
     assert clf.meta["onnx_torch_max_abs_diff"] <= 1e-4 and clf.meta["opset"] >= 17
+    # its size gate, from the objects of its own training images (vsp=0: all of them)
+    crops = load_library(lib).crops
+    assert clf.card.min_object_px == clf.meta["min_object_px"] == min_object_px(crops) > 1
 
 
 def test_a_model_whose_inputs_differ_from_its_meta_is_refused(

@@ -220,7 +220,9 @@ def plan(args: argparse.Namespace) -> dict[str, Any]:
         run_args += ["--set", pair]
     if args.retry_failed:
         run_args.append("--retry-failed")
-    classify_args = ["--min-px", str(settings.classify_min_px)]  # run's size gate
+    classify_args = []  # run's size gate: the model's own unless the settings set one
+    if settings.classify_min_px is not None:
+        classify_args += ["--min-px", str(settings.classify_min_px)]
     if settings.model:
         classify_args += ["--model", str(Path(settings.model).resolve())]
     (out / "run.args").write_text("".join(f"{a}\n" for a in run_args))

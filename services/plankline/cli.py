@@ -369,13 +369,14 @@ def classify(
     ] = 0,
     cpu: Annotated[bool, typer.Option(help="Force the CPU provider.")] = False,
     min_px: Annotated[
-        int,
+        int | None,
         typer.Option(
             help="Size gate of plankline run (classify_min_px) for a project's chunk tars: with "
             "measurements/<chunk>.csv beside segmentation/, ROIs whose longer bbox side is "
-            "under it are below_model_size, as run classes them (0: off)."
+            "under it are below_model_size, as run classes them (default: the model's own, "
+            "meta.json min_object_px; 0: off)."
         ),
-    ] = BatchSettings.model_fields["classify_min_px"].default,
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Classify ROIs with ONNX Runtime into the seed's CSV (image,<classes>,...,top_class...).
@@ -404,7 +405,7 @@ def classify(
             err.print(f"[yellow]warning:[/] {escape(m)}")
 
     try:
-        if batch_size < 1 or workers < 0 or min_px < 0:
+        if batch_size < 1 or workers < 0 or (min_px or 0) < 0:
             raise ValueError(
                 f"--batch-size must be >= 1, --workers and --min-px >= 0, got {batch_size}, "
                 f"{workers} and {min_px}"

@@ -83,12 +83,13 @@ class PipelineSettings(BaseSettings):
     # classification
     classify: bool = True
     model: Path | None = Field(None, description="Model folder; default = the shipped model.")
-    classify_min_px: int = Field(
-        8,
+    classify_min_px: int | None = Field(
+        None,
         ge=0,
         description="ROIs whose longer bbox side is under this many px are not shown to the"
-        " model: class below_model_size (99 % of the default model's training objects are"
-        " at least 8 px); 0 classifies every ROI.",
+        " model: class below_model_size. Default: the model's own gate (meta.json"
+        " min_object_px, set at training under 98 % of its objects; 8 px for the default"
+        " model); 0 classifies every ROI.",
     )
     # EcoTaxa metadata (optional)
     lat: float | None = Field(None, ge=-90, le=90)

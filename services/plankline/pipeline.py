@@ -360,16 +360,27 @@ def load_classifier(settings: PipelineSettings) -> Any:
     return shared_classifier(settings.model, threads=1)
 
 
+def size_gate(model: Any, settings: PipelineSettings) -> int:
+    """The size gate in force: ``classify_min_px``, or when unset the model's own
+    (:attr:`plankline.model.card.ModelCard.min_object_px`). ``model``: a loaded
+    classifier, the stream's Triton client or a model card."""
+    if settings.classify_min_px is not None:
+        return settings.classify_min_px
+    return getattr(model, "card", model).min_object_px
+
+
 def classify_rois(model: Any, rois: Rois, settings: PipelineSettings) -> np.ndarray:
-    """Class probabilities of a chunk's ROIs, those under ``classify_min_px`` left out of
-    the network (class ``below_model_size``, :func:`plankline.model.infer.predict_gated`).
+    """Class probabilities of a chunk's ROIs, those under the size gate (:func:`size_gate`)
+    left out of the network (class ``below_model_size``,
+    :func:`plankline.model.infer.predict_gated`).
 
     ``model``: a loaded classifier or the stream's Triton client; the batch CLI and the
     stream's classifier both call this, so their tables are the same.
     """
     from plankline.model.infer import predict_gated
 
-    return predict_gated(model, rois.crops, rois.height, rois.width, settings.classify_min_px)
+    gate = size_gate(model, settings)
+    return predict_gated(model, rois.crops, rois.height, rois.width, gate)
 
 
 def class_columns(
@@ -379,7 +390,7 @@ def class_columns(
     ``below_model_size`` when the size gate is on)."""
     from plankline.model.infer import gated_classes
 
-    return gated_classes(model.class_names, model.thresholds, settings.classify_min_px)
+    return gated_classes(model.class_names, model.thresholds, size_gate(model, settings))
 
 
 # --- write -------------------------------------------------------------------------

@@ -42,10 +42,11 @@ class ClassifyJob:
     batch_size: int = 256
     threads: int | None = None
     """ONNX Runtime intra-op threads per worker (None: all cores, for one worker)."""
-    min_px: int = 0
-    """Size gate of ``plankline run`` (``classify_min_px``) for chunk tars of a project: with
-    ``measurements/<chunk>.csv`` beside ``segmentation/``, ROIs whose longer bbox side is
-    under it are ``below_model_size``, so the CSV is the one ``plankline run`` writes."""
+    min_px: int | None = None
+    """Size gate of ``plankline run`` (``classify_min_px``; None: the model's own) for chunk
+    tars of a project: with ``measurements/<chunk>.csv`` beside ``segmentation/``, ROIs
+    whose longer bbox side is under it are ``below_model_size``, so the CSV is the one
+    ``plankline run`` writes. 0: no gate."""
 
 
 @dataclass
@@ -208,9 +209,10 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
     res = TarResult(tar)
     try:
         clf = load(job)
-        sizes = chunk_sizes(tar) if job.min_px > 0 else None
-        gate = job.min_px if sizes is not None else 0
-        if job.min_px > 0 and sizes is None and (tar.parent.parent / "measurements").is_dir():
+        wanted = clf.card.min_object_px if job.min_px is None else job.min_px
+        sizes = chunk_sizes(tar) if wanted > 0 else None
+        gate = wanted if sizes is not None else 0
+        if wanted > 0 and sizes is None and (tar.parent.parent / "measurements").is_dir():
             res.warnings.append(
                 f"{tar}: no measurements CSV for the size gate: every ROI classified"
             )

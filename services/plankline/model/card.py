@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 REQUIRED_FILES = ("model.onnx", "labels.txt", "meta.json")
 
 
+LEGACY_MIN_OBJECT_PX = 8
+"""The size gate of models whose ``meta.json`` has no ``min_object_px``."""
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """A model folder's description (no model loaded).
@@ -88,6 +92,13 @@ class ModelCard:
     def fill(self) -> int:
         """Crops smaller than this are enlarged to it on the canvas (0: models before it)."""
         return int(self.meta.get("fill", 0))
+
+    @property
+    def min_object_px(self) -> int:
+        """The model's size gate: ROIs whose longer side is under it are not shown to it
+        (``plankline run``'s ``classify_min_px`` by default; set at training from its
+        objects, ``data.min_object_px``). Models from before it: 8, the gate they ran with."""
+        return int(self.meta.get("min_object_px", LEGACY_MIN_OBJECT_PX))
 
     @property
     def n_features(self) -> int:

@@ -126,6 +126,7 @@ def export_model(
         "features": features,
         "output": OUTPUT,
         "polarity": ck.get("polarity", "bright"),
+        **({"min_object_px": ck["min_object_px"]} if "min_object_px" in ck else {}),
         "preprocessing": (
             "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, "
             "polarity=polarity, colour=colour, fill=fill)"

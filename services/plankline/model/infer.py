@@ -16,11 +16,12 @@ class's threshold and ``unclassified`` otherwise (the "cleaner product").
 
 Size gate (:func:`predict_gated`): a ROI whose object is smaller than the smallest
 objects a model was trained on lies outside what it has seen, yet a network still
-names it. The pipeline therefore sends only ROIs whose longer bbox side reaches
-``classify_min_px`` through the model; the others get the extra class
+names it. The pipeline therefore sends only ROIs whose longer bbox side reaches the
+model's own gate (``meta.json`` ``min_object_px``, set at training; or the setting
+``classify_min_px``) through the model; the others get the extra class
 ``below_model_size`` (probability 1, its own column after the model's classes):
 counted, measured and archived like every ROI, never given a taxon they cannot
-carry. On real ISIIS frames most ROIs are such specks, and each network pass costs
+carry. On real ISIIS frames a fifth of the ROIs are such specks, and each network pass costs
 the same whatever the ROI's size, so the gate also saves their cost.
 """
 

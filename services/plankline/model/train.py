@@ -41,6 +41,7 @@ from plankline.model.data import (
     Library,
     feature_names,
     load_library,
+    min_object_px,
     model_inputs,
     network_inputs,
     shape_features,
@@ -408,6 +409,7 @@ def train(
         w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
         class_w = torch.tensor(w, dtype=torch.float32, device=cfg.device)
 
+    size_gate = min_object_px(train_lib.crops)  # the model's classify_min_px (meta.json)
     # per-image inputs that augmentation leaves unchanged (rotation, flips), measured once
     fixed = [shape_features(train_lib.crops)] if cfg.shapes else []
     if cfg.colour:
@@ -486,6 +488,7 @@ def train(
                 "config": asdict(cfg),
                 "class_names": lib.class_names,
                 "polarity": lib.polarity,
+                "min_object_px": size_gate,
                 "train_paths": train_lib.paths,
                 "val_paths": val_lib.paths,
                 "stats": asdict(st),
