@@ -238,6 +238,24 @@ def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
     assert f"error: model folder {tmp_path / 'nope'} lacks model.onnx" in res.output.splitlines()
 
 
+def test_train_and_export_print_whole_lines_and_the_models_size_gate(tmp_path: Path) -> None:
+    # a library in a long folder with an unreadable image: the warning names it on one line
+    lib = tmp_path / ("deep_folder_name_" * 6) / "lib [2026]"
+    make_roi_library(lib, n_per_class=3, seed=5)
+    (lib / "copepod" / "broken.png").write_bytes(b"\x89PNG garbage")
+    w, model = tmp_path / "w", tmp_path / "model"
+    args = ["--stop", "1", "--canvas", "32", "--width", "4", "--min-epoch-images", "16"]
+    res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert f"warning: unreadable image {lib / 'copepod' / 'broken.png'}: skipped" in lines
+    assert f"trained 1 epoch(s); weights in {w}" in lines
+    res = CliRunner().invoke(app, ["export", str(w), "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    gate = Classifier.load(model).card.min_object_px
+    assert gate > 1 and f"; size gate {gate} px (98 % of its training objects)" in res.output
+
+
 def test_train_cli_defaults_are_the_training_defaults() -> None:
     """The CLI repeats TrainConfig's defaults (it imports no torch at start-up): keep them equal."""
     import inspect

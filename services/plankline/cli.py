@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import rich
 import typer
 
 from plankline.batch.project import ProjectLockedError
@@ -126,10 +125,6 @@ def synth(
 # --- classifier commands (train, evaluate, export, classify) -----------------
 
 
-def _rich_epoch(line: str) -> None:
-    rich.print(line)
-
-
 @app.command(
     epilog=(
         "Example: plankline train library/ --out weights/ --start 0 --stop 100 --bs 32 "
@@ -201,6 +196,7 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from plankline import terminal
     from plankline.model.train import TrainConfig
     from plankline.model.train import train as run_training
 
@@ -230,7 +226,7 @@ def train(
         members=members,
         polarity=polarity,
     )
-    rich.print(f"[bold]train[/] {cfg}")
+    echo(f"[bold]train[/] {escape(cfg)}")
     try:
         with (
             warnings.catch_warnings(record=True) as caught,
@@ -239,6 +235,7 @@ def train(
                 BarColumn(),
                 TextColumn("{task.completed}/{task.total} img"),
                 TimeRemainingColumn(),
+                console=terminal.console(),  # epoch lines whole in logs
             ) as bar,
         ):
             warnings.simplefilter("always")
@@ -254,15 +251,15 @@ def train(
 
             hist = run_training(cfg, on_epoch=on_epoch, on_batch=on_batch)
         for w in caught:
-            rich.print(f"[yellow]warning:[/] {w.message}", file=sys.stderr)
+            echo(f"[yellow]warning:[/] {escape(w.message)}", err=True)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
     if hist:
         from plankline.model.train import checkpoint_path, load_checkpoint
 
         ck = load_checkpoint(checkpoint_path(out, hist[-1].epoch))
-        rich.print(f"images read as {ck.get('polarity', 'bright')}-field (--polarity {polarity})")
-    rich.print(f"trained {len(hist)} epoch(s); weights in {out}")
+        echo(f"images read as {ck.get('polarity', 'bright')}-field (--polarity {polarity})")
+    echo(f"trained {len(hist)} epoch(s); weights in {escape(out)}")
 
 
 @app.command(
@@ -304,8 +301,8 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
-    rich.print(report.read_text())
-    rich.print(f"report: {report}")
+    echo(escape(report.read_text()))
+    echo(f"report: {escape(report)}")
 
 
 @app.command(
@@ -334,15 +331,17 @@ def export_cmd(
     try:
         ep = epoch if epoch is not None else latest_epoch(weights)
         meta = export_model(checkpoint_path(weights, ep), out, opset=opset)
-        rich.print(
-            f"exported epoch {ep} to {out}/model.onnx "
+        gate = meta.get("min_object_px")
+        echo(
+            f"exported epoch {ep} to {escape(out)}/model.onnx "
             f"(ONNX Runtime vs torch max abs diff {meta['onnx_torch_max_abs_diff']:.1e})"
+            + (f"; size gate {gate} px (98 % of its training objects)" if gate else "")
         )
         if triton is not None:
             root = write_triton_repository(
                 out, triton, model_name=name, max_batch_size=max_batch_size
             )
-            rich.print(f"Triton model repository: {root}")
+            echo(f"Triton model repository: {escape(root)}")
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         _fail(str(e), debug)
 
