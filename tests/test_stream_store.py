@@ -95,3 +95,23 @@ def test_one_server_holds_many_buckets(s3_server: ServerHandle) -> None:
         store.ensure_bucket()
         store.put_bytes("probe", b"x" * 1000)
         assert store.get_bytes("probe") == b"x" * 1000
+
+
+def test_a_large_upload_is_stored_as_sent_not_gzipped(
+    s3_server: ServerHandle, s3_store: S3Store, tmp_path: Path
+) -> None:
+    # A multipart upload (minio: parts above 5 MiB) of a compressible file, like an
+    # uncompressed video of a bright background: SeaweedFS gzips parts sent without a
+    # Content-Type, and every ranged read of the video then decompressed them again.
+    import json
+    import urllib.request
+
+    source = tmp_path / "video.avi"
+    frame = bytes(range(256)) * 64 + b"\xff" * (1 << 20)  # compresses ~60x
+    source.write_bytes(b"RIFF" + frame * 24)  # ~25 MB: several parts
+    s3_store.put_file("videos/v.avi", source)
+    url = f"http://127.0.0.1:{s3_server.ports['filer']}/buckets/{s3_store.bucket}/videos/v.avi"
+    chunks = json.loads(urllib.request.urlopen(url + "?metadata=true").read())["chunks"]
+    assert len(chunks) > 1
+    assert not any(c.get("is_compressed") for c in chunks)
+    assert s3_store.get_bytes("videos/v.avi") == source.read_bytes()

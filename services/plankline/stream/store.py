@@ -61,6 +61,24 @@ def _is_transient(error: Exception) -> bool:
     return type(error).__name__ == "ServerError"
 
 
+class _TypedParts(urllib3.PoolManager):
+    """The HTTP pool of :class:`S3Store`: every part of a multipart upload carries a
+    ``Content-Type``, as a single PUT does.
+
+    minio sends parts without one, and SeaweedFS gzips a part of unknown type whose
+    first bytes compress well: an uncompressed video's every chunk, so that every
+    ranged read of it was decompressed again (4.3-4.5 ms of SeaweedFS CPU per MB read
+    against 1.3-1.5 for the same video stored as sent; ``weed`` 4.48, 96 MB real-frame
+    AVI). The header is added after signing: S3 checks only the signed headers.
+    """
+
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        headers = kw.get("headers")
+        if method == "PUT" and "partNumber=" in url and headers is not None:
+            headers.setdefault("Content-Type", "application/octet-stream")
+        return super().urlopen(method, url, redirect=redirect, **kw)
+
+
 class S3Store:
     """Put/get bytes and files in one bucket of an S3 endpoint.
 
@@ -104,7 +122,7 @@ class S3Store:
         self.retries = retries
         self.backoff_s = backoff_s
         # Our own retry loop owns the policy: urllib3 must not retry behind it.
-        http = urllib3.PoolManager(
+        http = _TypedParts(
             timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0),
             maxsize=16,
