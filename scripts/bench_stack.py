@@ -2,7 +2,8 @@
 
 Starts the real local stack (Tansu, SeaweedFS, Triton with the shipped model, one
 process per service through the shared runner) and runs the same synthetic
-ISIIS-like video through it twice, then through ``plankline run``:
+ISIIS-like video (``--real``: one made from the real ISIIS frame) through it twice,
+then through ``plankline run``:
 
 1. *processing*: the video is already in the object store (put there first, not
    counted, as a cruise's videos are) and the services run; ``plankline submit
@@ -25,6 +26,7 @@ Example::
 
     python scripts/bench_stack.py --frames 400 --chunk-frames 50
     python scripts/bench_stack.py --inference onnxruntime --segmenters 2
+    python scripts/bench_stack.py --real --frames 48 --chunk-frames 12
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def main() -> int:
     parser.add_argument("--segmenters", type=int, default=1, help="Segmenter replicas.")
     parser.add_argument("--inference", default="triton", choices=["triton", "onnxruntime"])
     parser.add_argument("--keep", type=Path, default=None, help="Work folder to keep.")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="A video made from the real ISIIS frame in ../shared/data (bench_cli's) instead "
+        "of the synthetic one: its bright background compresses, as real footage does",
+    )
     args = parser.parse_args()
 
     from plankline.imaging.synth import write_synth_video
@@ -78,9 +86,17 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-stack-"))
     raw = work / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    video = raw / "20260101120000.000.avi"
-    if not video.exists():
-        write_synth_video(video, args.frames, seed=7, height=args.size, width=args.size)
+    if args.real:
+        from bench_cli import VIDEO_NAME, make_real_project
+
+        video = raw / VIDEO_NAME
+        if not video.exists():
+            raw.rmdir()
+            make_real_project(work, args.frames)
+    else:
+        video = raw / "20260101120000.000.avi"
+        if not video.exists():
+            write_synth_video(video, args.frames, seed=7, height=args.size, width=args.size)
     fps = 13.7
     plankline = [sys.executable, "-m", "plankline.cli"]
     root = Path(__file__).resolve().parents[1]

@@ -33,6 +33,8 @@ vicko-dark          vicko inverted (dark-field version)
 ndsb-dark           ndsb subset inverted
 flowcam-dark        flowcam inverted
 ndsb-full           all 30,336 NDSB images, 121 classes (only on request)
+vicko-full          all 3,000 vicko images, 3 classes as found (2,295 / 287 / 418;
+                    only on request: 600 test images a split, ~45 min a split)
 ==================  =========================================================
 
 Usage::
@@ -104,6 +106,7 @@ SETS: dict[str, tuple[str, Picker, bool]] = {
     "ndsb-dark": ("ndsb-isiis", _per_class(40, min_count=40, class_stride=4), True),
     "flowcam-dark": ("flowcam-planktonclas", _all, True),
     "ndsb-full": ("ndsb-isiis", _all, False),
+    "vicko-full": ("flowcam-vicko", _all, False),
 }
 DEFAULT_SETS = ("flowcam", "zooscan", "zoolake", "vicko", "ndsb", "vicko-dark", "ndsb-dark")
 
