@@ -88,8 +88,8 @@ class PipelineSettings(BaseSettings):
         ge=0,
         description="ROIs whose longer bbox side is under this many px are not shown to the"
         " model: class below_model_size. Default: the model's own gate (meta.json"
-        " min_object_px, set at training under 98 % of its objects; 8 px for the default"
-        " model); 0 classifies every ROI.",
+        " min_object_px, set at training so that at most 2 % of its training objects are"
+        " smaller; 8 px for the default model); 0 classifies every ROI.",
     )
     # EcoTaxa metadata (optional)
     lat: float | None = Field(None, ge=-90, le=90)
