@@ -7,6 +7,7 @@ rendered organisms and specks (no data folder needed, ~2 s)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -136,3 +137,19 @@ def test_a_models_gate_holds_back_at_most_two_percent_of_its_training_objects() 
 def test_a_model_with_a_class_named_like_the_gate_is_refused() -> None:
     with pytest.raises(ValueError, match=BELOW_MODEL_SIZE):
         gated_classes(["copepod", BELOW_MODEL_SIZE], None, 8)
+
+
+def test_a_run_logs_its_classifier_and_the_gate_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from plankline.batch.run import _log_classifier
+    from plankline.config import BatchSettings
+
+    caplog.set_level(logging.INFO, logger="plankline.batch")
+    _log_classifier(BatchSettings(project=tmp_path, model=SYNTHETIC_MODEL_DIR))
+    _log_classifier(BatchSettings(project=tmp_path, model=SYNTHETIC_MODEL_DIR, classify_min_px=5))
+    _log_classifier(BatchSettings(project=tmp_path, model=tmp_path / "no-model"))  # chunks say
+    assert caplog.messages == [
+        f"classifier {SYNTHETIC_MODEL_DIR}: size gate 8 px (the model's own)",
+        f"classifier {SYNTHETIC_MODEL_DIR}: size gate 5 px (classify_min_px)",
+    ]

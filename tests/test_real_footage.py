@@ -221,6 +221,8 @@ def test_specks_under_the_models_size_are_below_model_size_and_the_rest_get_a_ta
     top = np.array(names)[np.concatenate(probs).argmax(axis=1)]
     gate = read_model_card(DEFAULT_MODEL_DIR).min_object_px
     assert gate == 8
+    log = (root / "plankline.log").read_text()  # the log says which gate was in force
+    assert f"classifier {DEFAULT_MODEL_DIR}: size gate 8 px (the model's own)" in log
     small = np.maximum(t["bbox_height"], t["bbox_width"]) < gate
     assert 0 < small.sum() < len(small)
     assert np.array_equal(top == BELOW_MODEL_SIZE, small)

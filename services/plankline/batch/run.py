@@ -142,6 +142,8 @@ def _run_locked(
     on_plan: Callable[[int, int], None] | None,
 ) -> BatchReport:
     report = BatchReport()
+    if settings.classify:
+        _log_classifier(settings)
     todo: list[Chunk] = []
     total_frames = done_frames = 0
     for video in project.videos():
@@ -187,6 +189,25 @@ def _run_locked(
     report.seconds = time.perf_counter() - began
     write_summary(project)
     return report
+
+
+def _log_classifier(settings: BatchSettings) -> None:
+    """Which model classifies the run and the size gate in force (the log answers "why
+    are these ROIs below_model_size?"); a bad model folder is reported by the chunks."""
+    from plankline.model.card import read_model_card
+    from plankline.model.infer import DEFAULT_MODEL_DIR
+
+    try:
+        card = read_model_card(settings.model or DEFAULT_MODEL_DIR)
+    except (OSError, ValueError):
+        return
+    own = settings.classify_min_px is None
+    log.info(
+        "classifier %s: size gate %d px (%s)",
+        card.folder,
+        pipeline.size_gate(card, settings),
+        "the model's own" if own else "classify_min_px",
+    )
 
 
 def _skip(project: Project, chunk: Chunk, retry_failed: bool) -> bool:
