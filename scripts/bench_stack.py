@@ -85,17 +85,16 @@ def main() -> int:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-stack-"))
     raw = work / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     if args.real:
         from bench_cli import VIDEO_NAME, make_real_project
 
         video = raw / VIDEO_NAME
         if not video.exists():
-            raw.rmdir()
             make_real_project(work, args.frames)
     else:
         video = raw / "20260101120000.000.avi"
         if not video.exists():
+            raw.mkdir(parents=True, exist_ok=True)
             write_synth_video(video, args.frames, seed=7, height=args.size, width=args.size)
     fps = 13.7
     plankline = [sys.executable, "-m", "plankline.cli"]

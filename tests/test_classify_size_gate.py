@@ -17,7 +17,7 @@ from plankline.config import PipelineSettings
 from plankline.imaging.segment import Rois
 from plankline.imaging.synth import render_organism
 from plankline.model.card import LEGACY_MIN_OBJECT_PX
-from plankline.model.data import min_object_px
+from plankline.model.data import min_object_px, object_measurements
 from plankline.model.infer import (
     BELOW_MODEL_SIZE,
     SYNTHETIC_MODEL_DIR,
@@ -127,11 +127,12 @@ def test_a_models_gate_holds_back_at_most_two_percent_of_its_training_objects() 
             out.append(c)
         return out
 
-    assert min_object_px(crops(0)) == 10
-    assert min_object_px(crops(2)) == 10
-    assert min_object_px(crops(3)) == 4
-    assert min_object_px([np.zeros((9, 9), np.float32)]) == 0  # no object: no gate
-    assert min_object_px([]) == 0
+    assert min_object_px(object_measurements(crops(0))) == 10
+    assert min_object_px(object_measurements(crops(2))) == 10
+    assert min_object_px(object_measurements(crops(3))) == 4
+    no_object = [np.zeros((9, 9), np.float32)]
+    assert min_object_px(object_measurements(no_object)) == 0  # no gate
+    assert min_object_px(object_measurements([])) == 0
 
 
 def test_a_model_with_a_class_named_like_the_gate_is_refused() -> None:

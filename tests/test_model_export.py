@@ -17,6 +17,7 @@ from plankline.model.data import (
     load_library,
     min_object_px,
     model_inputs,
+    object_measurements,
     read_image,
 )
 from plankline.model.export import export_model, parity, to_onnx_bytes, write_triton_repository
@@ -110,8 +111,8 @@ def test_model_folder_holds_onnx_labels_and_meta(exported: tuple[Path, Path, Pat
     assert clf.canvas == 32 and clf.thresholds is None
     assert clf.meta["onnx_torch_max_abs_diff"] <= 1e-4 and clf.meta["opset"] >= 17
     # its size gate, from the objects of its own training images (vsp=0: all of them)
-    crops = load_library(lib).crops
-    assert clf.card.min_object_px == clf.meta["min_object_px"] == min_object_px(crops) > 1
+    gate = min_object_px(object_measurements(load_library(lib).crops))
+    assert clf.card.min_object_px == clf.meta["min_object_px"] == gate > 1
 
 
 def test_a_model_whose_inputs_differ_from_its_meta_is_refused(

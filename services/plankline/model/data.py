@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -308,8 +308,25 @@ def _imager_uint8(norm_crop: np.ndarray) -> np.ndarray:
     return np.subtract(255, out, out=out)
 
 
+def object_measurements(norm_crops: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Measurements (:func:`plankline.imaging.measure.measure_rois`) of each normalised
+    crop's object (:func:`object_masks`): what :func:`shape_features` and
+    :func:`min_object_px` read, so training measures its library once for both."""
+    from plankline.imaging.measure import measure_rois
+
+    if len(norm_crops) == 0:
+        return measure_rois([], [])
+    return measure_rois(*_imager_masks(norm_crops))
+
+
 def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
-    """The :data:`SHAPE_FEATURES` of each normalised crop, scaled for a network.
+    """The :data:`SHAPE_FEATURES` of each normalised crop, scaled for a network
+    (:func:`shape_features_of` its :func:`object_measurements`)."""
+    return shape_features_of(object_measurements(norm_crops))
+
+
+def shape_features_of(measured: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The :data:`SHAPE_FEATURES` of crops' :func:`object_measurements`, scaled for a network.
 
     Sizes are ``log1p`` (a 10 px and a 10,000 px object differ by 3 units, not
     10,000), Hu moments ``-sign * log10 |hu|`` (their usual scale), intensities
@@ -320,15 +337,10 @@ def shape_features(norm_crops: Sequence[np.ndarray]) -> np.ndarray:
     ndarray
         ``(n, len(SHAPE_FEATURES))`` float32.
     """
-    from plankline.imaging.measure import measure_rois
-
-    n = len(norm_crops)
+    n = len(measured["area"])
     out = np.zeros((n, len(SHAPE_FEATURES)), np.float32)
-    if n == 0:
-        return out
-    table = measure_rois(*_imager_masks(norm_crops))
     for j, name in enumerate(SHAPE_FEATURES):
-        v = np.asarray(table[name], np.float64)
+        v = np.asarray(measured[name], np.float64)
         if name in _LOG_SCALED:
             v = np.log1p(np.maximum(v, 0.0))
         elif name.startswith("hu_"):
@@ -367,25 +379,18 @@ under 9: 2 % gives the shipped model's gate of 8 px (before it was recorded per 
 the one gate of every model)."""
 
 
-def min_object_px(norm_crops: Sequence[np.ndarray]) -> int:
+def min_object_px(measured: Mapping[str, np.ndarray]) -> int:
     """The size gate a model trained on these crops should apply (``meta.json``).
 
-    The largest size that at most :data:`MIN_OBJECT_SHARE` of the crops' objects are
-    under (their longer bounding-box side, :func:`object_masks`, as the segmenter boxes
-    an object): a ROI smaller than 98 % of the objects a model learned from is outside
-    what it knows, and its answer would be a guess (``plankline run`` labels it
-    ``below_model_size``). 0 (no gate) when no crop holds an object.
+    ``measured``: the training crops' :func:`object_measurements`. The largest size that
+    at most :data:`MIN_OBJECT_SHARE` of their objects are under (the longer side of the
+    object's bounding box, as ``plankline run`` gates ROIs): a ROI smaller than 98 % of
+    the objects a model learned from is outside what it knows, and its answer would be
+    a guess (``plankline run`` labels it ``below_model_size``). 0 (no gate) when no
+    crop holds an object.
     """
-    if len(norm_crops) == 0:
-        return 0
-    sides = np.array(
-        [
-            max(np.ptp(ys), np.ptp(xs)) + 1
-            for ys, xs in (np.nonzero(m) for m in _imager_masks(norm_crops)[1])
-            if len(ys)
-        ],
-        np.int64,
-    )
+    sides = np.maximum(measured["bbox_height"], measured["bbox_width"])
+    sides = sides[np.asarray(measured["area"]) > 0].astype(np.int64)
     if not len(sides):
         return 0
     held_back = int(MIN_OBJECT_SHARE * len(sides))  # at most this many are under the gate

@@ -44,7 +44,8 @@ from plankline.model.data import (
     min_object_px,
     model_inputs,
     network_inputs,
-    shape_features,
+    object_measurements,
+    shape_features_of,
     split_indices,
 )
 from plankline.model.scnn import ARCHS, STEMS, build_model, mean_of_heads, multiply_adds
@@ -409,9 +410,11 @@ def train(
         w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
         class_w = torch.tensor(w, dtype=torch.float32, device=cfg.device)
 
-    size_gate = min_object_px(train_lib.crops)  # the model's classify_min_px (meta.json)
-    # per-image inputs that augmentation leaves unchanged (rotation, flips), measured once
-    fixed = [shape_features(train_lib.crops)] if cfg.shapes else []
+    # per-image inputs that augmentation leaves unchanged (rotation, flips), measured once,
+    # and the model's size gate (its classify_min_px, meta.json) from the same measurements
+    measured = object_measurements(train_lib.crops)
+    size_gate = min_object_px(measured)
+    fixed = [shape_features_of(measured)] if cfg.shapes else []
     if cfg.colour:
         fixed.append(train_lib.colour_matrix())
     ds = CanvasDataset(
