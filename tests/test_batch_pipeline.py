@@ -114,6 +114,57 @@ def test_summary_counts_every_roi_per_second(finished: Path) -> None:
     assert set(counts["second"]) == {0}  # 8 frames at 10 frames/s: all in the first second
 
 
+def test_counts_per_second_tally_every_roi_by_video_second_and_class(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from plankline.model.infer import write_classification_csv
+    from plankline.outputs.tables import write_csv
+    from plankline.pipeline import counts_per_second
+
+    rng = np.random.default_rng(3)
+    names = ["copepod", "detritus", "diatom"]
+    records, expected = [], Counter()
+    for i, video in enumerate([VIDEO_A, VIDEO_B]):
+        n = 400
+        seconds = np.sort(rng.uniform(0, 7.9, n))
+        probs = rng.dirichlet(np.ones(len(names)), n).astype(np.float32)
+        ids = [f"{i}_{k}" for k in range(n)]
+        write_csv(tmp_path / f"m{i}.csv", {"image": ids, "seconds": seconds})
+        write_classification_csv(tmp_path / f"c{i}.csv", ids, probs, names)
+        records.append({"name": str(i), "video": f"raw/{video}", "fps": 10.0})
+        for s, k in zip(seconds, probs.argmax(axis=1), strict=True):  # the exact top class
+            expected[(video, int(s), names[k])] += 1
+    write_csv(tmp_path / "m2.csv", {"image": ["x"], "frame": [0]})  # no fps: no seconds
+    write_classification_csv(tmp_path / "c2.csv", ["x"], np.ones((1, 3), np.float32) / 3, names)
+    records.append({"name": "2", "video": "raw/other.avi", "fps": 10.0})
+
+    def outputs(name: str) -> dict[str, Path]:
+        return {
+            "measurements": tmp_path / f"m{name}.csv",
+            "classification": tmp_path / f"c{name}.csv",
+        }
+
+    table = counts_per_second(records, outputs)
+    got = Counter(
+        {
+            (v, s, c): n
+            for v, s, c, n in zip(
+                table["video"], table["second"], table["class"], table["count"], strict=True
+            )
+        }
+    )
+    assert got == expected and sum(got.values()) == 800
+    keys = list(zip(table["video"], table["second"], table["class"], strict=True))
+    assert keys == sorted(keys)
+    # a hand-made table without top_class: the largest written probability
+    ids, probs, _ = read_classification_csv(tmp_path / "c0.csv")
+    write_csv(tmp_path / "c0.csv", {"image": ids} | {n: probs[:, j] for j, n in enumerate(names)})
+    assert counts_per_second(records, outputs)["count"] == table["count"]
+    write_csv(tmp_path / "m1.csv", {"image": ["a"], "seconds": [0.5]})  # out of step
+    with pytest.raises(ValueError, match=r"c1\.csv: 400 ROIs, but .*m1\.csv has 1"):
+        counts_per_second(records, outputs)
+
+
 def test_rerun_skips_finished_chunks(finished: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (finished / "segmentation").iterdir()}
     report = run_batch(BatchSettings(project=finished, chunk_frames=3, workers=1, fps=10.0))

@@ -38,7 +38,7 @@ import numpy as np
 
 from plankline.model.card import ModelCard, read_model_card
 from plankline.model.data import POLARITIES, feature_names
-from plankline.outputs.tables import write_csv
+from plankline.outputs.tables import read_csv, write_csv
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -390,6 +390,21 @@ def write_classification_csv(
     return Path(path)
 
 
+def read_top_classes(path: Path) -> np.ndarray:
+    """Each ROI's top class from a table written by :func:`write_classification_csv`.
+
+    Its ``top_class`` column (from the exact probabilities), one text column instead
+    of every class's: the summary of a classified run reads every table once. Tables
+    without it (hand-made) give the class of the largest written probability.
+    """
+    with Path(path).open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if header and "top_class" in header:
+        return read_csv(path, dtypes={"top_class": str}, usecols=["top_class"])["top_class"]
+    _, probs, names = read_classification_csv(path)
+    return np.asarray(names, dtype=object)[probs.argmax(axis=1)]
+
+
 def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     """Read a table written by :func:`write_classification_csv`.
 
@@ -401,21 +416,18 @@ def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str
     class_names : list of str
     """
     with Path(path).open(newline="") as f:
-        r = csv.reader(f)
-        try:
-            header = next(r)
-        except StopIteration:
-            raise ValueError(f"{path}: empty classification table") from None
-        if not header or header[0] != "image":
-            raise ValueError(f"{path}: first column must be 'image', got {header[:1]}")
-        tail = [c for c in TAIL_COLUMNS if c in header]
-        names = header[1 : len(header) - len(tail)]
-        ids: list[str] = []
-        rows: list[list[float]] = []
-        for ln, rec in enumerate(r, start=2):
-            if len(rec) != len(header):
-                raise ValueError(f"{path}:{ln}: {len(rec)} fields, header has {len(header)}")
-            ids.append(rec[0])
-            rows.append([float(v) for v in rec[1 : 1 + len(names)]])
-    probs = np.asarray(rows, np.float32).reshape(len(ids), len(names))
+        header = next(csv.reader(f), None)
+    if not header:
+        raise ValueError(f"{path}: empty classification table")
+    if header[0] != "image":
+        raise ValueError(f"{path}: first column must be 'image', got {header[:1]}")
+    tail = [c for c in TAIL_COLUMNS if c in header]
+    names = header[1 : len(header) - len(tail)]
+    # NumPy's C reader (read_csv): the csv module and a float() per value took ~25 us a
+    # row of a 121-class table, the summary of every classified run reads them all
+    columns = read_csv(path, dtypes={"image": str} | dict.fromkeys(names, float))
+    ids = [str(i) for i in columns["image"]]
+    probs = np.empty((len(ids), len(names)), np.float32)
+    for j, name in enumerate(names):
+        probs[:, j] = columns[name]
     return ids, probs, names
