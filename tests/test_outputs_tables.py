@@ -92,6 +92,17 @@ def test_atomic_write_text_mode_and_missing_directories_are_created(tmp_path):
     assert (tmp_path / "new" / "sub" / "b.bin").read_bytes() == b"x"
 
 
+@pytest.mark.parametrize("line", ["3,4,5,9", "3"])
+def test_a_line_with_fields_to_spare_or_short_is_refused_whatever_is_read(tmp_path, line):
+    p = tmp_path / "bad.csv"
+    p.write_text(f"a,b,c\n1,2,3\n{line}\n6,7,8\n")
+    # NumPy's reader, told to read a and b only, took both lines without a word
+    with pytest.raises(ValueError, match=f"line 3 has {line.count(',') + 1} fields, header has"):
+        read_csv(p, usecols=["a", "b"], dtypes={"a": float, "b": float})
+    p.write_text("a,b\n1,2\n3,4\n\n\n")  # blank lines at the end are no rows
+    assert read_csv(p)["b"].tolist() == [2, 4]
+
+
 def test_usecols_and_forced_float_read_a_subset_fast_path(tmp_path):
     p = tmp_path / "p.csv"
     write_csv(p, {"image": ["a.png", "b.png"], "x": [0.25, 0.5], "y": [1, 2], "s": ["u", "v"]})

@@ -308,6 +308,8 @@ def read_csv(
         raise ValueError(f"{path}: no column(s) {sorted(missing)}")
     n = len(header)
     index = {h: i for i, h in enumerate(header)}
+    if not _same_field_counts(path, n):
+        _read_rows_csv_module(path, n)  # names the first ragged line
     # Fast path: columns forced to float are parsed straight to float64 by NumPy's C reader.
     floats = [h for h in wanted if h in dtypes and np.dtype(dtypes[h]).kind == "f"]
     rest = [h for h in wanted if h not in floats]
@@ -338,6 +340,21 @@ def read_csv(
             else:
                 out[name] = _parse_column(values)
     return {h: out[h] for h in wanted}
+
+
+def _same_field_counts(path: str | os.PathLike[str], n: int) -> bool:
+    """Whether the file's delimiters add up to ``n`` fields on every line.
+
+    NumPy's reader, told which columns to read, accepts a line with fields to spare (and
+    one short of columns it does not read): a file without quotes is checked here by
+    counting (a few ms for a 4 MB table); a quoted one would need the csv module's pass
+    and is left to NumPy's reader, as before.
+    """
+    data = Path(path).read_bytes()
+    if b'"' in data:
+        return True
+    data = data.rstrip(b"\r\n")  # NumPy's reader skips blank lines at the end
+    return data.count(b",") == (n - 1) * (data.count(b"\n") + 1)
 
 
 def _loadtxt(path: str | os.PathLike[str], idx: list[int], dtype: type) -> np.ndarray:
