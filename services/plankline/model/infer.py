@@ -425,7 +425,9 @@ def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str
     names = header[1 : len(header) - len(tail)]
     # NumPy's C reader (read_csv): the csv module and a float() per value took ~25 us a
     # row of a 121-class table, the summary of every classified run reads them all
-    columns = read_csv(path, dtypes={"image": str} | dict.fromkeys(names, float))
+    columns = read_csv(
+        path, dtypes={"image": str} | dict.fromkeys(names, float), usecols=["image", *names]
+    )
     ids = [str(i) for i in columns["image"]]
     probs = np.empty((len(ids), len(names)), np.float32)
     for j, name in enumerate(names):
