@@ -13,7 +13,9 @@ The last lines: a measurement-like table of ``--rows`` rows written by ``write_c
 (columns formatted in NumPy) beside one Python ``%`` per row, at %.6g (the CSV) and %.9g
 (the EcoTaxa TSV), bytes compared; and a classification table (``--prob-classes``
 probabilities at %.6f, the default model's 121) by ``write_classification_csv`` beside
-``csv.writer`` with one ``f"{v:.6f}"`` per value (the writer before it).
+``csv.writer`` with one ``f"{v:.6f}"`` per value (the writer before it), and read back by
+``read_classification_csv`` beside ``csv.reader`` with a ``float()`` per value (the reader
+before it).
 """
 
 from __future__ import annotations
@@ -217,7 +219,12 @@ def bench_classification_text(rows: int, classes: int) -> None:
     csv.writer with one ``f"{v:.6f}"`` per value; the text must be the same."""
     import csv
 
-    from plankline.model.infer import thresholded_classes, write_classification_csv
+    from plankline.model.infer import (
+        read_classification_csv,
+        read_top_classes,
+        thresholded_classes,
+        write_classification_csv,
+    )
 
     rng = np.random.default_rng(5)
     probs = rng.dirichlet(np.full(classes, 0.1), rows).astype(np.float32)
@@ -245,6 +252,24 @@ def bench_classification_text(rows: int, classes: int) -> None:
             f"{t_ours * 1e3:6.1f} ms, csv.writer with one format per value {t_base * 1e3:6.1f} ms "
             f"(both with fsync) -> x{t_base / t_ours:.2f}, "
             f"bytes {'identical' if same else 'DIFFER'}"
+        )
+
+        def per_value_read() -> np.ndarray:  # the reader before read_csv
+            with path.open(newline="") as f:
+                r = csv.reader(f)
+                next(r)
+                rows = [[float(v) for v in rec[1 : 1 + classes]] for rec in r]
+                return np.asarray(rows, np.float32)
+
+        t_read = best_of(lambda: read_classification_csv(path))
+        t_read_base = best_of(per_value_read)
+        t_top = best_of(lambda: read_top_classes(path))
+        same = np.array_equal(read_classification_csv(path)[1], per_value_read())
+        print(
+            f"  read back: read_classification_csv {t_read * 1e3:6.1f} ms, csv.reader with a "
+            f"float() per value {t_read_base * 1e3:6.1f} ms -> x{t_read_base / t_read:.2f}, "
+            f"values {'identical' if same else 'DIFFER'}; the top classes alone "
+            f"(read_top_classes, what the run's summary counts) {t_top * 1e3:.1f} ms"
         )
 
 
