@@ -10,7 +10,6 @@ from above are recognised as the previous chunk's.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -543,16 +542,15 @@ def counts_per_second(
     """Counts of the ROIs' top classes (``top_class`` of the classification tables, from
     the exact probabilities, as the run's class table) in each whole second of each video."""
     from plankline.model.infer import read_top_classes
-    from plankline.outputs.tables import read_csv
+    from plankline.outputs.tables import read_csv, read_header
 
     rows: Counter[tuple[str, int, str]] = Counter()
     for record in records:
         paths = outputs(record["name"])
         if not paths["classification"].is_file() or not record.get("fps"):
             continue
-        with paths["measurements"].open(newline="", encoding="utf-8") as f:
-            if "seconds" not in next(csv.reader(f), []):
-                continue
+        if "seconds" not in read_header(paths["measurements"]):
+            continue
         # only the column it needs: the whole table (~60 columns, types inferred) cost
         # ~30 us a ROI, ten times the counting
         measured = read_csv(paths["measurements"], usecols=["seconds"], dtypes={"seconds": float})

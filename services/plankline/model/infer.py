@@ -27,7 +27,6 @@ the same whatever the ROI's size, so the gate also saves their cost.
 
 from __future__ import annotations
 
-import csv
 import functools
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,7 @@ import numpy as np
 
 from plankline.model.card import ModelCard, read_model_card
 from plankline.model.data import POLARITIES, feature_names
-from plankline.outputs.tables import read_csv, write_csv
+from plankline.outputs.tables import read_csv, read_header, write_csv
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -397,9 +396,7 @@ def read_top_classes(path: Path) -> np.ndarray:
     of every class's: the summary of a classified run reads every table once. Tables
     without it (hand-made) give the class of the largest written probability.
     """
-    with Path(path).open(newline="") as f:
-        header = next(csv.reader(f), None)
-    if header and "top_class" in header:
+    if "top_class" in read_header(path):
         return read_csv(path, dtypes={"top_class": str}, usecols=["top_class"])["top_class"]
     _, probs, names = read_classification_csv(path)
     return np.asarray(names, dtype=object)[probs.argmax(axis=1)]
@@ -415,8 +412,7 @@ def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str
         ``(n, n_classes)`` float32.
     class_names : list of str
     """
-    with Path(path).open(newline="") as f:
-        header = next(csv.reader(f), None)
+    header = read_header(path)
     if not header:
         raise ValueError(f"{path}: empty classification table")
     if header[0] != "image":

@@ -30,7 +30,6 @@ The CSV layout is ``image,<class1>,...,<classN>`` optionally followed by
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import warnings
@@ -42,7 +41,7 @@ import numpy as np
 
 from plankline.outputs.naming import parse_timestamp
 from plankline.outputs.rois import iter_roi_tar_bytes
-from plankline.outputs.tables import read_csv
+from plankline.outputs.tables import read_csv, read_header
 
 __all__ = [
     "PullError",
@@ -297,7 +296,7 @@ def pull_images(
     ref_classes: list[str] | None = None
     wanted: list[str] = []
     for csv_path in csvs:
-        header = _header(csv_path)
+        header = read_header(csv_path)
         classes = find_class_columns(header, source=str(csv_path))
         if ref_classes is None or classes != ref_classes:
             if ref_classes is not None and not different_columns:
@@ -363,8 +362,3 @@ def pull_images(
             report.missing_images += missing
     log("----- Done -----")
     return report
-
-
-def _header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return next(csv.reader(f), [])

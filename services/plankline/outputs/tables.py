@@ -33,7 +33,7 @@ from plankline.outputs.formatting import (
     text_chars,
 )
 
-__all__ = ["atomic_write", "read_csv", "write_csv"]
+__all__ = ["atomic_write", "read_csv", "read_header", "write_csv"]
 
 
 @contextlib.contextmanager
@@ -255,6 +255,13 @@ def _read_rows_csv_module(path: str | os.PathLike[str], n: int) -> list[tuple[st
         if len(row) != n:
             raise ValueError(f"{path}: line {i + 2} has {len(row)} fields, header has {n}")
     return list(zip(*rows, strict=True)) if rows else [()] * n
+
+
+def read_header(path: str | os.PathLike[str]) -> list[str]:
+    """A CSV's column names (its first row; empty for an empty file), without reading on:
+    which columns a table has decides how it is read."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), [])
 
 
 def read_csv(
