@@ -222,3 +222,64 @@ def test_library_drops_small_and_empty_classes_and_skips_bad_files(tmp_path: Pat
     np.testing.assert_allclose(lib.subset(np.array([1, 4])).colour_matrix()[:, :3], 1 / 3)
     x, _ = place_on_canvas(lib.crops, 32)
     assert x.shape == (6, 1, 32, 32)
+
+
+def _textured_organism(seed: int) -> np.ndarray:
+    """A dark, textured, soft-edged organism on a white background (imager convention)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:48, 0:40]
+    r = np.hypot((yy - 24) / rng.uniform(8, 18), (xx - 20) / rng.uniform(6, 14))
+    body = np.clip(1.3 - r, 0, 1) * (0.6 + 0.4 * np.sin(yy / 3.0 + seed) * np.cos(xx / 4.0))
+    return np.clip(250 - 200 * body + rng.normal(0, 2, r.shape), 0, 255).astype(np.uint8)
+
+
+def test_contrast_augmentation_scales_the_image_and_its_grey_level_measurements() -> None:
+    # the shipped ISIIS model is trained with it (other cameras' organisms are fainter):
+    # a view at contrast k must carry the measurements of the organism at contrast k
+    crops = [normalize_crop(_textured_organism(s)) for s in range(6)]
+    features = shape_features(crops)
+    ident = dict(rotate=False, flip=False)
+    aug = Augment(contrast=0.6, **ident)
+    ds = CanvasDataset(
+        crops,
+        np.zeros(6, np.int64),
+        64,
+        augment=aug,
+        shapes=features,
+        shape_names=list(SHAPE_FEATURES),
+    )
+    plain = CanvasDataset(
+        crops,
+        np.zeros(6, np.int64),
+        64,
+        augment=Augment(**ident),
+        shapes=features,
+        shape_names=list(SHAPE_FEATURES),
+    )
+    scaled_views = 0
+    for draw in range(12):
+        for i in range(6):
+            rng = np.random.default_rng((0, 0, draw, i))
+            aug(crops[i], rng)
+            k = aug.contrast_factor(rng)
+            x, f, _ = ds[(0, draw, i)]
+            x1, f1, _ = plain[(0, draw, i)]
+            np.testing.assert_allclose(x, k * x1, atol=1e-6)
+            if k == 1.0:
+                np.testing.assert_array_equal(f, f1)
+                continue
+            scaled_views += 1
+            assert 0.4 <= k < 1.0
+            measured = shape_features([crops[i] * np.float32(k)])[0]
+            for name in ("mean", "std", "max", "median"):
+                j = SHAPE_FEATURES.index(name)
+                # within the rounding of the scaled pixels, and the median of a mask whose
+                # soft edge moves by a pixel or two
+                assert f[1 + j] == pytest.approx(measured[j], abs=3 / 255), name
+            j = SHAPE_FEATURES.index("area")  # log1p: the mask moves by a few % at most
+            assert f[1 + j] == pytest.approx(measured[j], abs=0.05)
+    assert 18 <= scaled_views <= 54  # about half the views
+    # off (the default): no draw, every view at the library's own contrast
+    rng = np.random.default_rng(1)
+    assert Augment().contrast_factor(rng) == 1.0
+    assert rng.random() == np.random.default_rng(1).random()

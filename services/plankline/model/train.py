@@ -424,6 +424,7 @@ def train(
         augment=Augment(**cfg.augment),
         seed=cfg.seed,
         shapes=np.hstack(fixed) if fixed else None,
+        shape_names=feature_names(cfg.shapes, cfg.colour)[1:],  # after log2_shrink
         fill=cfg.fill,
     )
     epoch_size = max(len(ds), cfg.min_epoch_images)
