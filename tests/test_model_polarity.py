@@ -29,7 +29,7 @@ from plankline.model.data import (
     read_image,
     to_bright_field,
 )
-from plankline.model.evaluate import evaluate_checkpoint
+from plankline.model.evaluate import at_contrast, evaluate_checkpoint
 from plankline.model.export import export_model
 from plankline.model.infer import Classifier
 from plankline.model.train import TrainConfig, checkpoint_path, load_checkpoint, train
@@ -242,3 +242,19 @@ def test_per_image_polarity_is_right_on_real_sets_and_on_their_inversions(name: 
     # measured on 1,500 per set: all right except 21 near-empty FlowCam-vicko crops (1.4 %)
     assert right >= 0.97 and right_inverted >= 0.97, (right, right_inverted)
     assert library_polarity(imgs)[0] == want
+
+
+def test_at_contrast_scales_the_organisms_departure_from_either_background() -> None:
+    bright = np.full((30, 40), 230, np.uint8)
+    bright[10:20, 10:30] = 30
+    half = at_contrast(bright, 0.5)
+    assert half[0, 0] == 230 and half[15, 15] == 130  # 230 + 0.5 * (30 - 230)
+    dark = 255 - bright  # dark-field: the organism brighter than its background
+    np.testing.assert_array_equal(at_contrast(dark, 0.5), 255 - half)
+    colour = np.dstack([bright, bright // 2, bright])
+    assert at_contrast(colour, 0.5)[15, 15].tolist() == [130, 65, 130]
+    deep = bright.astype(np.uint16) * 257
+    assert at_contrast(deep, 2.0)[15, 15] == 0 and at_contrast(deep, 1.0)[0, 0] == 230 * 257
+    np.testing.assert_array_equal(at_contrast(bright, 1.0), bright)
+    with pytest.raises(ValueError, match="float32"):
+        at_contrast(bright.astype(np.float32), 0.5)

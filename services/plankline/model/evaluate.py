@@ -54,6 +54,42 @@ def predict_tta(predict: Predict, crops: Sequence[np.ndarray], n: int) -> np.nda
     return (acc / n).astype(np.float32)
 
 
+def at_contrast(crop: np.ndarray, factor: float) -> np.ndarray:
+    """``crop`` as a camera with ``factor`` times its contrast would record it.
+
+    Each pixel's departure from the background (the median of the border, per channel)
+    is scaled by ``factor``, for either polarity; uint8 or uint16, gray or colour.
+    Another camera, gain, lamp or flat-field gives the same organisms fainter or darker
+    than a model's library: :func:`scores_at_contrast` measures what that costs.
+    """
+    a = np.asarray(crop)
+    if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or a.size == 0:
+        raise ValueError(f"crop must be a non-empty uint8/uint16 image, got {a.dtype} {a.shape}")
+    border = np.concatenate((a[0], a[-1], a[:, 0], a[:, -1])).astype(np.float32)
+    bg = np.median(border, axis=0)
+    out = bg + np.float32(factor) * (a.astype(np.float32) - bg)
+    return np.clip(np.rint(out), 0, np.iinfo(a.dtype).max).astype(a.dtype)
+
+
+def scores_at_contrast(
+    predict: Predict,
+    crops: Sequence[np.ndarray],
+    y_true: np.ndarray,
+    factors: Sequence[float] = (1.0, 0.6, 0.35),
+) -> dict[str, dict[str, float]]:
+    """Accuracy and macro-F1 of ``predict`` on ``crops`` at each contrast ``factor``
+    (:func:`at_contrast`), keyed by the factor (``"0.6"``)."""
+    y = np.asarray(y_true)
+    out = {}
+    for k in factors:
+        pred = predict([at_contrast(c, k) for c in crops]).argmax(1)
+        out[f"{k:g}"] = {
+            "accuracy": round(float(np.mean(pred == y)), 4),
+            "macro_f1": round(float(f1_score(y, pred, average="macro")), 4),
+        }
+    return out
+
+
 def precision_thresholds(
     probs: np.ndarray, y_true: np.ndarray, target: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
