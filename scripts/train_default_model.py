@@ -290,8 +290,8 @@ def main() -> None:
     stop = args.stop or (30 if ndsb else 20)
     lrd = args.lrd if args.lrd is not None else (0.07 if ndsb else 0.1)
     vsp = args.vsp if args.vsp is not None else (10.0 if ndsb else 20.0)
-    # the default model meets other ISIIS cameras, whose organisms are fainter or darker
-    # than NDSB's (the MBARI frame's specks came out diatom_chain_string without it)
+    # the default model meets other ISIIS cameras, gains and lamps, whose organisms are
+    # fainter than NDSB's (the MBARI frame's specks came out diatom_chain_string without it)
     contrast = args.contrast if args.contrast is not None else (0.65 if ndsb else 0.0)
 
     if ndsb:
