@@ -20,7 +20,7 @@ from plankline.imaging.synth import make_roi_library
 from plankline.model.data import list_images, read_image
 from plankline.model.export import export_model
 from plankline.model.infer import Classifier, read_classification_csv
-from plankline.model.train import TrainConfig, checkpoint_path, train
+from plankline.model.train import TrainConfig, checkpoint_path, load_checkpoint, train
 from plankline.outputs.rois import write_roi_tar
 from typer.testing import CliRunner
 
@@ -245,8 +245,11 @@ def test_train_and_export_print_whole_lines_and_the_models_size_gate(tmp_path: P
     (lib / "copepod" / "broken.png").write_bytes(b"\x89PNG garbage")
     w, model = tmp_path / "w", tmp_path / "model"
     args = ["--stop", "1", "--canvas", "32", "--width", "4", "--min-epoch-images", "16"]
-    res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args])
+    res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args, "--contrast", "1"])
+    assert res.exit_code != 0 and "augment contrast must be in [0, 1), got 1.0" in res.output
+    res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args, "--contrast", "0.6"])
     assert res.exit_code == 0, res.output
+    assert load_checkpoint(checkpoint_path(w, 1))["config"]["augment"]["contrast"] == 0.6
     lines = res.output.splitlines()
     assert f"warning: unreadable image {lib / 'copepod' / 'broken.png'}: skipped" in lines
     assert f"trained 1 epoch(s); weights in {w}" in lines

@@ -189,14 +189,23 @@ def train(
             "background: ISIIS, FlowCam) or dark (bright on black: UVP, dark-field)."
         ),
     ] = "auto",
+    contrast: Annotated[
+        float,
+        typer.Option(
+            help="For other cameras than the library's: half the views at 1-C to 1 times the "
+            "organism's contrast (0: off; the shipped ISIIS model: 0.65)."
+        ),
+    ] = 0.0,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Train the classifier on a folder-per-class LIBRARY; weights saved every epoch."""
     import warnings
+    from dataclasses import asdict
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from plankline import terminal
+    from plankline.model.data import Augment
     from plankline.model.train import TrainConfig
     from plankline.model.train import train as run_training
 
@@ -225,6 +234,7 @@ def train(
         aux_heads=aux_heads,
         members=members,
         polarity=polarity,
+        augment=asdict(Augment(contrast=contrast)),
     )
     echo(f"[bold]train[/] {escape(cfg)}")
     try:

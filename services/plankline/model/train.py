@@ -140,6 +140,9 @@ class TrainConfig:
             raise ValueError(f"canvas must be >= 16 px, got {self.canvas}")
         if self.fill < 0:
             raise ValueError(f"fill must be >= 0 px, got {self.fill}")
+        contrast = self.augment.get("contrast", 0.0)
+        if not 0.0 <= contrast < 1.0:
+            raise ValueError(f"augment contrast must be in [0, 1), got {contrast}")
 
 
 @dataclass
