@@ -4,6 +4,7 @@ generator's truth. Both are checked against data they never trained on."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import warnings
@@ -24,6 +25,7 @@ needs_ndsb = pytest.mark.skipif(
 )
 
 
+@functools.cache  # read once for the tests that score the same images
 def held_out_ndsb(every: int) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
     """Every ``every``-th image of the default model's validation split, with labels.
 

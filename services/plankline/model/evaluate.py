@@ -62,11 +62,12 @@ def at_contrast(crop: np.ndarray, factor: float) -> np.ndarray:
     Another camera, gain, lamp or flat-field gives the same organisms fainter or darker
     than a model's library: :func:`scores_at_contrast` measures what that costs.
     """
+    from plankline.model.data import _border
+
     a = np.asarray(crop)
     if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or a.size == 0:
         raise ValueError(f"crop must be a non-empty uint8/uint16 image, got {a.dtype} {a.shape}")
-    border = np.concatenate((a[0], a[-1], a[:, 0], a[:, -1])).astype(np.float32)
-    bg = np.median(border, axis=0)
+    bg = np.median(_border(a).astype(np.float32), axis=0)
     out = bg + np.float32(factor) * (a.astype(np.float32) - bg)
     return np.clip(np.rint(out), 0, np.iinfo(a.dtype).max).astype(a.dtype)
 
