@@ -15,6 +15,7 @@ Sources:
   2048x2048 ISIIS frame) made into an uncompressed ISIIS-named AVI of ``--frames``
   frames: its content rolled along the lines and mirrored under the camera's own fixed
   vignette (``plankline.imaging.synth.frames_from_still``, as ``bench_quality.py``);
+  ``--codec h264`` (or ffv1, mjpeg, mpeg4) writes it compressed instead;
 * **synthetic**: ``plankline.imaging.synth.write_synth_video`` (``--synth-frames``).
 
 Paths, one core (``cv2.setNumThreads(1)``, BLAS single-threaded):
@@ -47,7 +48,6 @@ import shutil
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,7 +58,7 @@ from plankline.batch.project import Project
 from plankline.batch.run import plan_video, run_batch
 from plankline.config import BatchSettings
 from plankline.imaging.synth import frames_from_still, write_synth_video
-from plankline.imaging.video import iter_frames, write_video
+from plankline.imaging.video import ContinuousReader, write_video
 from plankline.model.card import read_model_card
 from plankline.model.infer import DEFAULT_MODEL_DIR
 from plankline.outputs.rois import iter_roi_tar
@@ -77,12 +77,13 @@ REAL = (
 VIDEO_NAME = "20180706170805.476.avi"  # ISIIS names: the start time, to the millisecond
 
 
-def make_real_project(root: Path, n: int) -> Path:
+def make_real_project(root: Path, n: int, codec: str = "rawvideo") -> Path:
     frame = cv2.imread(str(REAL), cv2.IMREAD_GRAYSCALE)
     if frame is None:
         raise FileNotFoundError(f"{REAL}: cannot read the real ISIIS frame")
     (root / "raw").mkdir(parents=True)
-    write_video(root / "raw" / VIDEO_NAME, frames_from_still(frame, n), fps=13.7)
+    name = VIDEO_NAME if codec in ("rawvideo", "ffv1", "mjpeg") else f"{VIDEO_NAME[:-4]}.mp4"
+    write_video(root / "raw" / name, frames_from_still(frame, n), fps=13.7, codec=codec)
     return root
 
 
@@ -154,12 +155,11 @@ def _profile(project: Path, **settings: object) -> tuple[StageTimes, int, int, f
     frames = rois = 0
     t = time.process_time()
     for video in proj.videos():
+        read = ContinuousReader(video, keep=s.prime_frames + 8)  # as the batch's workers
         for chunk in plan_video(video, s):
             times = StageTimes()
             try:
-                rois += process_chunk(
-                    partial(iter_frames, video), chunk, s, proj.outputs(chunk.name), times
-                )[0]
+                rois += process_chunk(read, chunk, s, proj.outputs(chunk.name), times)[0]
             except Exception as error:  # report, keep the profile of what ran
                 print(f"  profile: chunk {chunk.name} failed: {error!r}")
             total.add(times)
@@ -201,7 +201,7 @@ def bench_source(
     workers: int,
     gates: tuple[int, ...] = (),
 ) -> None:
-    video = project / "raw" / VIDEO_NAME
+    (video,) = (project / "raw").iterdir()
     print(f"\n== {label}: {video.name}, {video.stat().st_size / 2**20:.0f} MiB ==")
     best_ours = best_naive = None
     cpu_ours, cpu_naive = [], []
@@ -318,6 +318,13 @@ def main() -> int:
     )
     ap.add_argument("--classify", action="store_true", help="+ all cores with classification")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--codec",
+        default="rawvideo",
+        choices=["rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"],
+        help="the real-frame video's codec (h264/mpeg4 in MP4, the encoder's keyframe "
+        "interval: x264 250); over 100 frames (a chunk) it shows what the chunks' reads cost",
+    )
     ap.add_argument("--no-synth", action="store_true", help="skip the synthetic source")
     ap.add_argument("--montage", type=Path, help="PNG montage of the real video's ROIs")
     ap.add_argument("--tmp", type=Path, default=None, help="scratch folder")
@@ -326,9 +333,14 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_cli_", dir=a.tmp))
     try:
         if REAL.exists():
-            real = make_real_project(tmp / "real", a.frames)
+            real = make_real_project(tmp / "real", a.frames, a.codec)
             bench_source(
-                f"real ISIIS frame x{a.frames}", real, a.repeat, a.classify, a.workers, a.gates
+                f"real ISIIS frame x{a.frames} ({a.codec})",
+                real,
+                a.repeat,
+                a.classify,
+                a.workers,
+                a.gates,
             )
             if a.montage:
                 ours(real)

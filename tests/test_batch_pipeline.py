@@ -108,6 +108,46 @@ def test_chunked_run_finds_the_same_objects_as_one_chunk_run(
     np.testing.assert_allclose(chunked["area"], single["area"], rtol=0.03, atol=2)
 
 
+def test_chunks_read_through_one_decoder_give_the_outputs_of_chunks_read_alone(
+    tmp_path: Path,
+) -> None:
+    """A worker reads consecutive chunks through one open decoder (``ContinuousReader``,
+    saving the re-decode from the keyframe before each chunk on inter-frame codecs): the
+    outputs are byte for byte those of every chunk read on its own. An H.264 AVI with
+    B-frames and a keyframe every 4 frames, in 2-frame chunks."""
+    from functools import partial
+
+    from plankline.batch.run import chunk_runs, plan_video
+    from plankline.imaging.video import iter_frames, write_video
+    from plankline.pipeline import process_chunk
+
+    synth = make_project(tmp_path / "synth", {VIDEO_A: 10})
+    frames = [f for _, f in iter_frames(synth / "raw" / VIDEO_A)]
+    runs, alone = tmp_path / "runs", tmp_path / "alone"
+    for root in (runs, alone):
+        (root / "raw").mkdir(parents=True)
+        write_video(root / "raw" / VIDEO_A, frames, fps=10.0, codec="h264", keyframe_every=4)
+    settings = BatchSettings(project=runs, chunk_frames=2, workers=1, fps=10.0, classify=False)
+    assert run_batch(settings).failures == []
+    project = Project(alone)
+    project.create()
+    video = project.raw / VIDEO_A
+    chunks = plan_video(video, settings)
+    assert [len(r) for r in chunk_runs(chunks, 3)] == [3, 2]
+    for chunk in chunks:
+        process_chunk(partial(iter_frames, video), chunk, settings, project.outputs(chunk.name))
+    for chunk in chunks:
+        a, b = Project(runs).outputs(chunk.name), project.outputs(chunk.name)
+        assert a["measurements"].read_bytes() == b["measurements"].read_bytes(), chunk.name
+        with tarfile.open(a["rois"]) as ta, tarfile.open(b["rois"]) as tb:
+            assert [(m.name, ta.extractfile(m).read()) for m in ta] == [
+                (m.name, tb.extractfile(m).read()) for m in tb
+            ]
+    assert sum(
+        len(read_csv(Project(runs).outputs(c.name)["measurements"])["image"]) for c in chunks
+    )
+
+
 def test_summary_counts_every_roi_per_second(finished: Path) -> None:
     counts = read_csv(finished / "summary" / "counts_per_second.csv", dtypes={"class": str})
     assert counts["count"].sum() == len(rois_of(finished)["image"])

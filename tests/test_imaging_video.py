@@ -159,6 +159,23 @@ def test_every_frame_comes_out_at_its_own_index_in_every_container(
             assert int(np.argmin(errors)) == i
 
 
+@pytest.mark.parametrize(("codec", "suffix", "gop"), CONTAINERS)
+def test_a_read_from_any_frame_starts_at_that_frame(
+    tmp_path, codec: str, suffix: str, gop: int | None
+) -> None:
+    """Every start, not only some: an H.264 AVI's index is in decode order, so the seek for
+    frame 13 landed on the keyframe of frame 14, and a read from 13 silently began at 14."""
+    frames = _frames(28)
+    path = tmp_path / f"v{suffix}"
+    write_video(path, frames, fps=10, codec=codec, keyframe_every=gop)
+    for start in range(26):
+        got = list(iter_frames(path, start, start + 3))
+        assert [i for i, _ in got] == [start, start + 1, start + 2], start
+        for i, frame in got:
+            errors = [np.abs(frame.astype(int) - ref).mean() for ref in frames]
+            assert int(np.argmin(errors)) == i
+
+
 @pytest.mark.parametrize(("codec", "suffix", "gop"), [*CONTAINERS, ("ffv1", ".mkv", 12)])
 def test_an_open_file_gives_the_frames_of_the_path(
     tmp_path, codec: str, suffix: str, gop: int | None
@@ -204,3 +221,68 @@ def test_a_video_cut_between_keyframes_names_the_frame_it_cannot_seek_to(tmp_pat
         list(iter_frames(cut, 3, 6))
     assert err.value.path == str(cut) and err.value.frame is not None
     assert "cut.avi: frame" in str(err.value)
+
+
+#: reads as consecutive chunks of 8 frames make them (prime 3 frames before, then the chunk
+#: from one frame before its start to 2 frames past its stop, left unfinished), then reads
+#: that must seek (back before the frames kept, forward past the decoder) and one that
+#: continues from there to the end
+CHUNK_READS = [(0, 3), (0, 10), (5, 8), (7, 18), (13, 16), (15, 26), (2, 4), (20, 22), (22, None)]
+
+
+@pytest.mark.parametrize(("codec", "suffix", "gop"), [*CONTAINERS, ("frames", "", None)])
+def test_continuous_reader_gives_iter_frames_frames_with_one_seek_per_run(
+    tmp_path, codec: str, suffix: str, gop: int | None
+) -> None:
+    """Chunk after chunk through one decoder: every read gives exactly what iter_frames
+    gives for it, and only the reads outside the frames kept seek."""
+    from plankline.imaging.video import ContinuousReader
+
+    frames = _frames(28)
+    if codec == "frames":
+        path = tmp_path / "frames"
+        path.mkdir()
+        for i, f in enumerate(frames):
+            cv2.imwrite(str(path / f"f{i:03d}.png"), f)
+    else:
+        path = tmp_path / f"v{suffix}"
+        write_video(path, frames, fps=10, codec=codec, keyframe_every=gop)
+    read = ContinuousReader(path, keep=6)
+    seeks = []
+    for start, stop in CHUNK_READS:
+        it = read(start, stop)
+        want = list(iter_frames(path, start, stop))
+        got = [next(it) for _ in want]  # and left unfinished, as a chunk leaves its read
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
+        seeks.append(read.seeks)
+    # one seek for the three chunks, one back to frame 2, one forward past the decoder (20)
+    # and none to go on from there
+    assert seeks == [1, 1, 1, 1, 1, 1, 2, 3, 3]
+    read.close()
+
+
+def test_continuous_reader_reraises_a_bad_frame_and_reads_before_it_again(tmp_path) -> None:
+    """A read that meets damaged data fails as iter_frames does (after the good frames,
+    naming the frame); the decoder is dropped and a later read of good frames seeks."""
+    from plankline.imaging.video import ContinuousReader
+
+    frames = _frames(10)
+    path = tmp_path / "x.avi"
+    write_video(path, frames, fps=10)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    frame_bytes = 48 * 64
+    cut.write_bytes(data[: len(data) - (len(data) - 10 * frame_bytes) // 2 - 4 * frame_bytes - 100])
+    with pytest.raises(VideoError) as want:
+        list(iter_frames(cut))
+    read = ContinuousReader(cut)
+    seen = []
+    with pytest.raises(VideoError) as err:
+        for i, frame in read(0, None):
+            seen.append(i)
+            assert np.array_equal(frame, frames[i])
+    assert str(err.value) == str(want.value) and seen == list(range(want.value.frame))
+    assert [i for i, _ in read(1, 3)] == [1, 2] and read.seeks == 2
+    with pytest.raises(ValueError, match="start"):
+        read(5, 4)

@@ -6,21 +6,27 @@ not woven into them.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 
 from plankline import pipeline
 from plankline.batch.project import Project
 from plankline.config import BatchSettings, PipelineSettings
-from plankline.imaging.video import Source, VideoError, iter_frames, probe_video
-from plankline.pipeline import Chunk, PartialChunkError, plan_chunks, process_chunk
+from plankline.imaging.video import ContinuousReader, Source, VideoError, probe_video
+from plankline.pipeline import (
+    Chunk,
+    FrameReader,
+    PartialChunkError,
+    plan_chunks,
+    process_chunk,
+)
 from plankline.processes import pool_initializer
 
 log = logging.getLogger("plankline.batch")
@@ -67,8 +73,28 @@ class ChunkResult:
     artefacts: dict[str, int] = field(default_factory=dict)
 
 
-def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
-    """One chunk end to end, in a worker; never raises: errors come back in the result."""
+def run_chunks(chunks: Sequence[Chunk], settings: BatchSettings) -> list[ChunkResult]:
+    """:func:`iter_chunks` in a pool worker: the results of the whole run at once."""
+    return list(iter_chunks(chunks, settings))
+
+
+def iter_chunks(chunks: Sequence[Chunk], settings: BatchSettings) -> Iterator[ChunkResult]:
+    """Consecutive chunks of one video through one open decoder: each chunk reads its
+    priming frames and itself, and the next one starts where it stopped (see
+    ``ContinuousReader``; an inter-frame codec's seek decodes from the keyframe before).
+    Never raises: errors come back in the results."""
+    project = Project(settings.project)
+    read = ContinuousReader(project.raw / chunks[0].video, keep=settings.prime_frames + 8)
+    try:
+        for chunk in chunks:
+            yield run_chunk(chunk, settings, read)
+    finally:
+        read.close()
+
+
+def run_chunk(chunk: Chunk, settings: BatchSettings, read: FrameReader) -> ChunkResult:
+    """One chunk end to end, frames from ``read``; never raises: errors come back in the
+    result."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -78,7 +104,7 @@ def run_chunk(chunk: Chunk, settings: BatchSettings) -> ChunkResult:
     result = ChunkResult(chunk, frames=chunk.stop - chunk.start)
     try:
         result.rois, result.counts, result.warning = process_chunk(
-            partial(iter_frames, video),
+            read,
             chunk,
             settings,
             project.outputs(chunk.name),
@@ -223,12 +249,37 @@ def _skip(project: Project, chunk: Chunk, retry_failed: bool) -> bool:
     return project.has_failed(chunk.name) and not retry_failed
 
 
+MAX_RUN = 4
+"""Most consecutive chunks a pool worker takes at once (:func:`run_chunks`): with H.264's
+keyframe every 250 frames and chunks of 100, a run's one seek decodes ~125 frames for
+400 (each chunk alone: ~250 for 100); more would coarsen progress and load balance."""
+
+
+def chunk_runs(todo: Sequence[Chunk], longest: int) -> list[list[Chunk]]:
+    """``todo`` cut into runs of consecutive chunks of one video (:func:`iter_chunks`), at
+    most ``longest`` chunks each."""
+    runs: list[list[Chunk]] = []
+    for chunk in todo:
+        last = runs[-1][-1] if runs else None
+        if (
+            last is None
+            or len(runs[-1]) >= longest
+            or (last.video, last.index + 1) != (chunk.video, chunk.index)
+        ):
+            runs.append([])
+        runs[-1].append(chunk)
+    return runs
+
+
 def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkResult]:
-    """Results as chunks finish; one process per worker, a few chunks in flight each."""
+    """Results as chunks finish; one process per worker, a few runs of consecutive chunks
+    in flight each (results come per run)."""
     if settings.workers == 1 or len(todo) <= 1:
-        for chunk in todo:
-            yield run_chunk(chunk, settings)
+        for run in chunk_runs(todo, len(todo)):
+            yield from iter_chunks(run, settings)
         return
+    # at most MAX_RUN chunks a run, and every worker gets two runs
+    longest = max(1, min(MAX_RUN, math.ceil(len(todo) / (2 * settings.workers))))
     # spawn, not fork: the parent runs a progress-bar thread, and a fork taken while a
     # thread holds a lock leaves the child waiting on it forever.
     context = multiprocessing.get_context("spawn")
@@ -239,19 +290,19 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
         initializer=pool_initializer,
         initargs=(os.getpid(),),
     ) as pool:
-        pending: set[Future[ChunkResult]] = set()
-        queue = iter(todo)
-        for chunk in queue:
-            pending.add(pool.submit(run_chunk, chunk, settings))
+        pending: set[Future[list[ChunkResult]]] = set()
+        queue = iter(chunk_runs(todo, longest))
+        for run in queue:
+            pending.add(pool.submit(run_chunks, run, settings))
             if len(pending) >= 2 * settings.workers:
                 break
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                yield future.result()
+                yield from future.result()
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(pool.submit(run_chunk, nxt, settings))
+                    pending.add(pool.submit(run_chunks, nxt, settings))
 
 
 def write_summary(project: Project) -> None:

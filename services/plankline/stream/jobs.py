@@ -38,7 +38,7 @@ import math
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,7 +46,7 @@ import numpy as np
 
 from plankline.config import PipelineSettings
 from plankline.imaging.segment import POSITION_FIELDS, Rois
-from plankline.imaging.video import VideoError, VideoInfo, iter_frames
+from plankline.imaging.video import ContinuousReader, VideoError, VideoInfo
 from plankline.outputs.rois import iter_roi_tar_bytes, write_roi_tar
 from plankline.outputs.tables import write_csv
 from plankline.pipeline import Chunk, describe_rois, segment_params
@@ -218,6 +218,11 @@ class SegmentReader:
     n_planned: int
     video_frames: int
     info: VideoInfo | None = None
+    #: one open decoder for all reads of the chunk (its priming frames, then itself)
+    decoder: ContinuousReader = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder", ContinuousReader(self.path, info=self.info))
 
     def __call__(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
         end = self.first + self.n_planned
@@ -228,9 +233,7 @@ class SegmentReader:
             )
         nxt = start
         try:
-            for local, frame in iter_frames(
-                self.path, start - self.first, min(want, end) - self.first, info=self.info
-            ):
+            for local, frame in self.decoder(start - self.first, min(want, end) - self.first):
                 nxt = self.first + local
                 yield nxt, frame
                 nxt += 1
