@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -87,14 +89,20 @@ def test_colour_frames_become_gray(tmp_path) -> None:
     assert gray.mean() == pytest.approx(0.587 * 200, abs=1.5)
 
 
-def test_truncated_avi_yields_good_frames_then_names_the_bad_one(tmp_path) -> None:
-    frames = _frames(10)
+def _truncated_avi(tmp_path, frames: list[np.ndarray]) -> Path:
+    """``cut.avi``: an uncompressed AVI of 10 frames cut in the middle of its frames."""
     path = tmp_path / "x.avi"
     write_video(path, frames, fps=10)
     data = path.read_bytes()
     cut = tmp_path / "cut.avi"
     frame_bytes = 48 * 64
     cut.write_bytes(data[: len(data) - (len(data) - 10 * frame_bytes) // 2 - 4 * frame_bytes - 100])
+    return cut
+
+
+def test_truncated_avi_yields_good_frames_then_names_the_bad_one(tmp_path) -> None:
+    frames = _frames(10)
+    cut = _truncated_avi(tmp_path, frames)
     seen = []
     with pytest.raises(VideoError) as err:
         for i, frame in iter_frames(cut):
@@ -268,12 +276,7 @@ def test_continuous_reader_reraises_a_bad_frame_and_reads_before_it_again(tmp_pa
     from plankline.imaging.video import ContinuousReader
 
     frames = _frames(10)
-    path = tmp_path / "x.avi"
-    write_video(path, frames, fps=10)
-    data = path.read_bytes()
-    cut = tmp_path / "cut.avi"
-    frame_bytes = 48 * 64
-    cut.write_bytes(data[: len(data) - (len(data) - 10 * frame_bytes) // 2 - 4 * frame_bytes - 100])
+    cut = _truncated_avi(tmp_path, frames)
     with pytest.raises(VideoError) as want:
         list(iter_frames(cut))
     read = ContinuousReader(cut)

@@ -289,10 +289,7 @@ class ContinuousReader:
 
     def _open(self, start: int) -> None:
         self.close()
-        if self.info is None and not (
-            isinstance(self.path, str | Path)
-            and (Path(self.path).is_dir() or Path(self.path).suffix.lower() in IMAGE_SUFFIXES)
-        ):
+        if self.info is None:
             self.info = probe_video(self.path)  # once, not at every seek
         self._live = iter_frames(self.path, start, None, info=self.info)
         self._next = start

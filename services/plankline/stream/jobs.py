@@ -224,6 +224,10 @@ class SegmentReader:
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoder", ContinuousReader(self.path, info=self.info))
 
+    def close(self) -> None:
+        """Release the decoder and the frames it keeps."""
+        self.decoder.close()
+
     def __call__(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
         end = self.first + self.n_planned
         want = self.video_frames if stop is None else min(stop, self.video_frames)

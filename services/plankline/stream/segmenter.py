@@ -97,6 +97,8 @@ class Segmenter(ServiceBase):
                 from plankline.imaging.segment import Rois
 
                 rois, warning, error = Rois(), None, str(bad)
+            finally:
+                read.close()
             paths = rois_to_objects(chunk, rois, settings, folder)
             keys = {
                 name: contracts.chunk_key(ref.job_id, ref.video_id, ref.chunk_index, name)
