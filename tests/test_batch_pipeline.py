@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -146,6 +147,45 @@ def test_chunks_read_through_one_decoder_give_the_outputs_of_chunks_read_alone(
     assert sum(
         len(read_csv(Project(runs).outputs(c.name)["measurements"])["image"]) for c in chunks
     )
+
+
+def test_transport_and_program_streams_in_raw_are_videos_and_other_files_are_named(
+    tmp_path: Path,
+) -> None:
+    """An H.264 ``.ts`` and an MPEG-2 ``.mpg`` are processed (they were left out of raw/'s
+    videos), chunks named by their own start time; a file that is no video is left alone
+    and named in the log."""
+    from plankline.batch.run import configure_logging
+    from plankline.imaging.video import iter_frames, write_video
+
+    synth = make_project(tmp_path / "synth", {VIDEO_A: 6})
+    frames = [f for _, f in iter_frames(synth / "raw" / VIDEO_A)]
+    root = tmp_path / "p"
+    (root / "raw").mkdir(parents=True)
+    write_video(root / "raw" / "20260101120000.000.ts", frames, 10.0, "h264", keyframe_every=4)
+    write_video(root / "raw" / "20260101120010.000.mpg", frames, 10.0, "mpeg2video")
+    (root / "raw" / "notes.txt").write_text("CTD cast 3")
+    logger = logging.getLogger("plankline")
+    handlers, level = logger.handlers[:], logger.level
+    configure_logging(root)
+    try:
+        report = run_batch(BatchSettings(project=root, chunk_frames=4, workers=2, fps=10.0))
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers[:], logger.level = handlers, level
+    assert report.failures == [] and report.chunks_done == 4 and report.frames == 12
+    names = sorted(p.stem for p in (root / "measurements").glob("*.csv"))
+    assert names == [
+        "20260101120000.000",
+        "20260101120000.400",
+        "20260101120010.000",
+        "20260101120010.400",
+    ]
+    a, b = (rois_of(root)[k] for k in ("video", "line"))
+    assert set(a) == {"20260101120000.000.ts", "20260101120010.000.mpg"} and len(b) > 10
+    assert "not a video" in (root / "plankline.log").read_text()
+    assert "notes.txt" in (root / "plankline.log").read_text()
 
 
 def test_summary_counts_every_roi_per_second(finished: Path) -> None:

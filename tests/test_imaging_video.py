@@ -134,7 +134,9 @@ def test_empty_and_missing_files_raise_video_error(tmp_path) -> None:
 
 
 #: (codec, container, keyframe_every): every codec the batch reads, in each container that
-#: holds it; FFV1 and H.264 with keyframes every 4 frames, as the ffmpeg tool writes them.
+#: holds it; FFV1 and H.264 with keyframes every 4 frames, as the ffmpeg tool writes them;
+#: MPEG transport and program streams, read from the first frame (their times after a
+#: seek are guessed: frames came out twice, late, or not at all).
 CONTAINERS = [
     ("rawvideo", ".avi", None),
     ("rawvideo", ".mkv", None),
@@ -146,6 +148,8 @@ CONTAINERS = [
     ("h264", ".avi", 4),
     ("h264", ".mp4", 4),
     ("h264", ".mkv", 4),
+    ("h264", ".ts", 4),
+    ("mpeg2video", ".mpg", 4),
 ]
 
 
@@ -265,8 +269,9 @@ def test_continuous_reader_gives_iter_frames_frames_with_one_seek_per_run(
         assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, want, strict=True))
         seeks.append(read.seeks)
     # one seek for the three chunks, one back to frame 2, one forward past the decoder (20)
-    # and none to go on from there
-    assert seeks == [1, 1, 1, 1, 1, 1, 2, 3, 3]
+    # (where seeks work: else it decodes on) and none to go on from there
+    forward = 1 if read.info is None or read.info.seekable else 0
+    assert seeks == [1, 1, 1, 1, 1, 1, 2, 2 + forward, 2 + forward]
     read.close()
 
 

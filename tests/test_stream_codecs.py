@@ -64,6 +64,8 @@ INPUTS: dict[str, tuple[str, str, int, int | None]] = {
     "h264-avi": ("h264", ".avi", 8, 4),
     "h264-mp4": ("h264", ".mp4", 8, None),
     "h264-mkv": ("h264", ".mkv", 8, 4),
+    "h264-ts": ("h264", ".ts", 8, 4),
+    "mpeg2-mpg": ("mpeg2video", ".mpg", 8, 4),
     "png-frames": (".png", "", 8, None),
     "png-frames-16bit": (".png", "", 16, None),
     "tiff-frames": (".tif", "", 8, None),
@@ -71,7 +73,7 @@ INPUTS: dict[str, tuple[str, str, int, int | None]] = {
     "jpeg-frames": (".jpg", "", 8, None),
 }
 #: videos that also go in by reference, from an "archive" bucket
-BY_REFERENCE = ("raw-avi", "ffv1-avi", "h264-mkv")
+BY_REFERENCE = ("raw-avi", "ffv1-avi", "h264-mkv", "h264-ts")
 
 
 def stem(case: str) -> str:

@@ -25,7 +25,7 @@ from plankline.config import PipelineSettings
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.measure import measure_rois
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
-from plankline.imaging.video import VideoError
+from plankline.imaging.video import VIDEO_SUFFIXES, VideoError
 from plankline.outputs.ecotaxa import write_ecotaxa_zip
 from plankline.outputs.naming import chunk_name, parse_timestamp, roi_ids
 from plankline.outputs.rois import Image, encode_images, write_roi_tar
@@ -166,7 +166,7 @@ def plan_chunks(
 def video_stem(video: str) -> str:
     """``20180706170805.476.avi`` -> ``20180706170805.476``; a frame folder keeps its name."""
     path = Path(video)
-    return path.stem if path.suffix.lower() in (".avi", ".mp4", ".mkv", ".mov") else path.name
+    return path.stem if path.suffix.lower() in VIDEO_SUFFIXES else path.name
 
 
 def segment_params(settings: PipelineSettings) -> SegmentParams:

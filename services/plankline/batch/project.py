@@ -28,10 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from plankline.imaging.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from plankline.outputs.tables import atomic_write
-
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
-FRAME_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
 class ProjectLockedError(RuntimeError):
@@ -90,6 +88,10 @@ class Project:
         """Videos in raw/, and sub-folders holding frame images, sorted by name."""
         return [path for path in sorted(self.raw.iterdir()) if _is_video(path)]
 
+    def not_videos(self) -> list[Path]:
+        """What else raw/ holds (left alone; the run names them so none goes unnoticed)."""
+        return [p for p in sorted(self.raw.iterdir()) if not _is_video(p) and p.name[0] != "."]
+
     def outputs(self, chunk: str) -> dict[str, Path]:
         return {
             "rois": self.segmentation / f"{chunk}.tar",
@@ -128,7 +130,7 @@ class Project:
 def _is_video(path: Path) -> bool:
     if path.is_file():
         return path.suffix.lower() in VIDEO_SUFFIXES
-    return path.is_dir() and any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

@@ -19,7 +19,13 @@ from pathlib import Path
 from plankline import pipeline
 from plankline.batch.project import Project
 from plankline.config import BatchSettings, PipelineSettings
-from plankline.imaging.video import ContinuousReader, Source, VideoError, probe_video
+from plankline.imaging.video import (
+    VIDEO_SUFFIXES,
+    ContinuousReader,
+    Source,
+    VideoError,
+    probe_video,
+)
 from plankline.pipeline import (
     Chunk,
     FrameReader,
@@ -170,6 +176,13 @@ def _run_locked(
     report = BatchReport()
     if settings.classify:
         _log_classifier(settings)
+    others = project.not_videos()
+    if others:
+        log.info(
+            "raw/: left alone, not a video (%s) or a folder of frames: %s",
+            " ".join(VIDEO_SUFFIXES),
+            ", ".join(p.name for p in others),
+        )
     todo: list[Chunk] = []
     total_frames = done_frames = 0
     for video in project.videos():

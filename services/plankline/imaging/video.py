@@ -28,6 +28,14 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
+#: Video files a project's raw/ folder holds (anything FFmpeg reads would do; these are the
+#: containers cameras and archives write): AVI, MP4/MOV/M4V, MKV/WebM, MPEG transport and
+#: program streams, and NUT (16-bit uncompressed, :func:`write_video`).
+VIDEO_SUFFIXES = (
+    ".avi", ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg",
+    ".vob", ".nut",
+)  # fmt: skip
+
 #: A video file or folder path, or an open seekable binary file holding a video (e.g. a
 #: ranged-read view of an object in S3: only the bytes the frames need are read).
 Source: TypeAlias = str | Path | BinaryIO
@@ -36,6 +44,17 @@ Source: TypeAlias = str | Path | BinaryIO
 #: (FFV1 is intra-coded but may carry range-coder state between frames until the next
 #: keyframe, so it seeks to a keyframe like inter codecs; our writer makes every frame one.)
 _INTRA_ONLY = {"rawvideo", "mjpeg", "png", "tiff"}
+
+#: Containers whose frame times after a seek cannot be trusted: MPEG program and transport
+#: streams (``.mpg``, ``.vob``, ``.ts``, ``.m2ts``) are seeked by byte position and the
+#: times of the frames after it are guessed (an MPEG-2 ``.mpg`` read from frame 18 gave
+#: frames 18, 20, 20, 22, ... with the wrong pictures; an H.264 ``.ts`` read from frame 31
+#: found no frame at all). Reads decode them from the first frame, counting frames.
+_UNSEEKABLE_FORMATS = {"mpeg", "mpegts", "mpegvideo"}
+
+
+def _seekable(container: av.container.InputContainer) -> bool:
+    return not _UNSEEKABLE_FORMATS.intersection(container.format.name.split(","))
 
 
 class VideoError(ValueError):
@@ -62,6 +81,8 @@ class VideoInfo:
     #: pts of the first frame shown, when the codec reorders frames and it differs from the
     #: stream's start time (an H.264 AVI stores decode times: its first frame has pts 1).
     start_pts: int | None = None
+    #: False for containers read from the first frame (see ``_UNSEEKABLE_FORMATS``).
+    seekable: bool = True
 
 
 # --------------------------------------------------------------------------- helpers
@@ -201,7 +222,7 @@ def _probe_av(source: Source, n_frames: int | None) -> VideoInfo:
         if not ctx.width or not ctx.height:
             raise VideoError(p, None, "video stream has no frame size")
         dtype = "uint16" if _is_16bit(stream) else "uint8"
-        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype, start_pts)
+        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype, start_pts, _seekable(container))
     except av.FFmpegError as error:
         raise VideoError(p, None, f"cannot read ({error})") from error
     finally:
@@ -261,7 +282,10 @@ class ContinuousReader:
     On a 2048 x 2048 H.264 video with a keyframe every 250 frames (x264's default) and
     chunks of 100 frames, that decoded each frame ~3 times. This reader serves a read
     from the last ``keep`` frames it decoded and continues decoding from there; only a
-    read before them, or past the decoder's position, seeks (opens a fresh decode).
+    read before them, or past the decoder's position, seeks (opens a fresh decode). In
+    containers read from the first frame (MPEG program and transport streams), a read
+    past the decoder decodes on to it instead: a worker decodes such a video about once,
+    not once per read.
     The frames are those of :func:`iter_frames`, and so are its errors: a read that
     fails drops the decoder, and the next read seeks again and meets the same error.
 
@@ -283,7 +307,9 @@ class ContinuousReader:
         if start < 0 or (stop is not None and stop < start):
             raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
         first = self._recent[0][0] if self._recent else self._next
-        if self._live is None or not first <= start <= self._next:
+        # past the decoder: seek, or decode on to it where every seek starts from frame 0
+        ahead = start > self._next and (self.info is None or self.info.seekable)
+        if self._live is None or start < first or ahead:
             self._open(start)
         return self._frames(start, stop)
 
@@ -310,7 +336,8 @@ class ContinuousReader:
                 raise
             self._recent.append((index, frame))
             self._next = index + 1
-            yield index, frame
+            if index >= start:
+                yield index, frame
 
     def close(self) -> None:
         """Release the decoder and the frames kept."""
@@ -350,13 +377,17 @@ def _iter_av(
     # AVI stores no presentation times: with B-frames the demuxer's pts are decode-order
     # counters, right only for a keyframe (the first frame shown of its group). Count
     # frames in output order from there.
-    counted = bool(stream.codec_context.has_b_frames) and "avi" in container.format.name
+    # The same from the first frame in containers whose times are not trusted at all.
+    seekable = _seekable(container)
+    counted = not seekable or (
+        bool(stream.codec_context.has_b_frames) and "avi" in container.format.name
+    )
     seek_to = start  # seek to the keyframe at or before this frame
     index = 0
     try:
         while True:
             index = 0
-            if seek_to > 0 and (codec in _INTRA_ONLY or codec == "ffv1" or start > 8):
+            if seek_to > 0 and seekable and (codec in _INTRA_ONLY or codec == "ffv1" or start > 8):
                 _seek(container, stream, p, start, t0 + math.floor(seek_to / fps / tb) if tb else 0)
                 index = -1  # unknown until the first frame's pts
             elif seek_to < start:  # backing off to the first frame
@@ -364,7 +395,7 @@ def _iter_av(
             located = landed_past = False
             for frame in container.decode(stream):
                 if not (counted and located):
-                    index = index_of(frame, index if index >= 0 else 0)
+                    index = index_of(frame, index if index >= 0 else 0) if seekable else 0
                     if not located and index > start and seek_to > 0:
                         # The seek landed past the start: an AVI's index is in decode order,
                         # so with B-frames the keyframe found for a frame's time may be the
@@ -416,6 +447,10 @@ def _seek(
             ) from error
 
 
+CODECS = ("rawvideo", "ffv1", "mjpeg", "h264", "mpeg4", "mpeg2video")
+"""What :func:`write_video` writes."""
+
+
 def write_video(
     path: str | Path,
     frames: Iterable[np.ndarray],
@@ -434,20 +469,22 @@ def write_video(
         All the same shape; consumed lazily.
     fps : float
         Frame rate (ISIIS: ~13.7).
-    codec : {"rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"}
+    codec : {"rawvideo", "ffv1", "mjpeg", "h264", "mpeg4", "mpeg2video"}
         ``rawvideo`` is uncompressed gray8 (what ISIIS records); ``ffv1`` lossless;
-        ``mjpeg`` lossy intra-only (quality ~95); ``h264``/``mpeg4`` lossy inter-frame.
+        ``mjpeg`` lossy intra-only (quality ~95); ``h264``/``mpeg4``/``mpeg2video``
+        lossy inter-frame (MPEG-2 for ``.mpg``/``.ts`` program and transport streams; it
+        takes rates such as 10, 25 or 30 frames/s, not ISIIS's 13.7).
     keyframe_every : int, optional
         Frames between keyframes for ``ffv1`` (default 1: exact, cheap seeks; FFmpeg's
-        own default is 12, as in archives made with the ``ffmpeg`` tool), ``h264`` and
-        ``mpeg4`` (default: the encoder's).
+        own default is 12, as in archives made with the ``ffmpeg`` tool) and the lossy
+        inter-frame codecs (default: the encoder's).
     """
     if keyframe_every is not None and keyframe_every < 1:
         raise ValueError(f"keyframe_every must be >= 1, got {keyframe_every}")
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
-    if codec not in ("rawvideo", "ffv1", "mjpeg", "h264", "mpeg4"):
-        raise ValueError(f"codec must be rawvideo, ffv1, mjpeg, h264 or mpeg4, got {codec!r}")
+    if codec not in CODECS:
+        raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
     p = Path(path)
     container = av.open(str(p), "w")
     stream = None
@@ -518,6 +555,6 @@ def _add_stream(
     else:
         stream.pix_fmt = "yuv420p"
         stream.bit_rate = 40_000_000
-    if keyframe_every is not None and codec in ("h264", "mpeg4"):
+    if keyframe_every is not None and codec in ("h264", "mpeg4", "mpeg2video"):
         stream.codec_context.gop_size = keyframe_every
     return stream
