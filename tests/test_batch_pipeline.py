@@ -188,6 +188,37 @@ def test_transport_and_program_streams_in_raw_are_videos_and_other_files_are_nam
     assert "notes.txt" in (root / "plankline.log").read_text()
 
 
+def test_unreadable_files_of_a_frame_folder_are_left_out_and_named(tmp_path: Path) -> None:
+    """A frame folder's files are each their own: one of another size and one that does
+    not decode are left out, each named in its chunk's warning, and every other frame is
+    segmented (they failed every chunk that read them, priming included, with an OpenCV
+    size error). Frame 7 is also the frame before the third chunk: it starts without it."""
+    import cv2
+    from plankline.batch.run import iter_chunks, plan_video
+    from plankline.imaging.video import iter_frames
+
+    synth = make_project(tmp_path / "synth", {VIDEO_A: 12})
+    frames = [f for _, f in iter_frames(synth / "raw" / VIDEO_A)]
+    root = tmp_path / "p"
+    folder = root / "raw" / "cast3"
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"img_{i:03d}.png"), frame)
+    cv2.imwrite(str(folder / "img_005.png"), frames[5][: frames[5].shape[0] // 2])
+    (folder / "img_007.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    settings = BatchSettings(project=root, chunk_frames=4, workers=1, fps=10.0, classify=False)
+    Project(root).create()
+    results = list(iter_chunks(plan_video(folder, settings), settings))
+    assert [r.error for r in results] == [None, None, None]
+    assert results[0].warning is None and results[2].warning is None
+    warning = results[1].warning or ""
+    assert warning.startswith("2 unreadable frame(s) left out")
+    assert "img_005.png: frame 5:" in warning and "unlike the first frame" in warning
+    assert "img_007.png: frame 7: cannot decode image" in warning
+    found = set(rois_of(root)["frame"].tolist())
+    assert {0, 4, 6, 8, 11} <= found and not {5, 7} & found
+
+
 def test_summary_counts_every_roi_per_second(finished: Path) -> None:
     counts = read_csv(finished / "summary" / "counts_per_second.csv", dtypes={"class": str})
     assert counts["count"].sum() == len(rois_of(finished)["image"])

@@ -294,3 +294,22 @@ def test_continuous_reader_reraises_a_bad_frame_and_reads_before_it_again(tmp_pa
     assert [i for i, _ in read(1, 3)] == [1, 2] and read.seeks == 2
     with pytest.raises(ValueError, match="start"):
         read(5, 4)
+
+
+def test_a_frame_of_another_size_is_a_frame_error_naming_its_file(tmp_path) -> None:
+    """One image of another size (or type) in a frame folder fails as that frame, naming the
+    file, after the good frames; the frames after it are read from the next one on."""
+    from plankline.imaging.video import FrameError
+
+    frames = _frames(5)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), frame)
+    cv2.imwrite(str(tmp_path / "f2.png"), frames[2][:20])
+    seen = []
+    with pytest.raises(FrameError) as err:
+        for i, _ in iter_frames(tmp_path):
+            seen.append(i)
+    assert seen == [0, 1] and err.value.frame == 2
+    why = "64x20 uint8 frame, unlike the first frame (64x48 uint8)"
+    assert str(err.value) == f"{tmp_path / 'f2.png'}: frame 2: {why}"
+    assert [i for i, _ in iter_frames(tmp_path, 3)] == [3, 4]

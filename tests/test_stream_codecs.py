@@ -67,6 +67,7 @@ INPUTS: dict[str, tuple[str, str, int, int | None]] = {
     "h264-ts": ("h264", ".ts", 8, 4),
     "mpeg2-mpg": ("mpeg2video", ".mpg", 8, 4),
     "png-frames": (".png", "", 8, None),
+    "png-frames-broken": (".png", "", 8, None),  # frame 1's file does not decode
     "png-frames-16bit": (".png", "", 16, None),
     "tiff-frames": (".tif", "", 8, None),
     "tiff-frames-16bit": (".tif", "", 16, None),
@@ -116,6 +117,8 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (folder / file_name(case)).mkdir()
             for i, frame in enumerate(frames):
                 assert cv2.imwrite(str(folder / file_name(case) / f"f{i:03d}{codec}"), frame)
+            if case.endswith("-broken"):  # left out, named in the chunk's warning, by both
+                (folder / file_name(case) / f"f001{codec}").write_bytes(b"\x89PNG broken")
     return folder
 
 

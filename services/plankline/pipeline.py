@@ -25,7 +25,7 @@ from plankline.config import PipelineSettings
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.measure import measure_rois
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
-from plankline.imaging.video import VIDEO_SUFFIXES, VideoError
+from plankline.imaging.video import VIDEO_SUFFIXES, FrameError, VideoError
 from plankline.outputs.ecotaxa import write_ecotaxa_zip
 from plankline.outputs.naming import chunk_name, parse_timestamp, roi_ids
 from plankline.outputs.rois import Image, encode_images, write_roi_tar
@@ -196,6 +196,7 @@ def flatfielded_frames(
     settings: PipelineSettings,
     times: StageTimes | None = None,
     flat: FlatField | None = None,
+    skipped: list[VideoError] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The chunk's frames flat-fielded, from one frame before it on, read lazily.
 
@@ -203,6 +204,8 @@ def flatfielded_frames(
     its own first frames for chunk 0), so its first frame is corrected as well
     as its tenth. ``flat``: a new ``FlatField`` of the settings' mode to use (the
     caller keeps it to read its artefact counts); default, one made here.
+    Frames that cannot be read are stepped over (see :func:`_readable_frames`) and
+    appended to ``skipped``; segmentation closes its objects at the gap.
     """
     if times is not None:
         read = _timed_reader(read, times)
@@ -212,7 +215,9 @@ def flatfielded_frames(
         prime_start = max(0, chunk.start - settings.prime_frames)
         with _stage(times, "flatfield"):
             flat.prime(_good_frames(read, prime_start, prime_start + settings.prime_frames))
-    for index, frame in read(max(0, chunk.start - 1), None):
+    before = max(0, chunk.start - 1)
+    frames = _readable_frames(read, before, None, [] if skipped is None else skipped, before)
+    for index, frame in frames:
         with _stage(times, "flatfield"):
             corrected = flat.correct(frame)
         yield index, corrected
@@ -230,11 +235,34 @@ def _timed_reader(read: FrameReader, times: StageTimes) -> FrameReader:
     return timed
 
 
+def _readable_frames(
+    read: FrameReader, start: int, stop: int | None, skipped: list[VideoError], context: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames ``[start, stop)``, stepping over those that cannot be read, each appended to
+    ``skipped``: a frame folder's file (:class:`FrameError`: the next file is its own),
+    and the frame before the chunk (``context``) of any source, which the previous chunk
+    reports as its own; without it the chunk drops the objects touching its top edge
+    (``segment_stream``), as a first chunk would. Any other error ends the read."""
+    nxt = start
+    while stop is None or nxt < stop:
+        try:
+            for index, frame in read(nxt, stop):
+                nxt = index + 1
+                yield index, frame
+            return
+        except VideoError as error:
+            bad = error.frame
+            if bad is None or bad < nxt or not (isinstance(error, FrameError) or bad == context):
+                raise
+            skipped.append(error)
+            nxt = bad + 1
+
+
 def _good_frames(read: FrameReader, start: int, stop: int) -> Iterator[np.ndarray]:
-    """Frames up to the first undecodable one: priming must not fail a chunk for a frame
-    it does not own (the chunk owning that frame reports it)."""
+    """Frames up to the first one that stops the read: priming must not fail a chunk for
+    a frame it does not own (the chunk owning that frame reports it)."""
     try:
-        for _, frame in read(start, stop):
+        for _, frame in _readable_frames(read, start, stop, [], -1):
             yield frame
     except VideoError:
         return
@@ -246,7 +274,8 @@ def find_rois(
     settings: PipelineSettings,
     times: StageTimes | None = None,
 ) -> tuple[Rois, str | None]:
-    """The chunk's ROIs, and a warning when data ended inside an object leaving the chunk.
+    """The chunk's ROIs, and a warning when data ended inside an object leaving the chunk
+    or frames of a frame folder it owns could not be read (left out, each named).
 
     Runs on one core (:func:`one_core`). Raises ``PartialChunkError`` (holding the ROIs
     found before it) when a frame the chunk owns cannot be decoded, so nothing already
@@ -256,20 +285,27 @@ def find_rois(
     one_core()
     found: list[Rois] = []
     flat = new_flatfield(settings)
-    frames = flatfielded_frames(read, chunk, settings, times, flat)
+    skipped: list[VideoError] = []
+    frames = flatfielded_frames(read, chunk, settings, times, flat, skipped)
     batches = segment_stream(
         frames, segment_params(settings), first_owned=chunk.start, stop_owned=chunk.stop
     )
     if times is not None:
         batches = times.iterate("segment", batches)
+    warnings = []
     try:
         for rois in batches:
             found.append(rois)
     except VideoError as error:
         if error.frame is None or error.frame < chunk.stop:
             raise PartialChunkError(str(error), _with_flat(Rois.concat(found), flat)) from error
-        return _with_flat(Rois.concat(found), flat), str(error)
-    return _with_flat(Rois.concat(found), flat), None
+        warnings.append(str(error))
+    lost = [e for e in skipped if e.frame is not None and chunk.start <= e.frame < chunk.stop]
+    if lost:
+        warnings.insert(
+            0, f"{len(lost)} unreadable frame(s) left out: " + "; ".join(map(str, lost))
+        )
+    return _with_flat(Rois.concat(found), flat), "; ".join(warnings) or None
 
 
 def _with_flat(rois: Rois, flat: FlatField) -> Rois:

@@ -63,6 +63,10 @@ def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) ->
         )
         if result.error:
             progress.console.print(f"[red]failed:[/] {escape(result.error.splitlines()[0])}")
+        elif result.warning:
+            progress.console.print(
+                f"[yellow]warning:[/] chunk {escape(result.chunk.name)}: {escape(result.warning)}"
+            )
 
     with progress:
         report = run_batch(

@@ -212,6 +212,8 @@ def _run_locked(
             report.failures.append(result.error.splitlines()[0])
             log.error("chunk %s failed: %s", result.chunk.name, result.error)
         else:
+            if result.warning:
+                log.warning("chunk %s: %s", result.chunk.name, result.warning)
             log.info(
                 "chunk %s: %d frames, %d ROIs in %.1f s%s",
                 result.chunk.name,

@@ -68,6 +68,11 @@ class VideoError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+class FrameError(VideoError):
+    """One frame of a frame folder that cannot be read (or is of another size or type): its
+    own file, so the frames after it can still be read."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video holds. ``n_frames``/``fps`` are None when the source does not say."""
@@ -252,19 +257,20 @@ def iter_frames(
     ------
     VideoError
         Unreadable input; corrupt or missing data mid-video is raised *after* every good
-        frame before it has been yielded, naming the first bad frame. A video that ends
+        frame before it has been yielded, naming the first bad frame (:class:`FrameError`
+        for a frame folder's file: a read from the next frame on can go on). A video that ends
         before the frame count in its header says is reported as truncated the same way.
         Limitation: damage that the decoder conceals (e.g. a bad FFV1 slice CRC, or garbage
         inside an uncompressed frame) yields a damaged frame without an error.
     """
     if start < 0 or (stop is not None and stop < start):
         raise ValueError(f"need 0 <= start <= stop, got start={start}, stop={stop}")
+    info = info or probe_video(path)
     if not _is_file(path):
         p = Path(path)
         if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
-            yield from _iter_images(p, start, stop)
+            yield from _iter_images(p, info, start, stop)
             return
-    info = info or probe_video(path)
     container = _open(path)
     try:
         yield from _iter_av(container, _name(path), info, start, stop)
@@ -347,14 +353,31 @@ class ContinuousReader:
             live.close()  # type: ignore[union-attr]
 
 
-def _iter_images(p: Path, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    if not p.exists():
-        raise VideoError(p, None, "no such file or folder")
+def _iter_images(
+    p: Path, info: VideoInfo, start: int, stop: int | None
+) -> Iterator[tuple[int, np.ndarray]]:
     files = _image_files(p) if p.is_dir() else [p]
-    if not files:
-        raise VideoError(p, None, f"no image frames ({', '.join(IMAGE_SUFFIXES)})")
     for i in range(start, min(len(files), stop if stop is not None else len(files))):
-        yield i, _read_image(files[i], i)
+        try:
+            frame = _same_as_first(_read_image(files[i], i), info, files[i], i)
+        except VideoError as error:
+            raise FrameError(error.path, error.frame, error.reason) from error
+        yield i, frame
+
+
+def _same_as_first(frame: np.ndarray, info: VideoInfo, path: str | Path, index: int) -> np.ndarray:
+    """``frame``, unless its size or pixel type differs from the video's first frame: a
+    frame folder holding one image of another camera (or a stream changing resolution)
+    must fail as that frame, naming it, not as an OpenCV size error in every chunk that
+    reads it."""
+    if frame.shape != (info.height, info.width) or frame.dtype.name != info.dtype:
+        raise VideoError(
+            path,
+            index,
+            f"{frame.shape[1]}x{frame.shape[0]} {frame.dtype.name} frame, unlike the first "
+            f"frame ({info.width}x{info.height} {info.dtype})",
+        )
+    return frame
 
 
 def _iter_av(
@@ -410,7 +433,7 @@ def _iter_av(
                     continue
                 if stop is not None and index >= stop:
                     return
-                yield index, frame.to_ndarray(format=fmt)
+                yield index, _same_as_first(frame.to_ndarray(format=fmt), info, p, index)
                 index += 1
             if not landed_past:
                 break

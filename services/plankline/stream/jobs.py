@@ -243,7 +243,7 @@ class SegmentReader:
                 nxt += 1
         except VideoError as error:
             frame = None if error.frame is None else error.frame + self.first
-            raise VideoError(self.video, frame, error.reason) from error
+            raise type(error)(self.video, frame, error.reason) from error  # FrameError stays one
         if nxt < min(want, end):
             raise VideoError(
                 self.video, nxt, f"truncated: video ends after {nxt} of {self.video_frames} frames"
