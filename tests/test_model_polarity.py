@@ -187,6 +187,7 @@ def test_classifier_normalises_with_its_polarity_and_warns_once_with_a_count(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         p_dark = clf.predict(dark_crops)
+        clf.predict(dark_crops[:20] + bright_crops[:1])  # one odd ROI in 21: counted only
     with pytest.warns(
         UserWarning, match=r"7 of 27 ROIs look bright-field .* trained on dark-field"
     ):
@@ -194,7 +195,7 @@ def test_classifier_normalises_with_its_polarity_and_warns_once_with_a_count(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once: later mismatches are counted only
         clf.predict(bright_crops[:5])
-    assert (clf.polarity_checked, clf.polarity_mismatched) == (52, 12)
+    assert (clf.polarity_checked, clf.polarity_mismatched) == (73, 13)
     assert p_dark.shape == (20, 5)
 
 

@@ -55,6 +55,12 @@ UNCLASSIFIED = "unclassified"
 
 TAIL_COLUMNS = ("top_class", "top_probability", "thresholded_class")
 
+MISMATCH_SHARE = 0.25
+"""Share of a call's ROIs that must look like the other polarity for the polarity warning:
+another imager's library disagrees almost entirely; in ``plankline run`` (frames already
+turned bright-field by the flat-field) 1 of 133 ROIs of a 64-line strip did, a crop cut at
+the strip's edge, and warned on a run that was right."""
+
 BELOW_MODEL_SIZE = "below_model_size"
 """Class of ROIs under the size gate (see the module docstring): not shown to the model."""
 
@@ -127,7 +133,8 @@ class Classifier:
         prepared batch in one call, on a GPU).
     polarity_checked, polarity_mismatched : int
         ROIs predicted so far, and those among them that look like the other
-        polarity (the first batch holding any raises one ``UserWarning``).
+        polarity (the first call where they are at least :data:`MISMATCH_SHARE` of
+        its ROIs raises one ``UserWarning``).
     """
 
     def __init__(self, session: object, card: ModelCard) -> None:
@@ -147,6 +154,7 @@ class Classifier:
             )
         self.polarity_checked = 0
         self.polarity_mismatched = 0
+        self._polarity_warned = False
         providers = getattr(session, "get_providers", lambda: [])()
         on_cpu = bool(providers) and providers[0] == "CPUExecutionProvider"
         self.run_batch = CPU_RUN_BATCH if on_cpu else 0
@@ -230,11 +238,12 @@ class Classifier:
         return out
 
     def _count_polarity(self, n: int, mismatched: int) -> None:
-        """Add to the polarity counters; warn at the first call that holds mismatches."""
-        first = self.polarity_mismatched == 0
+        """Add to the polarity counters; warn once, at the first call where at least
+        :data:`MISMATCH_SHARE` of the ROIs disagree with the model's polarity."""
         self.polarity_checked += n
         self.polarity_mismatched += mismatched
-        if mismatched and first:
+        if not self._polarity_warned and mismatched and mismatched >= MISMATCH_SHARE * n:
+            self._polarity_warned = True
             field_ = {
                 "bright": "bright-field (dark organisms on a bright background)",
                 "dark": "dark-field (bright organisms on a dark background)",
