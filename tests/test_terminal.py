@@ -61,3 +61,17 @@ def test_help_in_a_pipe_shows_defaults_without_markup_escapes() -> None:
     assert "[default: no-debug]" in done.stdout
     assert "[required]" in done.stdout
     assert "\\[" not in done.stdout  # rich's escape, meaningless in plain text
+
+
+def test_python_warnings_print_as_one_line_without_the_source(monkeypatch) -> None:
+    """A batch worker's warning came out with the library's file, line and source line."""
+    import warnings
+
+    from plankline.terminal import plain_warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    plain_warnings()
+    text = warnings.formatwarning(
+        UserWarning("12 of 40 ROIs look dark-field [sic]"), UserWarning, "infer.py", 308, "x = 1"
+    )
+    assert text == "warning: 12 of 40 ROIs look dark-field [sic]\n"

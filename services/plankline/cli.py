@@ -23,6 +23,16 @@ app = typer.Typer(
     rich_markup_mode="rich" if sys.stderr.isatty() else None,
 )
 
+
+@app.callback()
+def _every_command() -> None:
+    # Python warnings (a model's polarity warning, a library's) as one line each, as the
+    # commands print their own
+    from plankline.terminal import plain_warnings
+
+    plain_warnings()
+
+
 # --- batch pipeline commands (run, demo, synth) -----------------------------
 
 

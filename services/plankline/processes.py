@@ -105,5 +105,9 @@ def die_with_parent(
 
 
 def pool_initializer(parent_pid: int) -> None:
-    """``ProcessPoolExecutor(initializer=pool_initializer, initargs=(os.getpid(),))``."""
+    """``ProcessPoolExecutor(initializer=pool_initializer, initargs=(os.getpid(),))``: the
+    worker follows its parent, and prints warnings as the commands do (one line each)."""
+    from plankline.terminal import plain_warnings
+
     die_with_parent(parent_pid)
+    plain_warnings()

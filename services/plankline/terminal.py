@@ -48,3 +48,16 @@ def echo(message: str, *, err: bool = False) -> None:
 def escape(text: object) -> str:
     """``text`` as a string that rich prints verbatim (brackets included)."""
     return _escape(str(text))
+
+
+def plain_warnings() -> None:
+    """Python warnings as ``warning: <message>`` lines, as the commands print their own:
+    the default format adds the library's file, line number and source line (a batch
+    worker's polarity warning came out as ``.../infer.py:308: UserWarning: ...`` and then
+    ``probs[passed, :-1] = model.predict(...)``). For the commands and their workers."""
+    import warnings
+
+    def one_line(message: Warning | str, *_: object, **__: object) -> str:
+        return f"warning: {message}\n"
+
+    warnings.formatwarning = one_line  # type: ignore[assignment]
