@@ -219,6 +219,28 @@ def test_unreadable_files_of_a_frame_folder_are_left_out_and_named(tmp_path: Pat
     assert {0, 4, 6, 8, 11} <= found and not {5, 7} & found
 
 
+def test_file_names_with_spaces_and_brackets_are_processed_and_a_clash_is_named(
+    tmp_path: Path,
+) -> None:
+    """``my tow (1).avi`` failed its whole video and ``cast[2].avi`` every chunk at the ROI
+    tar; both run now, under stems ids can hold. A second video whose outputs would take
+    the same names fails, naming both, instead of writing over the first one's."""
+    root = make_project(tmp_path, {"my tow (1).avi": 4, "cast[2].avi": 4})
+    (root / "raw" / "my_tow_1.avi").symlink_to(root / "raw" / "my tow (1).avi")
+    report = run_batch(BatchSettings(project=root, chunk_frames=4, workers=1, fps=10.0))
+    assert len(report.failures) == 1
+    assert (
+        "my_tow_1.avi: its outputs would be named 'my_tow_1' as those of my tow (1).avi"
+        in (report.failures[0])
+    )
+    names = sorted(p.name for p in (root / "measurements").glob("*.csv"))
+    assert names == ["cast_2-c0000.csv", "my_tow_1-c0000.csv"]
+    table = rois_of(root)
+    assert set(table["video"]) == {"my tow (1).avi", "cast[2].avi"}
+    for z in (root / "ecotaxa").glob("*.zip"):
+        assert validate_ecotaxa_zip(z) == []
+
+
 def test_summary_counts_every_roi_per_second(finished: Path) -> None:
     counts = read_csv(finished / "summary" / "counts_per_second.csv", dtypes={"class": str})
     assert counts["count"].sum() == len(rois_of(finished)["image"])

@@ -117,3 +117,26 @@ def test_date_time_texts_equal_strftime_of_each_stamp():
     assert dates == [f"{t:%Y%m%d}" for t in times] + [""]
     assert hms == [f"{t:%H%M%S}" for t in times] + [""]
     assert date_time_texts(np.array([], "datetime64[us]")) == ([], [])
+
+
+def test_file_names_become_stems_ids_can_hold_and_safe_ones_stay() -> None:
+    """Spaces, brackets, accents: the name of a user's file failed its whole video (or every
+    chunk at the ROI tar); the stem now holds only what ROI ids and keys accept."""
+    from plankline.outputs.naming import safe_stem
+    from plankline.pipeline import video_stem
+
+    cases = {
+        "Überfahrt Station #3 (tow 1)": "Uberfahrt_Station_3_tow_1",
+        "cast[2]_20240611T101500": "cast_2_20240611T101500",
+        "  x (1) ": "x_1",
+        "20180706170805.476": "20180706170805.476",  # ISIIS stamps and safe names unchanged
+        "dive3_cam1.v2": "dive3_cam1.v2",
+        "a__b": "a__b",
+    }
+    for name, want in cases.items():
+        assert safe_stem(name) == want, name
+        assert chunk_name(safe_stem(name), 1, 100, 13.7)  # accepted
+    assert safe_stem("日本語") == safe_stem("日本語") != safe_stem("中文")
+    assert safe_stem("日本語").startswith("video-")
+    assert video_stem("raw/Überfahrt Station #3 (tow 1).avi") == "Uberfahrt_Station_3_tow_1"
+    assert video_stem("20180706170805.476.ts") == "20180706170805.476"

@@ -808,3 +808,24 @@ def test_stack_up_submit_results_down_gives_the_batch_cli_files(
     assert down.exit_code == 0 and down.output.count("stopped") == 8, down.output
     assert not any(psutil.pid_exists(h.pid) and h.alive() for h in handles.values())
     assert assert_same_outputs(tmp_path / "out", batch_project, prob_atol=1e-5) > 20
+
+
+def test_submit_refuses_a_second_video_whose_outputs_would_take_the_same_names(
+    raw: Path, kafka: ServerHandle, s3_server: ServerHandle, tmp_path: Path
+) -> None:
+    """``my tow (1).avi`` is submitted as ``my_tow_1`` (ids hold no spaces); a second
+    video of that stem in the same job is refused, naming both, as the batch CLI does."""
+    from plankline.stream.ingest import submit as ingest
+
+    video = sorted(raw.glob("*.avi"))[0]
+    for name in ("my tow (1).avi", "my_tow_1.avi"):
+        (tmp_path / name).symlink_to(video)
+    store = fresh_store(s3_server, "names")
+    settings = PipelineSettings(chunk_frames=CHUNK_FRAMES, fps=FPS)
+    report = ingest(sorted(tmp_path.glob("*.avi")), "names", settings, store, kafka.endpoint)
+    assert len(report.failures) == 1, report.failures
+    assert (
+        "my_tow_1.avi: its outputs would be named 'my_tow_1' as those of my tow (1).avi"
+        in (report.failures[0])
+    )
+    assert report.chunks > 0  # the first one went in

@@ -27,7 +27,7 @@ from plankline.imaging.measure import measure_rois
 from plankline.imaging.segment import Rois, SegmentParams, segment_stream
 from plankline.imaging.video import VIDEO_SUFFIXES, FrameError, VideoError
 from plankline.outputs.ecotaxa import write_ecotaxa_zip
-from plankline.outputs.naming import chunk_name, parse_timestamp, roi_ids
+from plankline.outputs.naming import chunk_name, parse_timestamp, roi_ids, safe_stem
 from plankline.outputs.rois import Image, encode_images, write_roi_tar
 from plankline.outputs.tables import write_csv
 
@@ -164,9 +164,10 @@ def plan_chunks(
 
 
 def video_stem(video: str) -> str:
-    """``20180706170805.476.avi`` -> ``20180706170805.476``; a frame folder keeps its name."""
+    """``20180706170805.476.avi`` -> ``20180706170805.476``; a frame folder keeps its name;
+    what ids cannot hold is replaced (:func:`~plankline.outputs.naming.safe_stem`)."""
     path = Path(video)
-    return path.stem if path.suffix.lower() in VIDEO_SUFFIXES else path.name
+    return safe_stem(path.stem if path.suffix.lower() in VIDEO_SUFFIXES else path.name)
 
 
 def segment_params(settings: PipelineSettings) -> SegmentParams:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
+import zlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -39,6 +41,7 @@ __all__ = [
     "parse_timestamp",
     "roi_id",
     "roi_ids",
+    "safe_stem",
 ]
 
 #: ``YYYYmmddHHMMSS.mmm`` anywhere in a name, not glued to other digits.
@@ -49,6 +52,33 @@ _ROI_ID = re.compile(
     r"_x(?P<column>[0-9]{5,})_r(?P<index>[0-9]{4,})$"
 )
 _BAD_NAME_CHARS = re.compile(r"[\s/\\]")
+
+
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_STEM_MAX = 150  # a ROI id adds ~45 characters; S3 and Kafka keys stay short
+
+
+def safe_stem(name: str) -> str:
+    """A file name stem as chunk names and ROI ids can carry it.
+
+    Ids hold ``[A-Za-z0-9._-]`` only (they become file names in tars and zips, S3 and
+    Kafka keys and EcoTaxa object ids): accents are dropped (``Ü`` -> ``U``), every other
+    run of characters becomes one ``_``, and a name left empty gets a hash of itself.
+    ``Überfahrt Station #3 (tow 1)`` failed its whole video before; now it is
+    ``Uberfahrt_Station_3_tow_1``. ISIIS stamps (digits and dots) pass unchanged.
+
+    >>> safe_stem("cast[2]_20240611T101500")
+    'cast_2_20240611T101500'
+    """
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    # one "_" for a run, none beside an "_" already there
+    safe = _UNSAFE_RUN.sub(lambda m: "_" * ("_" not in _beside(plain, m)), plain)
+    safe = safe.strip("_.-")[:_SAFE_STEM_MAX].rstrip("_.-")
+    return safe or f"video-{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def _beside(text: str, m: re.Match[str]) -> str:
+    return text[max(m.start() - 1, 0) : m.start()] + text[m.end() : m.end() + 1]
 
 
 def _to_datetime(digits: str, millis: str) -> datetime | None:

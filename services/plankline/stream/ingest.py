@@ -245,13 +245,22 @@ def submit(
         raise ValueError(f"job {job!r} was cancelled; submit under a new --job name")
     report = SubmitReport(job)
     plans: list[tuple[VideoSource, list[Chunk], dict]] = []
+    named: dict[str, str] = {}  # video id -> the video that has it
     for video in videos:
         try:
             source = VideoSource.parse(str(video))
             chunks, entry = plan_video(source, settings, store)
+            if entry["video_id"] in named:  # as the batch CLI: no output written over
+                raise VideoError(
+                    str(source),
+                    None,
+                    f"its outputs would be named {entry['video_id']!r} as those of "
+                    f"{named[entry['video_id']]}: rename one of them",
+                )
         except (VideoError, ValueError) as error:
             report.failures.append(str(error))
             continue
+        named[entry["video_id"]] = source.name
         plans.append((source, chunks, entry))
     if not plans:  # nothing readable: no manifest, so no job that would never finish
         return report
