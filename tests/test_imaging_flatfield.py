@@ -196,3 +196,29 @@ def test_a_column_that_dies_mid_video_is_repaired_within_stuck_every_frames():
     assert np.median(out[:, 100]) > 240  # repaired: no dark line left
     with pytest.raises(ValueError, match="update_every"):
         FlatField(update_every=0)
+
+
+@pytest.mark.parametrize("mode", ["column", "both"])
+def test_frames_with_the_lamp_off_neither_decide_the_polarity_nor_darken_the_estimate(
+    mode: str,
+) -> None:
+    """A video starting with black frames (lamp off): priming on them decided dark-field
+    from the first one and inverted the whole chunk; folded into the estimate, their lines
+    (lifted to the background by the per-line gain) darkened it for the frames after."""
+    frames, _ = synth_frames(6, height=256, width=512, seed=4, density=20, column_gain=0.12)
+    frames = list(frames)
+    rng = np.random.default_rng(0)
+    black = [rng.integers(0, 6, frames[0].shape, dtype=np.uint8) for _ in range(3)]
+    primed = FlatField(mode=mode)
+    primed.prime(black + frames[:5])
+    assert primed.polarity_found == "bright-field"
+    plain = FlatField(mode=mode)
+    plain.prime(frames[:5])
+    before = plain.background()
+    for frame in black:
+        plain.correct(frame)
+    np.testing.assert_array_equal(plain.background(), before)  # not folded in
+    after = plain.correct(frames[5])
+    fresh = FlatField(mode=mode)
+    fresh.prime(frames[:5])
+    np.testing.assert_array_equal(after, fresh.correct(frames[5]))

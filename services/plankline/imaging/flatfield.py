@@ -40,7 +40,8 @@ Line-scan sensor artefacts handled here (documented rules, counted for the log):
   content (``synth.frames_from_still`` rolls the still's darker top and bottom lines
   through the frame) is counted: along the tape it is what flicker looks like.
 
-Polarity: ``polarity="auto"`` decides from the first frame whether the video is
+Polarity: ``polarity="auto"`` decides from the primed frames' per-pixel median (three or
+more; else from the first frame) whether the video is
 bright-field (dark organisms on a light background: ISIIS, FlowCam, ZooScan) or dark-field
 (bright organisms on black: UVP5/6, some lake and holographic cameras; see
 :func:`detect_polarity`). Dark-field frames are inverted once, before the correction, so
@@ -93,7 +94,8 @@ class FlatField:
         Also correct a per-line gain estimated from each frame itself (line-scan lamp
         drift/flicker along the tape; ignored in ``vignetting`` mode).
     polarity : {"auto", "bright-field", "dark-field"}
-        ``auto`` decides from the first frame (:func:`detect_polarity`); dark-field frames
+        ``auto`` decides from the primed frames' median, or else the first frame
+        (:func:`detect_polarity`); dark-field frames
         are inverted before correction. The decision is in :attr:`polarity_found`.
     repair_columns : bool
         Detect and interpolate stuck (dead/hot) columns (see the module docstring).
@@ -223,12 +225,19 @@ class FlatField:
         background does not, so one frame filled by a large organism cannot bias the
         estimate for the whole chunk (the exponential memory would keep it for ~10 frames).
         Then every ``update_every``-th frame (the last one always) is folded in, as in
-        :meth:`correct`.
+        :meth:`correct`. With ``polarity="auto"`` still undecided and three or more frames,
+        the polarity is decided on their per-pixel median too, not on the first frame: a
+        video starting with the lamp off (black frames) made every chunk primed from them
+        dark-field, inverted, and found a quarter of its organisms.
         """
-        kept = []
+        raw = []
         for frame in frames:
             self._check(frame)
-            kept.append(self._oriented(frame))
+            raw.append(frame)
+        if self.polarity_found is None and len(raw) >= 3:
+            coarse = np.median(np.stack([f[::8, ::8] for f in raw]), axis=0)
+            self.polarity_found = detect_polarity(coarse.astype(raw[0].dtype))
+        kept = [self._oriented(frame) for frame in raw]
         self._priming = True
         # A primed frame's stuck-column decision is read only by the next corrected frame
         # (its repair): only the last update's is needed. The running row-to-row variation
@@ -240,7 +249,7 @@ class FlatField:
             for i, frame in enumerate(kept):
                 if self.column is None:
                     self._initialise(frame)
-                elif (len(kept) - 1 - i) % self.update_every:
+                elif (len(kept) - 1 - i) % self.update_every or self._lamp_changed(frame):
                     continue  # folded in every update_every-th frame, the last one always
                 self._apply(frame, None)
                 self._decide_stuck = i == len(kept) - 1
@@ -267,7 +276,7 @@ class FlatField:
         if self.column is None:
             self._initialise(frame)
         out = np.empty(frame.shape, np.uint8)
-        due = self._frames % self.update_every == 0
+        due = self._frames % self.update_every == 0 and not self._lamp_changed(frame)
         self._apply(frame, out, keep_rows=due)
         if due:
             at, last = self._frames, self._decided_at
@@ -280,6 +289,21 @@ class FlatField:
                 self._decide_stuck = True
         self._frames += 1
         return out
+
+    def _lamp_changed(self, frame: np.ndarray) -> bool:
+        """Whether the frame's typical level is under half or over twice the background
+        estimate's: the lamp off (black frames at a video's start), a shutter, saturation.
+        Such a frame is corrected but not folded into the estimate: the per-line gain
+        lifts its lines to the background level, so the update took it for background
+        and darkened the estimate (the two frames after three black ones gave half as
+        many ROIs again as the same frames without them)."""
+        if self.column is None:
+            return False
+        typical = float(np.median(frame[::16, ::16]))
+        expected = float(np.median(self.column))
+        if self.vignette is not None:
+            expected *= float(np.median(self.vignette))
+        return not 0.5 * expected <= typical <= 2.0 * expected
 
     def background(self) -> np.ndarray:
         """The current background estimate ``B`` as a full-size float32 image."""
