@@ -222,3 +222,25 @@ def test_frames_with_the_lamp_off_neither_decide_the_polarity_nor_darken_the_est
     fresh = FlatField(mode=mode)
     fresh.prime(frames[:5])
     np.testing.assert_array_equal(after, fresh.correct(frames[5]))
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14])
+def test_frames_of_a_12_bit_camera_in_16_bit_files_keep_their_polarity(bits: int) -> None:
+    """A 10-14-bit camera's frames come as 16-bit (TIFF, PNG, FFV1): read against 65,535
+    the real frame's background (~3,200 of 4,095 at 12 bits) was dark-field, and every
+    frame was inverted. Now bright-field as its 8-bit original, and corrected alike
+    (here a synthetic line-scan frame, so the test runs without the real data)."""
+    from plankline.imaging.flatfield import detect_polarity
+
+    frames, _ = synth_frames(1, height=256, width=512, seed=4, density=20, column_gain=0.12)
+    frame = next(iter(frames))
+    deep = frame.astype(np.uint16) << (bits - 8)
+    assert detect_polarity(deep) == "bright-field"
+    assert detect_polarity(np.uint16((1 << bits) - 1) - deep) == "dark-field"
+    out = {}
+    for name, frames in (("8", [frame] * 3), ("deep", [deep] * 3)):
+        ff = FlatField(mode="both")
+        ff.prime(frames)
+        assert ff.polarity_found == "bright-field"
+        out[name] = ff.correct(frames[0]).astype(int)
+    assert np.abs(out["8"] - out["deep"]).mean() < 1.0

@@ -235,8 +235,10 @@ class FlatField:
             self._check(frame)
             raw.append(frame)
         if self.polarity_found is None and len(raw) >= 3:
-            coarse = np.median(np.stack([f[::8, ::8] for f in raw]), axis=0)
-            self.polarity_found = detect_polarity(coarse.astype(raw[0].dtype))
+            coarse = np.stack([f[::8, ::8] for f in raw])  # the data's range from all of them
+            top = data_top(coarse) if coarse.dtype.kind == "u" else float(coarse.max())
+            median = np.median(coarse, axis=0).astype(raw[0].dtype)
+            self.polarity_found = detect_polarity(median, top)
         kept = [self._oriented(frame) for frame in raw]
         self._priming = True
         # A primed frame's stuck-column decision is read only by the next corrected frame
@@ -738,7 +740,7 @@ def _neighbour_median(x: np.ndarray, half: int = 4) -> np.ndarray:
     return (s[:, half - 1] + s[:, half]) / 2  # np.median's mean of the middle two
 
 
-def detect_polarity(frame: np.ndarray) -> str:
+def detect_polarity(frame: np.ndarray, top: float | None = None) -> str:
     """``"bright-field"`` or ``"dark-field"`` from one raw frame.
 
     Rule: dark-field when the background (median) lies in the lowest quarter of the grey
@@ -747,11 +749,23 @@ def detect_polarity(frame: np.ndarray) -> str:
     tails ignore a hot column or a few saturated pixels).
     A dark-field background is near black; a bright-field one, even heavily vignetted
     (the MBARI frame's corners read ~90 of 255), sits higher or has the longer dark tail.
+
+    The grey range is the data's, not the type's: ``top`` (default :func:`data_top` of the
+    frame). A 10-, 12- or 14-bit camera stores its frames as 16-bit (TIFF, PNG, FFV1):
+    read against 65,535, the real frame as 12-bit data (background ~3,200 of 4,095) was
+    taken for dark-field and inverted.
     """
     if not isinstance(frame, np.ndarray) or frame.ndim != 2:
         raise ValueError(f"frame must be a 2-D array, got {getattr(frame, 'shape', frame)}")
     sub = frame[::4, ::4]
     lo, med, hi = np.percentile(sub, [1, 50, 99])
-    top = float(np.iinfo(frame.dtype).max) if frame.dtype.kind == "u" else float(sub.max())
+    if top is None:
+        top = data_top(sub) if frame.dtype.kind == "u" else float(sub.max())
     dark = med < 0.25 * top or (med < 0.5 * top and (hi - med) > 2 * (med - lo))
     return "dark-field" if dark else "bright-field"
+
+
+def data_top(values: np.ndarray) -> float:
+    """The top of the grey range integer data use: ``2**bits - 1`` for the fewest bits
+    (8 at least) that hold its largest value (12-bit data in a 16-bit type: 4,095)."""
+    return float((1 << max(8, int(values.max()).bit_length())) - 1)
