@@ -84,3 +84,30 @@ def test_evaluate_report_shows_every_baseline_beside_the_network(
     assert "| RF on shape features |" in text and "| gradient boosting on shape features |" in text
     assert "difference (CNN - GBM)" in text
     assert SMALL_CNN not in res.baselines
+
+
+def test_evaluate_report_scores_the_model_on_fainter_images(split: tuple, tmp_path: Path) -> None:
+    """The report says what fainter imagery costs: here a "network" that sees only the
+    organism's darkness, so it holds its accuracy at 0.6x contrast and loses it at 0.35x."""
+    from plankline.model.evaluate import at_contrast
+
+    xv = split[2]
+    dark = np.array([float(np.median(c) - c.min()) for c in xv])
+    cut = np.percentile(dark, 50)  # half the crops "class 1": the darker organisms
+
+    def predict(crops: list) -> np.ndarray:
+        out = np.zeros((len(crops), 5))
+        depth = np.array([float(np.median(c) - c.min()) for c in crops])
+        out[np.arange(len(crops)), np.where(depth > 0.5 * cut, 1, 0)] = 1
+        return out
+
+    labels = np.where(dark > 0.5 * cut, 1, 0)
+    res = evaluate(predict, xv, labels, list("abcde"))
+    assert res.cnn.accuracy == 1.0
+    assert set(res.at_contrast) == {"0.6", "0.35"}
+    faint = predict([at_contrast(c, 0.35) for c in xv]).argmax(1)
+    assert res.at_contrast["0.35"]["accuracy"] == pytest.approx(np.mean(faint == labels), abs=1e-4)
+    assert res.at_contrast["0.35"]["accuracy"] < res.at_contrast["0.6"]["accuracy"] <= 1.0
+    text = write_report(tmp_path, res).read_text()
+    assert "## Fainter imagery" in text and "| 0.35 |" in text
+    assert "plankline train --contrast 0.65" in text
