@@ -313,3 +313,35 @@ def test_a_frame_of_another_size_is_a_frame_error_naming_its_file(tmp_path) -> N
     why = "64x20 uint8 frame, unlike the first frame (64x48 uint8)"
     assert str(err.value) == f"{tmp_path / 'f2.png'}: frame 2: {why}"
     assert [i for i, _ in iter_frames(tmp_path, 3)] == [3, 4]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_variable_frame_rate_video_gives_every_frame_once_in_order(tmp_path, suffix) -> None:
+    """A recorder that dropped 3 frames leaves a gap in the times: numbered by its times,
+    an MKV's frames ran to 22 of 20 (the last 3 never read) and an MP4 had two frames 3.
+    Such a video is numbered by counting, from its first frame."""
+    from fractions import Fraction
+
+    import av
+
+    frames = _frames(20)
+    path = tmp_path / f"vfr{suffix}"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 10)
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="gray").reformat(format="yuv420p")
+            picture.pts, picture.time_base = (i if i < 10 else i + 3), Fraction(1, 10)
+            for packet in stream.encode(picture):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    info = probe_video(path)
+    assert info.n_frames == 20 and not info.seekable
+    for start in (0, 15):
+        got = list(iter_frames(path, start))
+        assert [i for i, _ in got] == list(range(start, 20))
+        for i, frame in got:
+            errors = [np.abs(frame.astype(int) - ref).mean() for ref in frames]
+            assert int(np.argmin(errors)) == i

@@ -57,6 +57,26 @@ def _seekable(container: av.container.InputContainer) -> bool:
     return not _UNSEEKABLE_FORMATS.intersection(container.format.name.split(","))
 
 
+def _steady(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, n: int | None
+) -> bool:
+    """Whether frame times map to frame numbers: the duration times the frame rate gives
+    the frame count (to a frame and 2 %). A variable-rate video (frames dropped by the
+    recorder, a phone's clip) does not: read by its times, an MKV with 3 frames dropped
+    numbered its frames up to 22 of 20 and lost the last three, an MP4 numbered two
+    frames 3 and two 17. Such a video is read from its first frame, counting frames."""
+    rate = stream.guessed_rate or stream.base_rate
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds = container.duration / 1e6
+    else:
+        return True  # nothing says otherwise
+    if not n or not rate or seconds <= 0:
+        return True
+    return abs(seconds * float(rate) - n) <= 1 + 0.02 * n
+
+
 class VideoError(ValueError):
     """A video or frame folder that cannot be read, with the file and frame at fault."""
 
@@ -86,7 +106,8 @@ class VideoInfo:
     #: pts of the first frame shown, when the codec reorders frames and it differs from the
     #: stream's start time (an H.264 AVI stores decode times: its first frame has pts 1).
     start_pts: int | None = None
-    #: False for containers read from the first frame (see ``_UNSEEKABLE_FORMATS``).
+    #: False for videos read from the first frame, counting frames: MPEG program and
+    #: transport streams (``_UNSEEKABLE_FORMATS``) and variable frame rates (``_steady``).
     seekable: bool = True
 
 
@@ -227,7 +248,8 @@ def _probe_av(source: Source, n_frames: int | None) -> VideoInfo:
         if not ctx.width or not ctx.height:
             raise VideoError(p, None, "video stream has no frame size")
         dtype = "uint16" if _is_16bit(stream) else "uint8"
-        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype, start_pts, _seekable(container))
+        seekable = _seekable(container) and _steady(container, stream, n)
+        return VideoInfo(p, n, fps, ctx.width, ctx.height, dtype, start_pts, seekable)
     except av.FFmpegError as error:
         raise VideoError(p, None, f"cannot read ({error})") from error
     finally:
@@ -401,7 +423,7 @@ def _iter_av(
     # counters, right only for a keyframe (the first frame shown of its group). Count
     # frames in output order from there.
     # The same from the first frame in containers whose times are not trusted at all.
-    seekable = _seekable(container)
+    seekable = info.seekable and _seekable(container)
     counted = not seekable or (
         bool(stream.codec_context.has_b_frames) and "avi" in container.format.name
     )
