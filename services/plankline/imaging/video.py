@@ -311,9 +311,9 @@ class ContinuousReader:
     chunks of 100 frames, that decoded each frame ~3 times. This reader serves a read
     from the last ``keep`` frames it decoded and continues decoding from there; only a
     read before them, or past the decoder's position, seeks (opens a fresh decode). In
-    containers read from the first frame (MPEG program and transport streams), a read
-    past the decoder decodes on to it instead: a worker decodes such a video about once,
-    not once per read.
+    videos read from the first frame (``VideoInfo.seekable`` False: MPEG program and
+    transport streams, variable frame rates), a read past the decoder decodes on to it
+    instead: a worker decodes such a video about once, not once per read.
     The frames are those of :func:`iter_frames`, and so are its errors: a read that
     fails drops the decoder, and the next read seeks again and meets the same error.
 
