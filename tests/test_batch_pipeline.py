@@ -217,6 +217,13 @@ def test_unreadable_files_of_a_frame_folder_are_left_out_and_named(tmp_path: Pat
     assert "img_007.png: frame 7: cannot decode image" in warning
     found = set(rois_of(root)["frame"].tolist())
     assert {0, 4, 6, 8, 11} <= found and not {5, 7} & found
+    for i in range(8, 12):  # more broken files: all counted, the first few named
+        (folder / f"img_{i:03d}.png").write_bytes(b"not a png")
+    whole = settings.model_copy(update={"chunk_frames": 12})
+    (result,) = list(iter_chunks(plan_video(folder, whole), whole))
+    warning = result.warning or ""
+    assert result.error is None and warning.startswith("6 unreadable frame(s) left out:")
+    assert warning.endswith("img_010.png: frame 10: cannot decode image; and 1 more")
 
 
 def test_file_names_with_spaces_and_brackets_are_processed_and_a_clash_is_named(

@@ -302,10 +302,10 @@ def find_rois(
             raise PartialChunkError(str(error), _with_flat(Rois.concat(found), flat)) from error
         warnings.append(str(error))
     lost = [e for e in skipped if e.frame is not None and chunk.start <= e.frame < chunk.stop]
-    if lost:
-        warnings.insert(
-            0, f"{len(lost)} unreadable frame(s) left out: " + "; ".join(map(str, lost))
-        )
+    if lost:  # each named, up to a few: a folder of 500 broken files is one line, not 500
+        named = "; ".join(map(str, lost[:NAMED_LOST]))
+        more = f"; and {len(lost) - NAMED_LOST} more" if len(lost) > NAMED_LOST else ""
+        warnings.insert(0, f"{len(lost)} unreadable frame(s) left out: {named}{more}")
     return _with_flat(Rois.concat(found), flat), "; ".join(warnings) or None
 
 
@@ -313,6 +313,10 @@ def _with_flat(rois: Rois, flat: FlatField) -> Rois:
     """``rois`` with the flat-field's artefact counts beside the segmentation's."""
     rois.artefacts = {**rois.artefacts, **flat.artefacts()}
     return rois
+
+
+NAMED_LOST = 5
+"""Unreadable frames a chunk's warning names (it counts them all)."""
 
 
 class PartialChunkError(ValueError):
