@@ -80,6 +80,16 @@ def test_folder_of_frames_is_read_in_name_order(tmp_path, suffix: str, dtype: ty
     assert all(np.array_equal(f, frames[i]) for i, f in got)
 
 
+def test_unpadded_frame_numbers_are_read_in_number_order(tmp_path) -> None:
+    """``f2`` before ``f10``: by text, a camera's unpadded counter read f1, f10, f11, f2."""
+    frames = _frames(12)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"cam1_f{i + 1}.png"), frame)
+    got = list(iter_frames(tmp_path))
+    assert [i for i, _ in got] == list(range(12))
+    assert all(np.array_equal(f, frames[i]) for i, f in got)
+
+
 def test_colour_frames_become_gray(tmp_path) -> None:
     bgr = np.zeros((10, 12, 3), np.uint8)
     bgr[..., 1] = 200  # pure green

@@ -15,6 +15,7 @@ batch pipeline reports them per chunk and a cruise has thousands of videos.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -115,7 +116,16 @@ class VideoInfo:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """A folder's frames in their numbers' order: ``f2.png`` before ``f10.png`` (cameras that
+    do not pad their counters sorted ``f1, f10, f11, f2``, cutting the tape at every
+    power of ten); zero-padded names keep the order of their text."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=_in_number_order)
+
+
+def _in_number_order(path: Path) -> tuple[list[int | str], str]:
+    parts = re.split(r"(\d+)", path.name)  # text, digits, text, ...: alike at each place
+    return [int(t) if i % 2 else t for i, t in enumerate(parts)], path.name
 
 
 def _to_gray(img: np.ndarray, path: Path, index: int) -> np.ndarray:
@@ -203,8 +213,9 @@ def probe_video(path: Source, *, n_frames: int | None = None) -> VideoInfo:
     Parameters
     ----------
     path : path or seekable binary file
-        AVI/MP4/MKV (anything FFmpeg reads), a folder of TIFF/PNG/JPEG frames (sorted by
-        name, ``fps`` None), one image file, or an open video file.
+        AVI/MP4/MKV (anything FFmpeg reads), a folder of TIFF/PNG/JPEG frames (in their
+        names' number order, ``f2`` before ``f10``; ``fps`` None), one image file, or an
+        open video file.
     n_frames : int, optional
         The frame count when already known (from an earlier probe): skips counting by
         demuxing the whole file for containers whose header lacks it (MKV), which on
