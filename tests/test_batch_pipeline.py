@@ -154,7 +154,7 @@ def test_transport_and_program_streams_in_raw_are_videos_and_other_files_are_nam
 ) -> None:
     """An H.264 ``.ts`` and an MPEG-2 ``.mpg`` are processed (they were left out of raw/'s
     videos), chunks named by their own start time; a file that is no video is left alone
-    and named in the log."""
+    and named in the log, a sub-folder of videos in a warning."""
     from plankline.batch.run import configure_logging
     from plankline.imaging.video import iter_frames, write_video
 
@@ -165,6 +165,8 @@ def test_transport_and_program_streams_in_raw_are_videos_and_other_files_are_nam
     write_video(root / "raw" / "20260101120000.000.ts", frames, 10.0, "h264", keyframe_every=4)
     write_video(root / "raw" / "20260101120010.000.mpg", frames, 10.0, "mpeg2video")
     (root / "raw" / "notes.txt").write_text("CTD cast 3")
+    (root / "raw" / "dive2").mkdir()  # videos in a sub-folder are not read: said so
+    write_video(root / "raw" / "dive2" / "20260101130000.000.avi", frames, 10.0)
     logger = logging.getLogger("plankline")
     handlers, level = logger.handlers[:], logger.level
     configure_logging(root)
@@ -175,6 +177,10 @@ def test_transport_and_program_streams_in_raw_are_videos_and_other_files_are_nam
             handler.close()
         logger.handlers[:], logger.level = handlers, level
     assert report.failures == [] and report.chunks_done == 4 and report.frames == 12
+    assert report.left_alone == [
+        "raw/dive2/ holds no frames: left alone (videos are read from raw/ itself, one "
+        "project per dive or folder)"
+    ]
     names = sorted(p.stem for p in (root / "measurements").glob("*.csv"))
     assert names == [
         "20260101120000.000",

@@ -97,6 +97,8 @@ def print_summary(project: Project, report: BatchReport, console: Console | None
         for name, count in sorted(totals.items(), key=lambda kv: -kv[1]):
             table.add_row(escape(name), str(count))
         console.print(table)
+    for message in report.left_alone:
+        console.print(f"[yellow]warning:[/] {escape(message)}")
     for message in report.failures:
         console.print(f"[bold red]failed:[/] {escape(message)}")
     console.print(

@@ -146,6 +146,8 @@ class BatchReport:
     rois: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    #: folders in raw/ left alone: neither frames nor read for videos (shown as warnings)
+    left_alone: list[str] = field(default_factory=list)
 
 
 def run_batch(
@@ -183,6 +185,12 @@ def _run_locked(
             " ".join(VIDEO_SUFFIXES),
             ", ".join(p.name for p in others),
         )
+    for folder in (p for p in others if p.is_dir()):  # e.g. raw/dive1/ holding videos
+        report.left_alone.append(
+            f"raw/{folder.name}/ holds no frames: left alone (videos are read from raw/ "
+            "itself, one project per dive or folder)"
+        )
+        log.warning(report.left_alone[-1])
     todo: list[Chunk] = []
     total_frames = done_frames = 0
     named: dict[str, Path] = {}  # output names' stem -> the video that has it
