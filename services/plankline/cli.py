@@ -212,7 +212,7 @@ def train(
     import warnings
     from dataclasses import asdict
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
     from plankline import terminal
     from plankline.model.data import Augment
@@ -259,11 +259,14 @@ def train(
             ) as bar,
         ):
             warnings.simplefilter("always")
-            task = bar.add_task("train", total=None, epoch=start + 1)
             state = {"epoch": start + 1}
+            tasks: list[TaskID] = []  # the bar appears with the first batch, not before a
+            # library that fails its checks
 
             def on_batch(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, epoch=state["epoch"])
+                if not tasks:
+                    tasks.append(bar.add_task("train", total=None, epoch=state["epoch"]))
+                bar.update(tasks[0], completed=done, total=total, epoch=state["epoch"])
 
             def on_epoch(st: object) -> None:
                 bar.console.print(st.line())  # type: ignore[attr-defined]
