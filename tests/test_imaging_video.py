@@ -355,3 +355,22 @@ def test_a_variable_frame_rate_video_gives_every_frame_once_in_order(tmp_path, s
         for i, frame in got:
             errors = [np.abs(frame.astype(int) - ref).mean() for ref in frames]
             assert int(np.argmin(errors)) == i
+
+
+def test_continuous_reader_keeps_frames_within_its_byte_budget(tmp_path) -> None:
+    """Big frames (a 4096 x 4096 16-bit camera) are kept within ``keep_bytes``: fewer kept,
+    the next chunk's frames are read again (a seek), the same frames."""
+    from plankline.imaging.video import ContinuousReader
+
+    frames = _frames(28)
+    path = tmp_path / "v.avi"
+    write_video(path, frames, fps=10)
+    tight = ContinuousReader(path, keep=6, keep_bytes=3 * frames[0].nbytes)
+    roomy = ContinuousReader(path, keep=6)
+    for read in (tight, roomy):
+        for start, stop in CHUNK_READS:
+            got = [f for _, f in read(start, stop)]
+            want = [f for _, f in iter_frames(path, start, stop)]
+            assert len(got) == len(want) and all(map(np.array_equal, got, want))
+        assert len(read._recent) <= (3 if read is tight else 6)
+    assert tight.seeks > roomy.seeks == 3

@@ -311,6 +311,12 @@ def iter_frames(
         container.close()
 
 
+KEEP_BYTES = 256 << 20
+"""Most frame bytes a :class:`ContinuousReader` keeps: 16 frames of 2048 x 2048 8-bit (64 MB)
+fit, 8 of a 4096 x 4096 16-bit camera (a worker per core would otherwise hold 512 MB of
+them); with fewer kept, the next chunk's priming frames are read again (a seek)."""
+
+
 class ContinuousReader:
     """``read(start, stop)`` over one video that keeps its decoder open between reads.
 
@@ -328,15 +334,24 @@ class ContinuousReader:
     The frames are those of :func:`iter_frames`, and so are its errors: a read that
     fails drops the decoder, and the next read seeks again and meets the same error.
 
+    It keeps at most ``keep`` frames and :data:`KEEP_BYTES` of them (``keep_bytes``).
     One read at a time: a read left unfinished (a consumer that stops early) may be
     dropped, but not resumed after a later read. :meth:`close` releases the file.
     """
 
-    def __init__(self, path: Source, *, info: VideoInfo | None = None, keep: int = 16) -> None:
-        if keep < 1:
-            raise ValueError(f"keep must be >= 1, got {keep}")
+    def __init__(
+        self,
+        path: Source,
+        *,
+        info: VideoInfo | None = None,
+        keep: int = 16,
+        keep_bytes: int = KEEP_BYTES,
+    ) -> None:
+        if keep < 1 or keep_bytes < 1:
+            raise ValueError(f"keep and keep_bytes must be >= 1, got {keep} and {keep_bytes}")
         self.path = path
         self.info = info
+        self.keep_bytes = keep_bytes
         self.seeks = 0  # fresh decodes opened (for tests and benchmarks)
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=keep)
         self._live: Iterator[tuple[int, np.ndarray]] | None = None
@@ -373,6 +388,10 @@ class ContinuousReader:
             except BaseException:
                 self.close()
                 raise
+            if not self._recent:  # within the byte budget, whatever the frame size
+                fit = max(2, self.keep_bytes // max(frame.nbytes, 1))
+                if fit < (self._recent.maxlen or fit):
+                    self._recent = deque(maxlen=fit)
             self._recent.append((index, frame))
             self._next = index + 1
             if index >= start:
