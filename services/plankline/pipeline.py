@@ -170,6 +170,21 @@ def video_stem(video: str) -> str:
     return safe_stem(path.stem if path.suffix.lower() in VIDEO_SUFFIXES else path.name)
 
 
+def claim_output_names(named: dict[str, str], video: str, name: str) -> str:
+    """The stem of video file ``name`` (its outputs' names), recorded in ``named`` (stem ->
+    the file that has it); a stem already there raises ``VideoError`` naming both files,
+    so no video's outputs are written over another's (batch and stream)."""
+    stem = video_stem(name)
+    if stem in named:
+        raise VideoError(
+            video,
+            None,
+            f"its outputs would be named {stem!r} as those of {named[stem]}: rename one of them",
+        )
+    named[stem] = name
+    return stem
+
+
 def segment_params(settings: PipelineSettings) -> SegmentParams:
     """SegmentParams from the settings; unset fields keep the library's defaults."""
     names = (

@@ -193,18 +193,10 @@ def _run_locked(
         log.warning(report.left_alone[-1])
     todo: list[Chunk] = []
     total_frames = done_frames = 0
-    named: dict[str, Path] = {}  # output names' stem -> the video that has it
+    named: dict[str, str] = {}  # output names' stem -> the video that has it
     for video in project.videos():
         try:
-            stem = pipeline.video_stem(video.name)
-            if stem in named:
-                raise VideoError(
-                    video,
-                    None,
-                    f"its outputs would be named {stem!r} as those of {named[stem].name}: "
-                    "rename one of them",
-                )
-            named[stem] = video
+            pipeline.claim_output_names(named, str(video), video.name)
             chunks = plan_video(video, settings)
         except Exception as error:  # unreadable/empty video: record, go on
             message = str(error) if isinstance(error, VideoError) else f"{video}: {error!r}"

@@ -452,8 +452,8 @@ def _iter_av(
     # AVI stores no presentation times: with B-frames the demuxer's pts are decode-order
     # counters, right only for a keyframe (the first frame shown of its group). Count
     # frames in output order from there.
-    # The same from the first frame in containers whose times are not trusted at all.
-    seekable = info.seekable and _seekable(container)
+    # The same from the first frame in videos whose times are not trusted at all.
+    seekable = info.seekable
     counted = not seekable or (
         bool(stream.codec_context.has_b_frames) and "avi" in container.format.name
     )

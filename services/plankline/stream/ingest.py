@@ -33,7 +33,7 @@ from typing import Any
 
 from plankline.config import PipelineSettings
 from plankline.imaging.video import IMAGE_SUFFIXES, Source, VideoError
-from plankline.pipeline import Chunk, video_stem
+from plankline.pipeline import Chunk, claim_output_names, video_stem
 from plankline.stream import contracts
 from plankline.stream.jobs import (
     SEGMENT_FRAMES_TAR,
@@ -249,18 +249,11 @@ def submit(
     for video in videos:
         try:
             source = VideoSource.parse(str(video))
+            claim_output_names(named, str(source), source.name)  # the entry's video_id
             chunks, entry = plan_video(source, settings, store)
-            if entry["video_id"] in named:  # as the batch CLI: no output written over
-                raise VideoError(
-                    str(source),
-                    None,
-                    f"its outputs would be named {entry['video_id']!r} as those of "
-                    f"{named[entry['video_id']]}: rename one of them",
-                )
         except (VideoError, ValueError) as error:
             report.failures.append(str(error))
             continue
-        named[entry["video_id"]] = source.name
         plans.append((source, chunks, entry))
     if not plans:  # nothing readable: no manifest, so no job that would never finish
         return report
