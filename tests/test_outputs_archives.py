@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 import zipfile
 
 import numpy as np
 import pytest
-from plankline.outputs.archives import tar_bytes, write_tar, write_zip
+from plankline.outputs.archives import plain_tar_files, tar_bytes, write_tar, write_zip
 
 STAMP = 1_530_896_885  # 2018-07-06 17:08:05 UTC
 
@@ -122,3 +123,51 @@ def test_tar_headers_packed_once_per_archive_match_tarfile_for_any_mtime(mtime: 
     GNU base-256 number)."""
     members = _members(9, seed=3)
     assert b"".join(tar_bytes(members, mtime=mtime)) == _tarfile_bytes(members, mtime)
+
+
+def _tarfile_archive(members: list[tuple[str, bytes]], fmt: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_plain_tar_files_reads_what_tarfile_reads(n: int) -> None:
+    members = _members(n)
+    assert plain_tar_files(b"".join(tar_bytes(members, mtime=STAMP))) == members
+    # POSIX ustar (a long name split into prefix/name) and GNU archives of tarfile itself
+    members += [("d" * 120 + "/" + "e" * 90 + ".png", b"x" * 700)]
+    assert plain_tar_files(_tarfile_archive(members, tarfile.USTAR_FORMAT)) == members
+    assert plain_tar_files(_tarfile_archive(members[:-1], tarfile.GNU_FORMAT)) == members[:-1]
+
+
+def test_plain_tar_files_hands_everything_else_to_tarfile() -> None:
+    """None, so ``tarfile`` reads (and names what is wrong): long names, pax headers,
+    folders, a changed header byte, truncation, compression, no end blocks."""
+    members = _members(5)
+    plain = b"".join(tar_bytes(members, mtime=STAMP))
+    long_name = [("x" * 150 + ".png", b"abc")]
+    folder = tarfile.TarInfo("d")
+    folder.type = tarfile.DIRTYPE
+    with_folder = io.BytesIO()
+    with tarfile.open(fileobj=with_folder, mode="w") as tar:
+        tar.addfile(folder)
+    corrupt = bytearray(plain)
+    corrupt[1024] ^= 1  # the second member's one data byte: checksums cover headers only
+    bad_header = bytearray(plain)
+    bad_header[5] ^= 1  # a name byte of the first header
+    others = [
+        b"".join(tar_bytes(long_name, mtime=STAMP)),  # GNU long-name member
+        _tarfile_archive(long_name, tarfile.PAX_FORMAT),
+        with_folder.getvalue(),
+        bytes(bad_header),
+        plain[: 3 * 512 + 512 + 100],  # cut inside the third member's data
+        plain[: 3 * 512],  # cut after two whole members: no end-of-archive blocks
+        gzip.compress(plain),
+    ]
+    assert plain_tar_files(bytes(corrupt)) is not None
+    assert [plain_tar_files(data) for data in others] == [None] * len(others)

@@ -26,7 +26,7 @@ from typing import IO
 
 import numpy as np
 
-__all__ = ["tar_bytes", "write_tar", "write_zip"]
+__all__ = ["plain_tar_files", "tar_bytes", "write_tar", "write_zip"]
 
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile.RECORDSIZE: archives are padded to whole records
@@ -156,6 +156,66 @@ def _tar_headers_bulk(
     rows[:, 154], rows[:, 155] = 0, 32
     blob = rows.tobytes()
     return [blob[i : i + _BLOCK] for i in range(0, n * _BLOCK, _BLOCK)]
+
+
+def plain_tar_files(data: bytes | memoryview) -> list[tuple[str, bytes]] | None:
+    """The ``(name, data)`` of every regular file of an uncompressed tar held in memory, or
+    None when the archive is anything else (compressed, pax or GNU long-name headers,
+    links or folders, a bad checksum, truncated): ``tarfile`` then reads it and reports
+    what is wrong.
+
+    The reader of :func:`tar_bytes`' archives (the stream's ``rois.tar``): ``tarfile``
+    builds a ``TarInfo`` per member in Python, ~75 us each, 0.5 s for a chunk's 6,500
+    ROIs of real ISIIS footage, more than writing the chunk's outputs. Here a member
+    costs a few microseconds: its name, size and checksum are read from the header.
+    """
+    buffer = bytes(data)
+    end = len(buffer)
+    names: list[bytes] = []
+    starts: list[int] = []
+    sizes: list[int] = []
+    checksums: list[int] = []
+    at = 0
+    while at + _BLOCK <= end:
+        if buffer[at] == 0 and buffer.count(0, at, at + _BLOCK) == _BLOCK:  # end of archive
+            if not _checksums_match(buffer, starts, checksums):
+                return None
+            return [
+                (name.decode("utf-8", "surrogateescape"), buffer[start : start + size])
+                for name, start, size in zip(names, starts, sizes, strict=True)
+            ]
+        header = buffer[at : at + _BLOCK]
+        if header[156] not in b"0\0" or header[257:262] != b"ustar":
+            return None  # not a plain regular file: links, folders, pax/long names
+        try:
+            size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+            checksums.append(int(header[148:156].rstrip(b"\0 "), 8))
+        except ValueError:  # base-256 sizes, garbage
+            return None
+        name = header[:100].split(b"\0", 1)[0]
+        if header[257:263] == b"ustar\0" and header[345] != 0:  # POSIX ustar: prefix/name
+            name = header[345:500].split(b"\0", 1)[0] + b"/" + name
+        at += _BLOCK
+        if at + size > end:
+            return None  # truncated
+        names.append(name)
+        starts.append(at)
+        sizes.append(size)
+        at += size + (-size % _BLOCK)
+    return None  # no end-of-archive blocks
+
+
+def _checksums_match(buffer: bytes, starts: list[int], checksums: list[int]) -> bool:
+    """Every header's checksum (the sum of its bytes, the checksum field read as spaces),
+    all headers summed at once: one Python ``sum`` of 512 bytes per member cost more
+    than the rest of reading it."""
+    if not starts:
+        return True
+    headers = np.frombuffer(buffer, np.uint8)[
+        np.asarray(starts, np.int64)[:, None] - _BLOCK + np.arange(_BLOCK)
+    ]
+    sums = headers.sum(axis=1, dtype=np.int64) - headers[:, 148:156].sum(axis=1, dtype=np.int64)
+    return bool(np.array_equal(sums + 8 * 32, np.asarray(checksums, np.int64)))
 
 
 def write_tar(

@@ -13,6 +13,7 @@ extracting to disk and never seeking, so it also works on pipes and S3 bodies.
 
 from __future__ import annotations
 
+import io
 import itertools
 import operator
 import os
@@ -26,7 +27,7 @@ from typing import IO, Any, Literal
 import cv2
 import numpy as np
 
-from plankline.outputs.archives import write_tar
+from plankline.outputs.archives import plain_tar_files, write_tar
 from plankline.outputs.tables import atomic_write
 
 __all__ = [
@@ -303,42 +304,56 @@ def iter_roi_tar_bytes(
         (skipped). Images already yielded stay valid.
     """
     remaining: set[str] | None = set(names) if isinstance(names, (set, frozenset, dict)) else None
+    for name, data in _tar_files(path):
+        rid = _member_id(name)
+        if rid is None or (not include_masks and rid.endswith(MASK_SUFFIX)):
+            continue
+        if names is not None:
+            base = name.rsplit("/", 1)[-1]
+            hit = next((k for k in (rid, base, name) if k in names), None)
+            if hit is None:
+                continue
+            if remaining is not None:
+                remaining.discard(hit)
+        yield rid, name, data
+        if remaining is not None and not remaining:
+            return
+
+
+def _tar_files(path: str | os.PathLike[str] | IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    """``(member name, data)`` of the archive's regular files, in order; warns and stops at
+    a corrupt or truncated one. An uncompressed archive in memory (``io.BytesIO``, as the
+    stream's collector reads ``rois.tar``) is read by :func:`archives.plain_tar_files`,
+    ~20x faster than ``tarfile``, which reads everything else."""
+    if isinstance(path, io.BytesIO):
+        files = plain_tar_files(path.getbuffer())
+        if files is not None:
+            yield from files
+            return
     label = getattr(path, "name", path)
     try:
         source = {"fileobj": path} if hasattr(path, "read") else {"name": path}
         tar = tarfile.open(mode="r|*", **source)  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as e:
-        warnings.warn(f"{label}: not a readable tar archive ({e}); skipped", stacklevel=2)
+        warnings.warn(f"{label}: not a readable tar archive ({e}); skipped", stacklevel=3)
         return
     with tar:
         try:
             for member in tar:
-                if not member.isfile():
+                if not member.isfile() or _member_id(member.name) is None:
                     continue
-                rid = _member_id(member.name)
-                if rid is None or (not include_masks and rid.endswith(MASK_SUFFIX)):
-                    continue
-                if names is not None:
-                    base = member.name.rsplit("/", 1)[-1]
-                    hit = next((k for k in (rid, base, member.name) if k in names), None)
-                    if hit is None:
-                        continue
-                    if remaining is not None:
-                        remaining.discard(hit)
                 f = tar.extractfile(member)
                 if f is None:
                     continue
                 data = f.read()
                 if len(data) != member.size:
                     warnings.warn(
-                        f"{label}: member {member.name} is truncated; stopped", stacklevel=2
+                        f"{label}: member {member.name} is truncated; stopped", stacklevel=3
                     )
                     return
-                yield rid, member.name, data
-                if remaining is not None and not remaining:
-                    return
+                yield member.name, data
         except (tarfile.TarError, OSError, EOFError) as e:
-            warnings.warn(f"{label}: archive is corrupt or truncated ({e}); stopped", stacklevel=2)
+            warnings.warn(f"{label}: archive is corrupt or truncated ({e}); stopped", stacklevel=3)
 
 
 def iter_roi_tar(
