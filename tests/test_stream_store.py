@@ -97,21 +97,39 @@ def test_one_server_holds_many_buckets(s3_server: ServerHandle) -> None:
         assert store.get_bytes("probe") == b"x" * 1000
 
 
-def test_a_large_upload_is_stored_as_sent_not_gzipped(
+def test_uploads_are_stored_as_sent_not_gzipped_with_their_names_content_type(
     s3_server: ServerHandle, s3_store: S3Store, tmp_path: Path
 ) -> None:
-    # A multipart upload (minio: parts above 5 MiB) of a compressible file, like an
-    # uncompressed video of a bright background: SeaweedFS gzips parts sent without a
-    # Content-Type, and every ranged read of the video then decompressed them again.
+    """A multipart upload (minio: parts above 5 MiB) of a compressible file, like an
+    uncompressed video of a bright background, and a ROI tar in one PUT: SeaweedFS gzips
+    an 8 MB piece of unknown type (none, or ``application/octet-stream``) whose first
+    128 bytes compress, and every ranged read then decompressed it again."""
     import json
     import urllib.request
 
     source = tmp_path / "video.avi"
-    frame = bytes(range(256)) * 64 + b"\xff" * (1 << 20)  # compresses ~60x
+    frame = b"\xf0" * (1 << 20)  # every piece's first bytes compress
     source.write_bytes(b"RIFF" + frame * 24)  # ~25 MB: several parts
     s3_store.put_file("videos/v.avi", source)
-    url = f"http://127.0.0.1:{s3_server.ports['filer']}/buckets/{s3_store.bucket}/videos/v.avi"
-    chunks = json.loads(urllib.request.urlopen(url + "?metadata=true").read())["chunks"]
-    assert len(chunks) > 1
-    assert not any(c.get("is_compressed") for c in chunks)
+    s3_store.put_bytes("chunks/rois.tar", b"\0" * (3 << 20))
+    s3_store.put_bytes("chunks/rois.npz", b"\0" * (3 << 20))
+    for key, kind in [
+        ("videos/v.avi", "video/x-msvideo"),
+        ("chunks/rois.tar", "application/x-tar"),
+        ("chunks/rois.npz", "binary/octet-stream"),
+    ]:
+        url = f"http://127.0.0.1:{s3_server.ports['filer']}/buckets/{s3_store.bucket}/{key}"
+        meta = json.loads(urllib.request.urlopen(url + "?metadata=true").read())
+        assert meta["chunks"] and not any(c.get("is_compressed") for c in meta["chunks"]), key
+        assert s3_store.client.stat_object(s3_store.bucket, key).content_type == kind
+        assert len(meta["chunks"]) > 1 or key != "videos/v.avi"  # several parts
     assert s3_store.get_bytes("videos/v.avi") == source.read_bytes()
+
+
+def test_content_types_come_from_the_names() -> None:
+    from plankline.stream.store import content_type_of
+
+    assert content_type_of("raw/Cast 3.AVI") == "video/x-msvideo"
+    assert content_type_of("raw/x.ts") == "video/mp2t"  # not mimetypes' Qt Linguist text
+    assert content_type_of("jobs/j/results/measurements/c.csv") == "text/csv"
+    assert content_type_of("jobs/j/chunks/v/0/probabilities.npy") == "binary/octet-stream"

@@ -13,8 +13,10 @@ fix them.
 from __future__ import annotations
 
 import io
+import mimetypes
 import os
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -61,9 +63,36 @@ def _is_transient(error: Exception) -> bool:
     return type(error).__name__ == "ServerError"
 
 
+def content_type_of(key: str) -> str:
+    """The ``Content-Type`` an object is stored with: its name's (``mimetypes``), else
+    ``binary/octet-stream`` (what S3 itself gives an object sent without one).
+
+    Not ``application/octet-stream``: SeaweedFS reads that as "unknown" and gzips every
+    8 MB piece whose first 128 bytes compress, which those of an uncompressed video, a
+    ROI tar (headers) and raw ROI pixels do; every read then decompresses them again.
+    Uploading the 200 MB real-frame AVI cost ``weed`` 4.0 CPU s as
+    ``application/octet-stream``, 3.0 as ``video/x-msvideo``, and reading it back 0.50
+    against 0.42 (``weed`` 4.48).
+    """
+    suffix = os.path.splitext(key)[1].lower()
+    known = _VIDEO_TYPES.get(suffix) or mimetypes.guess_type(key, strict=False)[0]
+    return known or "binary/octet-stream"
+
+
+# Video containers that ``mimetypes`` does not know or takes for something else
+# (``.ts``: Qt Linguist text, which SeaweedFS would gzip; ``.mts``: a 3-D model).
+_VIDEO_TYPES = {
+    ".ts": "video/mp2t",
+    ".m2ts": "video/mp2t",
+    ".mts": "video/mp2t",
+    ".vob": "video/mpeg",
+    ".nut": "video/x-nut",
+}
+
+
 class _TypedParts(urllib3.PoolManager):
-    """The HTTP pool of :class:`S3Store`: every part of a multipart upload carries a
-    ``Content-Type``, as a single PUT does.
+    """The HTTP pool of :class:`S3Store`: every part of a multipart upload carries its
+    object's ``Content-Type`` (:func:`content_type_of`), as a single PUT does.
 
     minio sends parts without one, and SeaweedFS gzips a part of unknown type whose
     first bytes compress well: an uncompressed video's every chunk, so that every
@@ -75,7 +104,8 @@ class _TypedParts(urllib3.PoolManager):
     def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
         headers = kw.get("headers")
         if method == "PUT" and "partNumber=" in url and headers is not None:
-            headers.setdefault("Content-Type", "application/octet-stream")
+            key = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+            headers.setdefault("Content-Type", content_type_of(key))
         return super().urlopen(method, url, redirect=redirect, **kw)
 
 
@@ -189,10 +219,10 @@ class S3Store:
 
         self._call("create bucket", make)
 
-    def put_bytes(
-        self, key: str, data: bytes, content_type: str = "application/octet-stream"
-    ) -> None:
-        """Write ``data`` at ``key``, replacing any previous object."""
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write ``data`` at ``key``, replacing any previous object (``Content-Type``:
+        :func:`content_type_of` the key unless given)."""
+        content_type = content_type or content_type_of(key)
         self._call(
             f"put {key}",
             lambda: self.client.put_object(
@@ -280,7 +310,12 @@ class S3Store:
             raise FileNotFoundError(
                 f"{path}: not a file, cannot upload to s3://{self.bucket}/{key}"
             )
-        self._call(f"put {key}", lambda: self.client.fput_object(self.bucket, key, str(path)))
+        self._call(
+            f"put {key}",
+            lambda: self.client.fput_object(
+                self.bucket, key, str(path), content_type=content_type_of(key)
+            ),
+        )
 
     def get_file(self, key: str, path: Path | str) -> Path:
         """Download ``key`` to ``path`` (parent folders created); returns the path."""
