@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -159,7 +161,10 @@ CONTAINERS = [
     ("h264", ".mp4", 4),
     ("h264", ".mkv", 4),
     ("h264", ".ts", 4),
+    ("h264", ".m2ts", None),
     ("mpeg2video", ".mpg", 4),
+    ("mpeg2video", ".vob", 4),
+    ("mpeg2video", ".m2v", 4),  # raw MPEG video: no times of its own, read by counting
 ]
 
 
@@ -226,7 +231,6 @@ def test_an_open_file_gives_the_frames_of_the_path(
 def test_a_video_cut_between_keyframes_names_the_frame_it_cannot_seek_to(tmp_path) -> None:
     """Packets copied from the middle of an FFV1 group of frames cannot be decoded alone:
     a clear error naming the file and frame, not FFmpeg's bare 'Operation not permitted'."""
-    import av
 
     path = tmp_path / "v.avi"
     write_video(path, _frames(12), fps=10, codec="ffv1", keyframe_every=12)
@@ -332,8 +336,6 @@ def test_a_variable_frame_rate_video_gives_every_frame_once_in_order(tmp_path, s
     Such a video is numbered by counting, from its first frame."""
     from fractions import Fraction
 
-    import av
-
     frames = _frames(20)
     path = tmp_path / f"vfr{suffix}"
     with av.open(str(path), "w") as out:
@@ -374,3 +376,64 @@ def test_continuous_reader_keeps_frames_within_its_byte_budget(tmp_path) -> None
             assert len(got) == len(want) and all(map(np.array_equal, got, want))
         assert len(read._recent) <= (3 if read is tight else 6)
     assert tight.seeks > roomy.seeks == 3
+
+
+class _CountingFile(io.RawIOBase):
+    """A video's bytes as an open file that counts what is read; ``identity`` names the
+    version, as the stream's ranged S3 reader does, so a reader may cache what it learnt."""
+
+    def __init__(self, data: bytes, identity: tuple[object, ...] | None) -> None:
+        self.data, self.pos, self.bytes_read = data, 0, 0
+        self.identity = identity
+        self.name = "counted.ts"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: len(self.data)}[whence]
+        self.pos += offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        chunk = self.data[self.pos : self.pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self.pos += len(chunk)
+        self.bytes_read += len(chunk)
+        return len(chunk)
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("h264", ".ts"), ("mpeg2video", ".mpg")])
+def test_mpeg_streams_are_read_from_a_keyframe_near_the_start_not_from_the_first_frame(
+    tmp_path, codec: str, suffix: str
+) -> None:
+    """A transport or program stream was decoded from its first frame at every read: its
+    chunks cost the square of its length. Its frame index (one pass over its packets,
+    made once per version of the file) lets a read start at a keyframe before its first
+    frame: reading 3 frames at the end of 600 reads a small part of the file (opening it
+    reads the first ~100 frames), and the frames are those of decoding it all."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (48, 64), dtype=np.uint8) for _ in range(600)]
+    path = tmp_path / f"v{suffix}"
+    write_video(path, frames, fps=10, codec=codec, keyframe_every=6)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="gray") for f in container.decode(video=0)]
+    data = path.read_bytes()
+    source = _CountingFile(data, identity=("test", suffix))
+    info = probe_video(source)  # one pass over the packets, the index kept
+    assert info.n_frames == 600 and info.seekable
+    source.bytes_read = 0
+    got = list(iter_frames(source, 595, 598, info=info))
+    assert [i for i, _ in got] == [595, 596, 597]
+    assert all(np.array_equal(frame, decoded[i]) for i, frame in got)
+    assert source.bytes_read < len(data) / 3
+    for start in range(0, 598, 23):  # and from anywhere, exactly
+        got = list(iter_frames(path, start, start + 3))
+        assert [i for i, _ in got] == [start, start + 1, start + 2]
+        assert all(np.array_equal(frame, decoded[i]) for i, frame in got), start

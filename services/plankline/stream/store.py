@@ -426,6 +426,9 @@ class RangedObjectReader(io.RawIOBase):
         self._last_read = -2  # last block of the previous read
         self._pinned = {0, max(0, size - 1) // block_size}
         self.name = f"s3://{bucket}/{key}"
+        # which object, in which version: what a reader may cache about it (the frame
+        # index of an MPEG stream, one pass over the whole object) holds while it matches
+        self.identity = (store.endpoint, bucket, key, etag, size)
         self.bytes_fetched = 0
         self.requests = 0
         self._pos = 0
