@@ -437,3 +437,23 @@ def test_mpeg_streams_are_read_from_a_keyframe_near_the_start_not_from_the_first
         got = list(iter_frames(path, start, start + 3))
         assert [i for i, _ in got] == [start, start + 1, start + 2]
         assert all(np.array_equal(frame, decoded[i]) for i, frame in got), start
+
+
+def test_damaged_frames_of_an_mpeg_stream_are_named_not_skipped(tmp_path) -> None:
+    """Frames the decoder cannot give (zeroed bytes mid-file) end the read with an error
+    naming the first of them, after every good frame before; frames after the damage
+    read fine. Numbered by their times, they would otherwise be a silent gap."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (48, 64), dtype=np.uint8) for _ in range(200)]
+    path = tmp_path / "v.ts"
+    write_video(path, frames, fps=10, codec="h264", keyframe_every=6)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20000] = bytes(20000)
+    path.write_bytes(bytes(data))
+    got = []
+    with pytest.raises(VideoError, match="damaged") as error:
+        got.extend(i for i, _ in iter_frames(path))
+    assert got == list(range(len(got))) and error.value.frame == len(got)
+    assert 60 < len(got) < 140
+    after = [i for i, _ in iter_frames(path, 160, 170)]
+    assert after == list(range(160, 170))

@@ -645,7 +645,8 @@ def _iter_indexed(
     program stream read from frame 1's pack gave a 1,605-byte piece of it, then its
     picture with frame 2's time): packets are fed to the decoder from the first that is
     a keyframe exactly as indexed. When that keyframe is past ``start`` (the keyframe at
-    the seek position was cut), the read starts again further back.
+    the seek position was cut), the read starts again further back. Frames that never
+    come out of the decoder (damaged data) end the read with an error naming the first.
     """
     stream = container.streams.video[0]
     stream.thread_type = "NONE"
@@ -658,6 +659,9 @@ def _iter_indexed(
             k = index.frame_of(frame.pts)
             if k is None or k < max(start, anchor, nxt):  # and frames shown before it
                 continue
+            if k > nxt and (stop is None or nxt < stop):  # never came out of the decoder
+                last = k if stop is None else min(k, stop)
+                raise VideoError(p, nxt, f"cannot decode: frames {nxt} to {last - 1} damaged")
             if stop is not None and k >= stop:
                 return
             yield k, _same_as_first(frame.to_ndarray(format=fmt), info, p, k)
