@@ -86,9 +86,11 @@ class _FrameIndex:
     @classmethod
     def of(cls, container: av.container.InputContainer) -> _FrameIndex | None:
         """The index from ``container``'s packets (read to the end); None when a packet
-        has no time or two share one (a damaged stream): such a video is read from its
-        first frame, counting. Keyframes without a byte position (packed behind another
-        frame in a program stream's pack) are no place to start."""
+        has no time, two share one, or keyframes' times run against their order in the
+        file (a damaged stream; a transport stream's clock wrapping after 26.5 hours):
+        such a video is read from its first frame, counting. Keyframes without a byte
+        position (packed behind another frame in a program stream's pack) are no place
+        to start."""
         stream = container.streams.video[0]
         times: list[int] = []
         keys: list[tuple[int, int, int]] = []
@@ -105,6 +107,8 @@ class _FrameIndex:
             return None
         rows = np.asarray(keys, np.int64).reshape(-1, 3)
         rows = rows[np.argsort(rows[:, 1], kind="stable")]
+        if np.any(np.diff(rows[:, 0]) <= 0):
+            return None  # keyframes out of time order in the file (times that wrap around)
         frames = np.searchsorted(pts, rows[:, 1])
         return cls(pts, np.column_stack([frames, rows]))
 
