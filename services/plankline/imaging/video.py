@@ -145,7 +145,8 @@ class _FrameIndex:
 
 
 _INDEXES: OrderedDict[tuple[object, ...], _FrameIndex | None] = OrderedDict()
-_KEPT_INDEXES = 8  # videos whose index a process keeps (~16 bytes a frame)
+_KEPT_INDEXES = 32  # videos whose index a process keeps: ~1 MB for an hour at 30 frames/s;
+# a segmenter serving chunks of many videos at once must not make it again per chunk
 
 
 def _frame_index(
