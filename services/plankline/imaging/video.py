@@ -572,9 +572,7 @@ def _same_as_first(frame: np.ndarray, info: VideoInfo, path: str | Path, index: 
 def _iter_av(
     container: av.container.InputContainer, p: str, info: VideoInfo, start: int, stop: int | None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    stream = container.streams.video[0]
-    stream.thread_type = "NONE"  # one core per worker; the batch runner parallelises videos
-    fmt = "gray16le" if info.dtype == "uint16" else "gray"
+    stream, fmt = _gray_decoder(container, info)
     fps = info.fps or 1.0
     tb = stream.time_base
     t0 = info.start_pts if info.start_pts is not None else (stream.start_time or 0)
@@ -628,10 +626,26 @@ def _iter_av(
                 break
     except av.FFmpegError as error:
         raise VideoError(p, max(index, start), f"cannot decode ({error})") from error
-    end = expected if stop is None else min(stop, expected or stop)
-    if expected is not None and index < end:
+    if expected is not None:
+        _check_not_short(p, index, start, stop, expected)
+
+
+def _gray_decoder(
+    container: av.container.InputContainer, info: VideoInfo
+) -> tuple[av.video.stream.VideoStream, str]:
+    """The video stream decoding on this thread only (one core per worker; the batch
+    runner parallelises videos), and the gray format its frames are converted to."""
+    stream = container.streams.video[0]
+    stream.thread_type = "NONE"
+    return stream, "gray16le" if info.dtype == "uint16" else "gray"
+
+
+def _check_not_short(p: str, reached: int, start: int, stop: int | None, total: int) -> None:
+    """A read that ended at frame ``reached`` before ``stop`` (or the video's ``total``
+    frames) met the end of the data: truncated, named from the first frame missing."""
+    if reached < (total if stop is None else min(stop, total)):
         raise VideoError(
-            p, max(index, start), f"truncated: video ends after {index} of {expected} frames"
+            p, max(reached, start), f"truncated: video ends after {reached} of {total} frames"
         )
 
 
@@ -653,9 +667,7 @@ def _iter_indexed(
     the seek position was cut), the read starts again further back. Frames that never
     come out of the decoder (damaged data) end the read with an error naming the first.
     """
-    stream = container.streams.video[0]
-    stream.thread_type = "NONE"
-    fmt = "gray16le" if info.dtype == "uint16" else "gray"
+    stream, fmt = _gray_decoder(container, info)
     nxt = start  # the next frame due
 
     def frames(decoded: Iterator[av.VideoFrame], anchor: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -690,9 +702,7 @@ def _iter_indexed(
             break
     except av.FFmpegError as error:
         raise VideoError(p, nxt, f"cannot decode ({error})") from error
-    end = len(index.pts) if stop is None else min(stop, len(index.pts))
-    if nxt < end:
-        raise VideoError(p, nxt, f"truncated: video ends after {nxt} of {len(index.pts)} frames")
+    _check_not_short(p, nxt, start, stop, len(index.pts))
 
 
 def _seek(
