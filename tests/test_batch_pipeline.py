@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,16 @@ def test_chunks_are_named_by_their_own_start_time(finished: Path) -> None:
         "20260101120010.000",
         "20260101120010.300",
     ]
+
+
+def test_archives_date_their_members_by_the_chunk_s_capture_time(finished: Path) -> None:
+    """Not the time of writing: a rerun, a resumed run and the stream give the same bytes."""
+    with tarfile.open(finished / "segmentation" / "20260101120010.300.tar") as tar:
+        assert {m.mtime for m in tar} == {
+            int(datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC).timestamp())
+        }
+    with zipfile.ZipFile(finished / "ecotaxa" / "20260101120010.300.zip") as z:
+        assert {i.date_time for i in z.infolist()} == {(2026, 1, 1, 12, 0, 10)}
 
 
 def test_chunked_run_finds_the_same_objects_as_one_chunk_run(
@@ -380,6 +392,12 @@ def assert_same_rois_as(root: Path, clean: Path) -> None:
     assert len(set(resumed_rois["image"])) == len(resumed_rois["image"])  # no duplicates
     for key in ("image", "line", "column", "area", "perimeter"):
         np.testing.assert_array_equal(resumed_rois[key], clean_rois[key])
+    # every output to the byte: the archives date their members by capture time, not now
+    kinds = ("segmentation", "measurements", "classification", "ecotaxa")
+    files = sorted(p.relative_to(clean) for k in kinds for p in (clean / k).iterdir())
+    assert files == sorted(p.relative_to(root) for k in kinds for p in (root / k).iterdir())
+    assert files
+    assert [f for f in files if (root / f).read_bytes() != (clean / f).read_bytes()] == []
 
 
 @pytest.fixture(scope="module")

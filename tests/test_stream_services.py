@@ -7,7 +7,6 @@ import tarfile
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -185,11 +184,6 @@ def tar_members(path: Path) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
 
 
-def zip_members(path: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(path) as z:
-        return {n: z.read(n) for n in z.namelist()}
-
-
 def assert_same_outputs(stream_dir: Path, batch_dir: Path, prob_atol: float = 0.0) -> int:
     """Stream results equal batch outputs; returns the number of ROIs compared."""
     n_rois = 0
@@ -197,10 +191,9 @@ def assert_same_outputs(stream_dir: Path, batch_dir: Path, prob_atol: float = 0.
     assert names and names == sorted(p.name for p in (stream_dir / "measurements").glob("*.csv"))
     for name in names:
         stem = name[: -len(".csv")]
-        a = tar_members(stream_dir / "segmentation" / f"{stem}.tar")
-        b = tar_members(batch_dir / "segmentation" / f"{stem}.tar")
-        assert a == b, f"{stem}: ROI tar members differ"
-        n_rois += len(b)
+        tar = (batch_dir / "segmentation" / f"{stem}.tar").read_bytes()
+        assert (stream_dir / "segmentation" / f"{stem}.tar").read_bytes() == tar, f"{stem}: ROI tar"
+        n_rois += len(tar_members(batch_dir / "segmentation" / f"{stem}.tar"))
         assert (stream_dir / "measurements" / name).read_bytes() == (
             batch_dir / "measurements" / name
         ).read_bytes(), f"{stem}: measurements differ"
@@ -209,9 +202,9 @@ def assert_same_outputs(stream_dir: Path, batch_dir: Path, prob_atol: float = 0.
         assert ids_a == ids_b and classes_a == classes_b
         np.testing.assert_allclose(probs_a, probs_b, rtol=0, atol=max(prob_atol, 1e-7))
         if prob_atol == 0.0:
-            assert zip_members(stream_dir / "ecotaxa" / f"{stem}.zip") == zip_members(
+            assert (stream_dir / "ecotaxa" / f"{stem}.zip").read_bytes() == (
                 batch_dir / "ecotaxa" / f"{stem}.zip"
-            ), f"{stem}: EcoTaxa export differs"
+            ).read_bytes(), f"{stem}: EcoTaxa export differs"
     return n_rois
 
 

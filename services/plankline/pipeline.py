@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -471,10 +471,17 @@ def write_outputs(
     given, receives the seconds of encoding and of writing.
     """
     ids = list(table["image"])
+    imaged = archive_time(chunk)
     with _stage(times, "encode"):
         images = encode_images(ids, images, settings.image_format)
     with _stage(times, "write"):
-        write_roi_tar(paths["rois"], ids, images, fmt=settings.image_format)
+        write_roi_tar(
+            paths["rois"],
+            ids,
+            images,
+            fmt=settings.image_format,
+            mtime=None if imaged is None else imaged.replace(tzinfo=UTC).timestamp(),
+        )
         write_csv(paths["measurements"], table)
         predicted = None
         if probs is not None and class_names is not None:
@@ -503,7 +510,17 @@ def write_outputs(
             predicted=predicted,
             pixel_size_um=settings.pixel_size_um,
             image_format=settings.image_format,
+            member_time=imaged,
         )
+
+
+def archive_time(chunk: Chunk) -> datetime | None:
+    """The time the chunk's ROI tar and EcoTaxa zip give their members: when its first frame
+    was imaged (the timestamp in its name, taken as UTC), so the same video gives the same
+    bytes on every run, resumed or not, and from the stream. None (the time of writing) for
+    names without a timestamp or one a zip cannot hold (before 1980)."""
+    stamp = parse_timestamp(chunk.name)
+    return stamp if stamp is not None and 1980 <= stamp.year <= 2107 else None
 
 
 def process_chunk(

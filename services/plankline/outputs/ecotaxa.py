@@ -193,6 +193,7 @@ def write_ecotaxa_zip(
     predicted: Sequence[str] | None = None,
     pixel_size_um: float | None = None,
     image_format: Literal["png", "jpg"] = "png",
+    member_time: datetime | None = None,
 ) -> None:
     """Write one sample/acquisition as a zip that EcoTaxa imports as is.
 
@@ -233,6 +234,9 @@ def write_ecotaxa_zip(
         pixels; this is the factor users need to convert them).
     image_format : {"png", "jpg"}
         Image encoding inside the zip.
+    member_time : datetime, optional
+        The members' modification time (default: now). A fixed one (the pipeline
+        gives the chunk's capture time) makes the same inputs give the same bytes.
 
     Raises
     ------
@@ -332,7 +336,8 @@ def write_ecotaxa_zip(
 
     encoded = encode_images(ids, images, image_format)
     tsv_name = f"ecotaxa_{sanitize_name(sample_id)}.tsv"
-    _write_members(path, tsv_name, cols, list(zip(files, encoded, strict=True)))
+    stamp = member_time.timetuple() if member_time is not None else time.localtime()
+    _write_members(path, tsv_name, cols, list(zip(files, encoded, strict=True)), stamp[:6])
 
 
 def _annotation_columns(predicted: Sequence[str], n: int) -> dict[str, tuple[str, list[str]]]:
@@ -388,8 +393,10 @@ def _write_members(
     tsv_name: str,
     cols: Mapping[str, tuple[str, list[str] | _Floats]],
     images: Sequence[tuple[str, bytes]],
+    date_time: Sequence[int],
 ) -> None:
-    """The zip: the TSV of ``cols`` (name -> (type, values)) first, then the encoded images."""
+    """The zip: the TSV of ``cols`` (name -> (type, values)) first, then the encoded images,
+    every member dated ``date_time`` (year, month, day, hour, minute, second)."""
     buf = io.StringIO()
     w = csv.writer(buf, delimiter="\t", lineterminator="\n")
     w.writerow(list(cols))
@@ -413,7 +420,7 @@ def _write_members(
     members = [(tsv_name, tsv, True)]
     members += [(name, data, False) for name, data in images]
     with atomic_write(path, "wb") as f:
-        write_zip(f, members, date_time=time.localtime()[:6], level=1)
+        write_zip(f, members, date_time=date_time, level=1)
 
 
 #: Columns :func:`write_ecotaxa_zip` writes before the predicted class, in its order.
@@ -456,6 +463,7 @@ def annotate_ecotaxa_zip(
             raise ValueError(f"{path}: expected one ecotaxa*.tsv, found {tsvs}")
         text = z.read(tsvs[0]).decode("latin-1")
         images = [(m, z.read(m)) for m in names if m != tsvs[0]]
+        date_time = z.getinfo(tsvs[0]).date_time  # kept: the same bytes as run's export
     rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
     if len(rows) < 2 or len(rows[0]) != len(rows[1]):
         raise ValueError(f"{path}: {tsvs[0]} lacks its header or type row")
@@ -481,7 +489,7 @@ def annotate_ecotaxa_zip(
         if name not in _BEFORE_ANNOTATION and not cols.keys() & annotation.keys():
             cols.update(annotation)
         cols[name] = column
-    _write_members(path, tsvs[0], cols, images)
+    _write_members(path, tsvs[0], cols, images, date_time)
 
 
 def _is_date(s: str) -> bool:
