@@ -234,6 +234,7 @@ def flatfielded_frames(
     before = max(0, chunk.start - 1)
     frames = _readable_frames(read, before, None, [] if skipped is None else skipped, before)
     for index, frame in frames:
+        flat.count_artefacts = chunk.start <= index < chunk.stop
         with _stage(times, "flatfield"):
             corrected = flat.correct(frame)
         yield index, corrected

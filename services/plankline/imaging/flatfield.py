@@ -162,6 +162,11 @@ class FlatField:
         #: Lines whose lamp gain changed by more than 2% from their running value.
         self.flicker_lines = 0
         self.last_flicker_lines = 0
+        #: Frames with no image (lamp off, clipped white) returned blank by correct().
+        self.lamp_frames = 0
+        #: Whether correct() counts the frame's flicker lines and lamp event: a chunk
+        #: also corrects the frames around it that it does not own (their chunk counts).
+        self.count_artefacts = True
         self._col_var: np.ndarray | None = None  # (W,) running row-to-row variation
         self._line_ref: np.ndarray | None = None  # (H,) running per-line relative gain
         self._priming = False
@@ -202,10 +207,12 @@ class FlatField:
             self.polarity_found = None
 
     def artefacts(self) -> dict[str, int]:
-        """Counts for the log: stuck columns now repaired, flickering lines so far."""
+        """Counts for the log: stuck columns now repaired, flickering lines and frames
+        without an image (left blank) so far."""
         return {
             "stuck_columns": len(self.stuck_columns),
             "flicker_lines": int(self.flicker_lines),
+            "lamp_frames": int(self.lamp_frames),
         }
 
     def _oriented(self, frame: np.ndarray) -> np.ndarray:
@@ -251,7 +258,7 @@ class FlatField:
             for i, frame in enumerate(kept):
                 if self.column is None:
                     self._initialise(frame)
-                elif (len(kept) - 1 - i) % self.update_every or self._lamp_changed(frame):
+                elif (len(kept) - 1 - i) % self.update_every or self._lamp_event(frame):
                     continue  # folded in every update_every-th frame, the last one always
                 self._apply(frame, None)
                 self._decide_stuck = i == len(kept) - 1
@@ -271,14 +278,21 @@ class FlatField:
         Returns
         -------
         (H, W) uint8
-            Background ~``level``, objects dark.
+            Background ~``level``, objects dark; all ``level`` for a frame with no
+            image (the lamp off, clipped white: see :meth:`_lamp_event`), counted in
+            :attr:`lamp_frames`.
         """
         self._check(frame)
         frame = self._oriented(frame)
         if self.column is None:
             self._initialise(frame)
+        lamp = self._lamp_event(frame)
+        if lamp == "no image":
+            self.lamp_frames += self.count_artefacts
+            self._frames += 1
+            return np.full(frame.shape, round(self.level), np.uint8)
         out = np.empty(frame.shape, np.uint8)
-        due = self._frames % self.update_every == 0 and not self._lamp_changed(frame)
+        due = self._frames % self.update_every == 0 and not lamp
         self._apply(frame, out, keep_rows=due)
         if due:
             at, last = self._frames, self._decided_at
@@ -292,20 +306,36 @@ class FlatField:
         self._frames += 1
         return out
 
-    def _lamp_changed(self, frame: np.ndarray) -> bool:
-        """Whether the frame's typical level is under half or over twice the background
-        estimate's: the lamp off (black frames at a video's start), a shutter, saturation.
-        Such a frame is corrected but not folded into the estimate: the per-line gain
-        lifts its lines to the background level, so the update took it for background
-        and darkened the estimate (the two frames after three black ones gave half as
-        many ROIs again as the same frames without them)."""
+    def _lamp_event(self, frame: np.ndarray) -> str:
+        """How the frame's light compares with the background estimate's.
+
+        ``"changed"``: its typical level is under half or over twice the estimate's (a
+        dimmed lamp, a shutter). ``"no image"``: under an eighth of it (the lamp off:
+        black frames at a video's start), or half of it at one top value the estimate is
+        below (clipped: a lamp flash or a saturating camera, whose white frame is only
+        1.3x a bright-field background of 200). ``""``: the lamp is steady.
+
+        Neither kind is folded into the estimate: the per-line gain lifts its lines to the
+        background level, so the update took it for background and darkened the estimate
+        (the two frames after three black ones gave half as many ROIs again as the same
+        frames without them; on the real ISIIS frame's video two white frames cut the next
+        ten frames' ROIs by a fifth). A frame with no image is not corrected either
+        (:meth:`correct` returns it blank): stretched to the background it was one
+        frame-sized "organism".
+        """
         if self.column is None:
-            return False
-        typical = float(np.median(frame[::16, ::16]))
+            return ""
+        sample = frame[::16, ::16]
+        typical = float(np.median(sample))
         expected = float(np.median(self.column))
         if self.vignette is not None:
             expected *= float(np.median(self.vignette))
-        return not 0.5 * expected <= typical <= 2.0 * expected
+        top = sample.max()
+        if typical < expected / 8 or (
+            expected < top and 2 * np.count_nonzero(sample == top) >= sample.size
+        ):
+            return "no image"
+        return "" if 0.5 * expected <= typical <= 2.0 * expected else "changed"
 
     def background(self) -> np.ndarray:
         """The current background estimate ``B`` as a full-size float32 image."""
@@ -559,7 +589,7 @@ class FlatField:
         else:
             self.last_flicker_lines = int(np.count_nonzero(np.abs(rel / ref - 1) > 0.02))
             self._line_ref = ((ref + rel) / 2).astype(np.float32)  # follows the estimate
-        if self._priming:  # primed frames are counted by the chunk that owns them
+        if self._priming or not self.count_artefacts:  # counted by the chunk owning them
             self.last_flicker_lines = 0
         self.flicker_lines += self.last_flicker_lines
         return gain
