@@ -281,17 +281,21 @@ def test_counts_per_second_tally_every_roi_by_video_second_and_class(tmp_path: P
 
     rng = np.random.default_rng(3)
     names = ["copepod", "detritus", "diatom"]
-    records, expected = [], Counter()
+    records, expected, sure = [], Counter(), Counter()
+    thresholds = {"copepod": 0.5, "detritus": 0.7, "diatom": None}  # None: never reached
     for i, video in enumerate([VIDEO_A, VIDEO_B]):
         n = 400
         seconds = np.sort(rng.uniform(0, 7.9, n))
         probs = rng.dirichlet(np.ones(len(names)), n).astype(np.float32)
         ids = [f"{i}_{k}" for k in range(n)]
         write_csv(tmp_path / f"m{i}.csv", {"image": ids, "seconds": seconds})
-        write_classification_csv(tmp_path / f"c{i}.csv", ids, probs, names)
+        write_classification_csv(tmp_path / f"c{i}.csv", ids, probs, names, thresholds=thresholds)
         records.append({"name": str(i), "video": f"raw/{video}", "fps": 10.0})
-        for s, k in zip(seconds, probs.argmax(axis=1), strict=True):  # the exact top class
+        for s, p in zip(seconds, probs, strict=True):  # the exact top class
+            k = int(p.argmax())
             expected[(video, int(s), names[k])] += 1
+            limit = thresholds[names[k]]
+            sure[(video, int(s), names[k])] += limit is not None and p[k] >= limit
     write_csv(tmp_path / "m2.csv", {"image": ["x"], "frame": [0]})  # no fps: no seconds
     write_classification_csv(tmp_path / "c2.csv", ["x"], np.ones((1, 3), np.float32) / 3, names)
     records.append({"name": "2", "video": "raw/other.avi", "fps": 10.0})
@@ -312,12 +316,23 @@ def test_counts_per_second_tally_every_roi_by_video_second_and_class(tmp_path: P
         }
     )
     assert got == expected and sum(got.values()) == 800
+    confident = zip(
+        table["video"], table["second"], table["class"], table["confident"], strict=True
+    )
+    assert {(v, s, c): n for v, s, c, n in confident} == {k: sure[k] for k in expected}
+    assert 0 < sum(table["confident"]) < 800
     keys = list(zip(table["video"], table["second"], table["class"], strict=True))
     assert keys == sorted(keys)
     # a hand-made table without top_class: the largest written probability
     ids, probs, _ = read_classification_csv(tmp_path / "c0.csv")
     write_csv(tmp_path / "c0.csv", {"image": ids} | {n: probs[:, j] for j, n in enumerate(names)})
-    assert counts_per_second(records, outputs)["count"] == table["count"]
+    hand_made = counts_per_second(records, outputs)
+    assert hand_made["count"] == table["count"]
+    assert all(  # no threshold known: none confident
+        n == 0
+        for v, n in zip(hand_made["video"], hand_made["confident"], strict=True)
+        if v == VIDEO_A
+    )
     write_csv(tmp_path / "m1.csv", {"image": ["a"], "seconds": [0.5]})  # out of step
     with pytest.raises(ValueError, match=r"c1\.csv: 400 ROIs, but .*m1\.csv has 1"):
         counts_per_second(records, outputs)

@@ -614,11 +614,15 @@ def counts_per_second(
     records: Iterable[Mapping[str, Any]], outputs: Callable[[str], Mapping[str, Path]]
 ) -> dict[str, list[Any]]:
     """Counts of the ROIs' top classes (``top_class`` of the classification tables, from
-    the exact probabilities, as the run's class table) in each whole second of each video."""
+    the exact probabilities, as the run's class table) in each whole second of each video,
+    and how many of them are ``confident``: their ``thresholded_class`` is that class (the
+    top probability reached the class's threshold for 95 % precision), what an ecologist
+    counts as identified; the rest are the model's best guesses."""
     from plankline.model.infer import read_top_classes
     from plankline.outputs.tables import read_csv, read_header
 
     rows: Counter[tuple[str, int, str]] = Counter()
+    sure: Counter[tuple[str, int, str]] = Counter()
     for record in records:
         paths = outputs(record["name"])
         if not paths["classification"].is_file() or not record.get("fps"):
@@ -630,19 +634,20 @@ def counts_per_second(
         measured = read_csv(paths["measurements"], usecols=["seconds"], dtypes={"seconds": float})
         if len(measured["seconds"]) == 0:
             continue
-        top = read_top_classes(paths["classification"])
+        top, thresholded = read_top_classes(paths["classification"])
         if len(top) != len(measured["seconds"]):
             raise ValueError(
                 f"{paths['classification']}: {len(top)} ROIs, but "
                 f"{paths['measurements']} has {len(measured['seconds'])}"
             )
-        names, k = np.unique(top.astype(str), return_inverse=True)
-        pairs, tally = np.unique(
-            np.stack([measured["seconds"].astype(np.int64), k.ravel()]), axis=1, return_counts=True
-        )
+        top = top.astype(str)
+        names, k = np.unique(top, return_inverse=True)
+        key = np.stack([measured["seconds"].astype(np.int64), k.ravel()])
         video = Path(record["video"]).name
-        for (second, c), count in zip(pairs.T.tolist(), tally.tolist(), strict=True):
-            rows[(video, second, str(names[c]))] += count
+        for tally, chosen in ((rows, key), (sure, key[:, top == thresholded.astype(str)])):
+            pairs, counts = np.unique(chosen, axis=1, return_counts=True)
+            for (second, c), count in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+                tally[(video, second, str(names[c]))] += count
     keys = sorted(rows)
     return {
         "video": [k[0] for k in keys],
@@ -650,4 +655,5 @@ def counts_per_second(
         "time": [str(timedelta(seconds=k[1])) for k in keys],
         "class": [k[2] for k in keys],
         "count": [rows[k] for k in keys],
+        "confident": [sure[k] for k in keys],
     }

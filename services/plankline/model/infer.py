@@ -398,17 +398,22 @@ def write_classification_csv(
     return Path(path)
 
 
-def read_top_classes(path: Path) -> np.ndarray:
-    """Each ROI's top class from a table written by :func:`write_classification_csv`.
+def read_top_classes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each ROI's ``top_class`` and ``thresholded_class`` from a table written by
+    :func:`write_classification_csv`.
 
-    Its ``top_class`` column (from the exact probabilities), one text column instead
-    of every class's: the summary of a classified run reads every table once. Tables
-    without it (hand-made) give the class of the largest written probability.
+    Those two text columns instead of every class's: the summary of a classified run
+    reads every table once. Tables without them (hand-made) give the class of the
+    largest written probability, and ``unclassified`` as the thresholded class (no
+    threshold is known).
     """
-    if "top_class" in read_header(path):
-        return read_csv(path, dtypes={"top_class": str}, usecols=["top_class"])["top_class"]
+    wanted = ["top_class", "thresholded_class"]
+    if set(wanted) <= set(read_header(path)):
+        table = read_csv(path, dtypes=dict.fromkeys(wanted, str), usecols=wanted)
+        return table["top_class"], table["thresholded_class"]
     _, probs, names = read_classification_csv(path)
-    return np.asarray(names, dtype=object)[probs.argmax(axis=1)]
+    top = np.asarray(names, dtype=object)[probs.argmax(axis=1)]
+    return top, np.full(len(top), UNCLASSIFIED, dtype=object)
 
 
 def read_classification_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
