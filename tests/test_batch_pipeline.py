@@ -338,6 +338,22 @@ def test_counts_per_second_tally_every_roi_by_video_second_and_class(tmp_path: P
         counts_per_second(records, outputs)
 
 
+def test_the_summary_read_by_a_pool_is_the_summary_read_inline(
+    finished: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cruise's summary reads every chunk's tables (~15 us a ROI): ``plankline run``
+    reads them with its workers once there are enough chunks."""
+    from plankline.batch import run
+
+    files = [finished / "summary" / name for name in ("chunks.csv", "counts_per_second.csv")]
+    run.write_summary(Project(finished), workers=1)
+    inline = [f.read_bytes() for f in files]
+    monkeypatch.setattr(run, "SUMMARY_CHUNKS_PER_WORKER", 1)  # 5 chunks, 2 workers: a pool
+    run.write_summary(Project(finished), workers=2)
+    assert [f.read_bytes() for f in files] == inline
+    assert inline[1].count(b"\n") > 2
+
+
 def test_rerun_skips_finished_chunks(finished: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (finished / "segmentation").iterdir()}
     report = run_batch(BatchSettings(project=finished, chunk_frames=3, workers=1, fps=10.0))

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -261,7 +262,7 @@ def finish(plan_dir: Path) -> int:
 
     planned = json.loads((plan_dir / "plan.json").read_text())
     project = Project(Path(planned["drive"]))
-    write_summary(project)
+    write_summary(project, len(os.sched_getaffinity(0)))  # the cores SLURM gave this step
     missing = []
     failed = []
     chunks = [c for task in planned["segment"] for c in task["chunks"]]

@@ -573,11 +573,15 @@ def process_chunk(
 
 SUMMARY_FILES = ("chunks.csv", "counts_per_second.csv")
 
+ChunkMap = Callable[..., Iterable[Any]]
+"""``map``, or a process pool's ``map``: how the summary reads the chunks' tables."""
+
 
 def write_summary(
     folder: Path,
     records: Iterable[Mapping[str, Any]],
     outputs: Callable[[str], Mapping[str, Path]],
+    map_chunks: ChunkMap = map,
 ) -> None:
     """``chunks.csv`` and ``counts_per_second.csv`` of finished chunks into ``folder``.
 
@@ -595,6 +599,8 @@ def write_summary(
         video and first frame.
     outputs : callable
         Chunk name -> its output paths (``measurements``, ``classification``...).
+    map_chunks : callable
+        ``map`` or a pool's: see :func:`counts_per_second`.
     """
     rows = sorted(records, key=lambda r: (Path(r["video"]).name, r["start"]))
     chunks = {
@@ -607,47 +613,34 @@ def write_summary(
     }
     folder.mkdir(parents=True, exist_ok=True)
     write_csv(folder / "chunks.csv", chunks)
-    write_csv(folder / "counts_per_second.csv", counts_per_second(rows, outputs))
+    write_csv(folder / "counts_per_second.csv", counts_per_second(rows, outputs, map_chunks))
 
 
 def counts_per_second(
-    records: Iterable[Mapping[str, Any]], outputs: Callable[[str], Mapping[str, Path]]
+    records: Iterable[Mapping[str, Any]],
+    outputs: Callable[[str], Mapping[str, Path]],
+    map_chunks: ChunkMap = map,
 ) -> dict[str, list[Any]]:
     """Counts of the ROIs' top classes (``top_class`` of the classification tables, from
     the exact probabilities, as the run's class table) in each whole second of each video,
     and how many of them are ``confident``: their ``thresholded_class`` is that class (the
     top probability reached the class's threshold for 95 % precision), what an ecologist
-    counts as identified; the rest are the model's best guesses."""
-    from plankline.model.infer import read_top_classes
-    from plankline.outputs.tables import read_csv, read_header
+    counts as identified; the rest are the model's best guesses.
 
+    ``map_chunks`` maps :func:`chunk_counts_per_second` over the chunks: reading the tables
+    costs ~15 us a ROI, hours on one core for a cruise's billion ROIs, so the batch CLI
+    hands it its worker pool's ``map``.
+    """
+    timed = [r for r in records if r.get("fps")]
+    videos = [Path(r["video"]).name for r in timed]
+    paths = [dict(outputs(r["name"])) for r in timed]
     rows: Counter[tuple[str, int, str]] = Counter()
     sure: Counter[tuple[str, int, str]] = Counter()
-    for record in records:
-        paths = outputs(record["name"])
-        if not paths["classification"].is_file() or not record.get("fps"):
-            continue
-        if "seconds" not in read_header(paths["measurements"]):
-            continue
-        # only the column it needs: the whole table (~60 columns, types inferred) cost
-        # ~30 us a ROI, ten times the counting
-        measured = read_csv(paths["measurements"], usecols=["seconds"], dtypes={"seconds": float})
-        if len(measured["seconds"]) == 0:
-            continue
-        top, thresholded = read_top_classes(paths["classification"])
-        if len(top) != len(measured["seconds"]):
-            raise ValueError(
-                f"{paths['classification']}: {len(top)} ROIs, but "
-                f"{paths['measurements']} has {len(measured['seconds'])}"
-            )
-        top = top.astype(str)
-        names, k = np.unique(top, return_inverse=True)
-        key = np.stack([measured["seconds"].astype(np.int64), k.ravel()])
-        video = Path(record["video"]).name
-        for tally, chosen in ((rows, key), (sure, key[:, top == thresholded.astype(str)])):
-            pairs, counts = np.unique(chosen, axis=1, return_counts=True)
-            for (second, c), count in zip(pairs.T.tolist(), counts.tolist(), strict=True):
-                tally[(video, second, str(names[c]))] += count
+    counted = map_chunks(chunk_counts_per_second, videos, paths)
+    for video, chunk_rows in zip(videos, counted, strict=True):
+        for second, name, count, confident in chunk_rows:
+            rows[(video, second, name)] += count
+            sure[(video, second, name)] += confident
     keys = sorted(rows)
     return {
         "video": [k[0] for k in keys],
@@ -657,3 +650,39 @@ def counts_per_second(
         "count": [rows[k] for k in keys],
         "confident": [sure[k] for k in keys],
     }
+
+
+def chunk_counts_per_second(
+    video: str, paths: Mapping[str, Path]
+) -> list[tuple[int, str, int, int]]:
+    """One chunk's ``(second, class, count, confident)`` rows for :func:`counts_per_second`,
+    from its measurements and classification tables; none when it has no classes or no
+    capture times."""
+    from plankline.model.infer import read_top_classes
+    from plankline.outputs.tables import read_csv, read_header
+
+    if not paths["classification"].is_file() or "seconds" not in read_header(paths["measurements"]):
+        return []
+    # only the column it needs: the whole table (~60 columns, types inferred) cost
+    # ~30 us a ROI, ten times the counting
+    measured = read_csv(paths["measurements"], usecols=["seconds"], dtypes={"seconds": float})
+    if len(measured["seconds"]) == 0:
+        return []
+    top, thresholded = read_top_classes(paths["classification"])
+    if len(top) != len(measured["seconds"]):
+        raise ValueError(
+            f"{paths['classification']}: {len(top)} ROIs, but "
+            f"{paths['measurements']} has {len(measured['seconds'])}"
+        )
+    top = top.astype(str)
+    names, k = np.unique(top, return_inverse=True)
+    key = np.stack([measured["seconds"].astype(np.int64), k.ravel()])
+    pairs, counts = np.unique(key, axis=1, return_counts=True)
+    sure_pairs, sure_counts = np.unique(
+        key[:, top == thresholded.astype(str)], axis=1, return_counts=True
+    )
+    sure = dict(zip(map(tuple, sure_pairs.T.tolist()), sure_counts.tolist(), strict=True))
+    return [
+        (second, str(names[c]), count, sure.get((second, c), 0))
+        for (second, c), count in zip(pairs.T.tolist(), counts.tolist(), strict=True)
+    ]

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1
 """``prctl`` option from ``<linux/prctl.h>``: signal to receive when the parent dies."""
@@ -104,9 +106,23 @@ def die_with_parent(
     return how
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes that follow this one (:func:`pool_initializer`).
+
+    Spawned, not forked: the parent runs a progress-bar thread, and a fork taken while a
+    thread holds a lock leaves the child waiting on it forever.
+    """
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=pool_initializer,
+        initargs=(os.getpid(),),
+    )
+
+
 def pool_initializer(parent_pid: int) -> None:
-    """``ProcessPoolExecutor(initializer=pool_initializer, initargs=(os.getpid(),))``: the
-    worker follows its parent, and prints warnings as the commands do (one line each)."""
+    """The initializer of :func:`worker_pool`'s workers: each follows its parent, and
+    prints warnings as the commands do (one line each)."""
     from plankline.terminal import plain_warnings
 
     die_with_parent(parent_pid)

@@ -9,12 +9,10 @@ batch pipeline does, the job runs one process per core with a one-thread session
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from plankline.model.infer import shared_classifier, write_classification_csv
-from plankline.processes import pool_initializer
+from plankline.processes import worker_pool
 
 if TYPE_CHECKING:
     from plankline.model.infer import Classifier
@@ -275,15 +273,7 @@ def map_ordered(
             yield fn(*a, job)
         return
     one_thread = replace(job, threads=1)
-    # spawn, not fork: the parent runs a progress-bar thread (see batch.run)
-    context = multiprocessing.get_context("spawn")
-    # workers die with this process (kill -9 included), see plankline.processes
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=pool_initializer,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with worker_pool(workers) as pool:  # workers die with this process, kill -9 included
         futures = [pool.submit(fn, *a, one_thread) for a in args]
         for f in futures:
             yield f.result()

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from plankline import pipeline
@@ -33,7 +33,7 @@ from plankline.pipeline import (
     plan_chunks,
     process_chunk,
 )
-from plankline.processes import pool_initializer
+from plankline.processes import worker_pool
 
 log = logging.getLogger("plankline.batch")
 
@@ -238,7 +238,7 @@ def _run_locked(
         if on_progress:
             on_progress(result, result.frames)
     report.seconds = time.perf_counter() - began
-    write_summary(project)
+    write_summary(project, settings.workers)
     return report
 
 
@@ -305,16 +305,8 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
         return
     # at most MAX_RUN chunks a run, and every worker gets two runs
     longest = max(1, min(MAX_RUN, math.ceil(len(todo) / (2 * settings.workers))))
-    # spawn, not fork: the parent runs a progress-bar thread, and a fork taken while a
-    # thread holds a lock leaves the child waiting on it forever.
-    context = multiprocessing.get_context("spawn")
     # workers die with this process (kill -9 included): no idle orphans holding ~0.5 GB each
-    with ProcessPoolExecutor(
-        max_workers=settings.workers,
-        mp_context=context,
-        initializer=pool_initializer,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with worker_pool(settings.workers) as pool:
         pending: set[Future[list[ChunkResult]]] = set()
         queue = iter(chunk_runs(todo, longest))
         for run in queue:
@@ -330,9 +322,23 @@ def _map_chunks(todo: list[Chunk], settings: BatchSettings) -> Iterator[ChunkRes
                     pending.add(pool.submit(run_chunks, nxt, settings))
 
 
-def write_summary(project: Project) -> None:
-    """Per-chunk table and counts per class per second of video, from the done markers."""
-    pipeline.write_summary(project.summary, project.done_records(), project.outputs)
+SUMMARY_CHUNKS_PER_WORKER = 4
+"""Chunks per worker from which the summary reads the tables in a pool (a worker's start,
+~1 CPU s, costs about what reading one 100-frame chunk of real footage does)."""
+
+
+def write_summary(project: Project, workers: int = 1) -> None:
+    """Per-chunk table and counts per class per second of video, from the done markers and
+    the chunks' tables, read by ``workers`` processes when there are enough of them."""
+    records = list(project.done_records())
+    if workers <= 1 or len(records) < SUMMARY_CHUNKS_PER_WORKER * workers:
+        pipeline.write_summary(project.summary, records, project.outputs)
+        return
+    with worker_pool(workers) as pool:
+        chunksize = max(1, len(records) // (4 * workers))
+        pipeline.write_summary(
+            project.summary, records, project.outputs, partial(pool.map, chunksize=chunksize)
+        )
 
 
 def configure_logging(project: Path) -> None:
