@@ -348,7 +348,7 @@ def test_the_summary_read_by_a_pool_is_the_summary_read_inline(
     files = [finished / "summary" / name for name in ("chunks.csv", "counts_per_second.csv")]
     run.write_summary(Project(finished), workers=1)
     inline = [f.read_bytes() for f in files]
-    monkeypatch.setattr(run, "SUMMARY_CHUNKS_PER_WORKER", 1)  # 5 chunks, 2 workers: a pool
+    monkeypatch.setattr(run, "SUMMARY_ROIS_PER_WORKER", 1)  # a pool of 2 for 5 chunks
     run.write_summary(Project(finished), workers=2)
     assert [f.read_bytes() for f in files] == inline
     assert inline[1].count(b"\n") > 2
