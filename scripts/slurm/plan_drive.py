@@ -262,7 +262,9 @@ def finish(plan_dir: Path) -> int:
 
     planned = json.loads((plan_dir / "plan.json").read_text())
     project = Project(Path(planned["drive"]))
-    write_summary(project, len(os.sched_getaffinity(0)))  # the cores SLURM gave this step
+    # the cores SLURM gave this step (Linux), else the machine's
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    write_summary(project, len(cores) if cores else os.cpu_count() or 1)
     missing = []
     failed = []
     chunks = [c for task in planned["segment"] for c in task["chunks"]]
