@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from plankline.imaging.flatfield import FlatField
 from plankline.imaging.segment import Rois, SegmentParams, segment_frame, segment_stream
 
@@ -95,3 +96,19 @@ def test_a_steady_line_band_of_a_fixed_camera_is_no_flicker_but_a_new_one_is() -
     assert ff.flicker_lines == 0
     ff.correct(frames[6])
     assert 25 <= ff.last_flicker_lines <= 40
+
+
+@pytest.mark.parametrize("factor", [0.1, 0.3, 2.0])
+def test_a_deep_lamp_dip_or_flash_along_the_tape_is_corrected_to_its_edges(factor: float) -> None:
+    """300 lines of a frame at a tenth of the light (or brighter): smoothed with the lines
+    around it, each side of the band was half corrected, and the real ISIIS frame's video
+    gave a 2048-px-wide "organism" there. Each lamp line now takes its own gain."""
+    frames = [_background(seed=i) for i in range(4)]
+    band = frames[3].astype(np.float32)
+    band[100:400] = np.minimum(band[100:400] * factor, 255)
+    frames[3] = band.astype(np.uint8)
+    ff = FlatField(mode="both")
+    ff.prime(frames[:3])
+    out = ff.correct(frames[3])
+    lines = np.median(out, axis=1)
+    assert lines.min() > 0.9 * ff.level, np.flatnonzero(lines <= 0.9 * ff.level)

@@ -570,11 +570,21 @@ class FlatField:
         # float 0/1 mask and summing it give, without making that mask.
         sums = np.where(is_bg, sub, np.float32(0)).sum(axis=1, keepdims=True)
         counts = np.count_nonzero(is_bg, axis=1).astype(np.float32)[:, None]
+        # Lines of a lamp dip or flash (their own background under half or over 1.5x the
+        # frame's typical line's) take their own gain, and lend none to their neighbours:
+        # smoothed across the step, the lines on each side of a 300-line dip were half
+        # corrected and the band's edges came out as one frame-wide "organism".
+        found = counts[:, 0] > 2
+        own = sums[:, 0] / np.maximum(counts[:, 0], 1)
+        typical = float(np.median(own[found])) if found.any() else self.level
+        lamp = found & ((own < 0.5 * typical) | (own > 1.5 * typical))
+        sums[lamp], counts[lamp] = 0, 0
         sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE)
         counts = cv2.GaussianBlur(
             counts, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE
         )
         mean = np.where(counts[:, 0] > 2, sums[:, 0] / np.maximum(counts[:, 0], 1e-6), self.level)
+        mean[lamp] = own[lamp]
         gain = (self.level / np.maximum(mean, 1e-3)).astype(np.float32)
         # Flicker is a change along the tape: each line's gain (relative to the frame's
         # median) against the same line's running value over the earlier frames. A fixed
