@@ -169,6 +169,7 @@ class FlatField:
         self.count_artefacts = True
         self._col_var: np.ndarray | None = None  # (W,) running row-to-row variation
         self._line_ref: np.ndarray | None = None  # (H,) running per-line relative gain
+        self._lamp_lines: np.ndarray | None = None  # (H,) bool, lines of a lamp event
         self._priming = False
         self._decide_stuck = True  # False while priming, but for its last frame (prime())
         self.mode = mode
@@ -467,11 +468,16 @@ class FlatField:
             self._corr_sub = np.empty((n_sub, w), np.float32)
             self._gblock = np.empty((_BLOCK, w), np.float32)
             self._fblock = np.empty((_BLOCK, w), np.float32)
+        clipped = None
         if self.rows and self.mode != "vignetting":
             # Row gain from a column subsample of the column-corrected frame.
-            rowg = self._row_gain(np.multiply(frame[:, ::8], self._gain_sub, dtype=np.float32))
+            raw8 = frame[:, ::8]
+            rowg = self._row_gain(np.multiply(raw8, self._gain_sub, dtype=np.float32))
+            clipped = self._clipped_lines(raw8)
+            self._lamp_lines |= clipped
         else:
             rowg = None
+            self._lamp_lines = None
         weights, basis = self._weights, self._basis
         for y0, y1, k0, k1 in self._blocks:
             n = y1 - y0
@@ -504,6 +510,20 @@ class FlatField:
                 self._corr_sub[first // step : -(-y1 // step)] = f[first - y0 :: step]
         if out is not None and len(self.stuck_columns):
             self._repair(out)
+        if out is not None and clipped is not None and clipped.any():
+            out[clipped] = round(self.level)  # no image there: blank, as a clipped frame
+
+    def _clipped_lines(self, raw8: np.ndarray) -> np.ndarray:
+        """Lines of which half the sampled pixels sit at the frame's top value, above the
+        background estimate: clipped by a flash, with no image left to correct (the
+        vignetted ends of such a line may still hold one, and no gain fits both)."""
+        top = raw8.max()
+        expected = float(np.median(self.column)) if self.column is not None else float(top)
+        if self.vignette is not None:
+            expected *= float(np.median(self.vignette))
+        if not expected < top:
+            return np.zeros(raw8.shape[0], bool)
+        return 2 * np.count_nonzero(raw8 == top, axis=1) >= raw8.shape[1]
 
     def _repair(self, out: np.ndarray) -> None:
         """Replace stuck columns by the mean of the nearest good columns on each side."""
@@ -563,7 +583,14 @@ class FlatField:
         # The pixels above half the level, the others zeroed, in one pass (cv2's TOZERO keeps
         # ``src > thresh``); their sums and counts are the masked product's and the mask's.
         bright = cv2.threshold(sub, 0.5 * self.level, 0, cv2.THRESH_TOZERO)[1]
-        rough = bright.sum(axis=1) / np.maximum(np.count_nonzero(bright, axis=1), 1)
+        n_bright = np.count_nonzero(bright, axis=1)
+        rough = bright.sum(axis=1) / np.maximum(n_bright, 1)
+        # A line dimmed below half the level keeps only a few pixels above it (noise, a
+        # speck): its own median then (in a 300-line dip to 0.4x of the real ISIIS frame's
+        # video, lines with 1-2 such pixels stayed dark).
+        few = n_bright * 16 < sub.shape[1]
+        if few.any():
+            rough[few] = np.median(sub[few], axis=1)
         is_bg = sub > (rough * np.float32(1 - self.object_margin))[:, None]
         # Row sums with numpy: cv2.reduce along rows is ~10x slower on float32 (4.12). The
         # masked values and the 0/1 counts (exact in float32) are what multiplying by a
@@ -579,6 +606,7 @@ class FlatField:
         typical = float(np.median(own[found])) if found.any() else self.level
         lamp = found & ((own < 0.5 * typical) | (own > 1.5 * typical))
         sums[lamp], counts[lamp] = 0, 0
+        self._lamp_lines = lamp  # nor do they enter the background estimate (_update)
         sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE)
         counts = cv2.GaussianBlur(
             counts, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE
@@ -621,6 +649,8 @@ class FlatField:
         _, is_bg = cv2.threshold(
             corr, self.level * (1 - self.object_margin) - 1e-3, 1.0, cv2.THRESH_BINARY
         )
+        if self._lamp_lines is not None:  # a lamp dip, flash or clipped band: no background
+            is_bg[self._lamp_lines[::step]] = 0
         a = 1.0 - (self.memory if memory is None else memory)
         counts = cv2.reduce(is_bg, 0, cv2.REDUCE_SUM)[0]
         ok = counts >= max(4, raw.shape[0] // 20)
