@@ -170,6 +170,7 @@ class FlatField:
         self._col_var: np.ndarray | None = None  # (W,) running row-to-row variation
         self._line_ref: np.ndarray | None = None  # (H,) running per-line relative gain
         self._lamp_lines: np.ndarray | None = None  # (H,) bool, lines of a lamp event
+        self._clipped = np.zeros(0, bool)  # (H,) bool, lines clipped white (blanked)
         self._priming = False
         self._decide_stuck = True  # False while priming, but for its last frame (prime())
         self.mode = mode
@@ -472,9 +473,8 @@ class FlatField:
         if self.rows and self.mode != "vignetting":
             # Row gain from a column subsample of the column-corrected frame.
             raw8 = frame[:, ::8]
-            rowg = self._row_gain(np.multiply(raw8, self._gain_sub, dtype=np.float32))
-            clipped = self._clipped_lines(raw8)
-            self._lamp_lines |= clipped
+            rowg = self._row_gain(np.multiply(raw8, self._gain_sub, dtype=np.float32), raw8)
+            clipped = self._clipped
         else:
             rowg = None
             self._lamp_lines = None
@@ -512,18 +512,6 @@ class FlatField:
             self._repair(out)
         if out is not None and clipped is not None and clipped.any():
             out[clipped] = round(self.level)  # no image there: blank, as a clipped frame
-
-    def _clipped_lines(self, raw8: np.ndarray) -> np.ndarray:
-        """Lines of which half the sampled pixels sit at the frame's top value, above the
-        background estimate: clipped by a flash, with no image left to correct (the
-        vignetted ends of such a line may still hold one, and no gain fits both)."""
-        top = raw8.max()
-        expected = float(np.median(self.column)) if self.column is not None else float(top)
-        if self.vignette is not None:
-            expected *= float(np.median(self.vignette))
-        if not expected < top:
-            return np.zeros(raw8.shape[0], bool)
-        return 2 * np.count_nonzero(raw8 == top, axis=1) >= raw8.shape[1]
 
     def _repair(self, out: np.ndarray) -> None:
         """Replace stuck columns by the mean of the nearest good columns on each side."""
@@ -567,13 +555,13 @@ class FlatField:
         off = (level < 0.5 * nb_level) | (level > 2.0 * np.maximum(nb_level, 1.0))
         self.stuck_columns = np.flatnonzero(frozen | off)
 
-    def _row_gain(self, corr: np.ndarray) -> np.ndarray:
+    def _row_gain(self, corr: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """Per-line gain from this frame alone: lamp drift and flicker along the tape.
 
-        ``corr`` is every 8th column, column-corrected. Mean of the background pixels of
-        each line, smoothed over a few
+        ``corr`` is every 8th column, column-corrected (``raw`` before). Mean of the
+        background pixels of each line, smoothed over a few
         lines by normalised convolution so lines crossed by a large object borrow from
-        their neighbours.
+        their neighbours. Sets :attr:`_lamp_lines` and :attr:`_clipped`.
         """
         sub = np.ascontiguousarray(corr)
         # Background pixels relative to each line's own level (a first mean of the pixels
@@ -605,6 +593,16 @@ class FlatField:
         own = sums[:, 0] / np.maximum(counts[:, 0], 1)
         typical = float(np.median(own[found])) if found.any() else self.level
         lamp = found & ((own < 0.5 * typical) | (own > 1.5 * typical))
+        # Lines clipped white by a flash (half their pixels at one top value): no image is
+        # left (the vignetted ends of such a line may still hold one, and no gain fits
+        # both): _apply blanks them. Only lines brighter than typical are looked at.
+        self._clipped = np.zeros(len(own), bool)
+        bright_lines = np.flatnonzero(found & (own > 1.1 * typical))
+        if len(bright_lines):
+            rows = raw[bright_lines]
+            at_top = np.count_nonzero(rows == rows.max(), axis=1)
+            self._clipped[bright_lines[2 * at_top >= rows.shape[1]]] = True
+        lamp |= self._clipped
         sums[lamp], counts[lamp] = 0, 0
         self._lamp_lines = lamp  # nor do they enter the background estimate (_update)
         sums = cv2.GaussianBlur(sums, (1, 0), sigmaX=0, sigmaY=2, borderType=cv2.BORDER_REPLICATE)
