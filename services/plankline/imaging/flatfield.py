@@ -66,6 +66,13 @@ import numpy as np
 _BLOCK = 64  # rows per pass: 64 x 2048 float32 blocks stay in L2 cache
 
 
+def _half_at_top(rows: np.ndarray) -> np.ndarray:
+    """Per row of ``rows``: whether half its values or more sit at their largest value
+    (clipped white by a flash or a saturating camera: no image left). A whole frame's
+    sample is one row, a frame's lines are rows."""
+    return 2 * np.count_nonzero(rows == rows.max(), axis=1) >= rows.shape[1]
+
+
 class FlatField:
     """Running background estimate of a video, and the correction it implies.
 
@@ -332,9 +339,8 @@ class FlatField:
         expected = float(np.median(self.column))
         if self.vignette is not None:
             expected *= float(np.median(self.vignette))
-        top = sample.max()
         if typical < expected / 8 or (
-            expected < top and 2 * np.count_nonzero(sample == top) >= sample.size
+            expected < sample.max() and _half_at_top(sample.reshape(1, -1))[0]
         ):
             return "no image"
         return "" if 0.5 * expected <= typical <= 2.0 * expected else "changed"
@@ -469,12 +475,10 @@ class FlatField:
             self._corr_sub = np.empty((n_sub, w), np.float32)
             self._gblock = np.empty((_BLOCK, w), np.float32)
             self._fblock = np.empty((_BLOCK, w), np.float32)
-        clipped = None
         if self.rows and self.mode != "vignetting":
             # Row gain from a column subsample of the column-corrected frame.
             raw8 = frame[:, ::8]
             rowg = self._row_gain(np.multiply(raw8, self._gain_sub, dtype=np.float32), raw8)
-            clipped = self._clipped
         else:
             rowg = None
             self._lamp_lines = None
@@ -510,8 +514,8 @@ class FlatField:
                 self._corr_sub[first // step : -(-y1 // step)] = f[first - y0 :: step]
         if out is not None and len(self.stuck_columns):
             self._repair(out)
-        if out is not None and clipped is not None and clipped.any():
-            out[clipped] = round(self.level)  # no image there: blank, as a clipped frame
+        if out is not None and rowg is not None and self._clipped.any():
+            out[self._clipped] = round(self.level)  # no image there: blank, as a clipped frame
 
     def _repair(self, out: np.ndarray) -> None:
         """Replace stuck columns by the mean of the nearest good columns on each side."""
@@ -599,9 +603,7 @@ class FlatField:
         self._clipped = np.zeros(len(own), bool)
         bright_lines = np.flatnonzero(found & (own > 1.1 * typical))
         if len(bright_lines):
-            rows = raw[bright_lines]
-            at_top = np.count_nonzero(rows == rows.max(), axis=1)
-            self._clipped[bright_lines[2 * at_top >= rows.shape[1]]] = True
+            self._clipped[bright_lines[_half_at_top(raw[bright_lines])]] = True
         lamp |= self._clipped
         sums[lamp], counts[lamp] = 0, 0
         self._lamp_lines = lamp  # nor do they enter the background estimate (_update)
