@@ -636,7 +636,7 @@ def counts_per_second(
     paths = [dict(outputs(r["name"])) for r in timed]
     rows: Counter[tuple[str, int, str]] = Counter()
     sure: Counter[tuple[str, int, str]] = Counter()
-    counted = map_chunks(chunk_counts_per_second, videos, paths)
+    counted = map_chunks(chunk_counts_per_second, paths)
     for video, chunk_rows in zip(videos, counted, strict=True):
         for second, name, count, confident in chunk_rows:
             rows[(video, second, name)] += count
@@ -652,9 +652,7 @@ def counts_per_second(
     }
 
 
-def chunk_counts_per_second(
-    video: str, paths: Mapping[str, Path]
-) -> list[tuple[int, str, int, int]]:
+def chunk_counts_per_second(paths: Mapping[str, Path]) -> list[tuple[int, str, int, int]]:
     """One chunk's ``(second, class, count, confident)`` rows for :func:`counts_per_second`,
     from its measurements and classification tables; none when it has no classes or no
     capture times."""
@@ -677,12 +675,9 @@ def chunk_counts_per_second(
     top = top.astype(str)
     names, k = np.unique(top, return_inverse=True)
     key = np.stack([measured["seconds"].astype(np.int64), k.ravel()])
-    pairs, counts = np.unique(key, axis=1, return_counts=True)
-    sure_pairs, sure_counts = np.unique(
-        key[:, top == thresholded.astype(str)], axis=1, return_counts=True
-    )
-    sure = dict(zip(map(tuple, sure_pairs.T.tolist()), sure_counts.tolist(), strict=True))
+    pairs, which, counts = np.unique(key, axis=1, return_inverse=True, return_counts=True)
+    sure = np.bincount(which.ravel(), weights=top == thresholded.astype(str), minlength=len(counts))
     return [
-        (second, str(names[c]), count, sure.get((second, c), 0))
-        for (second, c), count in zip(pairs.T.tolist(), counts.tolist(), strict=True)
+        (second, str(names[c]), count, int(n))
+        for (second, c), count, n in zip(pairs.T.tolist(), counts.tolist(), sure, strict=True)
     ]
