@@ -608,3 +608,20 @@ def test_run_without_raw_folder_is_one_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", str(tmp_path)])
     assert result.exit_code == 2
     assert "no raw/ folder" in result.output
+
+
+def test_run_on_the_raw_folder_itself_says_which_folder_to_give_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    """``plankline run cruise/raw`` (an easy slip) names the project folder to give, and
+    leaves no log, lock or output folder among the videos."""
+    from plankline.cli import app
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "20180706170805.476.avi").write_bytes(b"not read")
+    result = CliRunner().invoke(app, ["run", str(raw)])
+    assert result.exit_code == 2
+    assert "no raw/ folder" in result.output and "holds videos" in result.output
+    assert f"plankline run {tmp_path}" in " ".join(result.output.split())
+    assert sorted(p.name for p in raw.iterdir()) == ["20180706170805.476.avi"]

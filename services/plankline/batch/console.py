@@ -32,6 +32,7 @@ def _console() -> Console:
 
 def run_with_progress(settings: BatchSettings, *, retry_failed: bool = False) -> BatchReport:
     """Run the batch with a live progress bar, then print the summary."""
+    Project(settings.project).check()
     configure_logging(settings.project)
     console = _console()
     shown = ", ".join(f"{k}={v}" for k, v in settings.masked().items() if v is not None)

@@ -51,10 +51,23 @@ class Project:
         self._done = self.root / ".plankline" / "done"
         self._failed = self.root / ".plankline" / "failed"
 
+    def check(self) -> None:
+        """Fail before anything is written (a lock, a log) when raw/ is missing, saying
+        what to run instead when the folder given is raw/ itself or holds the videos."""
+        if self.raw.is_dir():
+            return
+        hint = "put the videos there"
+        if self.root.is_dir() and any(_is_video(path) for path in self.root.iterdir()):
+            hint = (
+                f"{self.root} itself holds videos: run plankline on the folder above it "
+                f"(plankline run {self.root.parent}) when it is the project's raw/, or move "
+                "them into raw/"
+            )
+        raise FileNotFoundError(f"{self.raw}: no raw/ folder ({hint})")
+
     def create(self) -> None:
         """Make the output folders and drop temp files a killed run left behind."""
-        if not self.raw.is_dir():
-            raise FileNotFoundError(f"{self.raw}: no raw/ folder (put the videos there)")
+        self.check()
         for folder in (
             self.segmentation,
             self.measurements,

@@ -163,6 +163,7 @@ def run_batch(
     after each chunk with the chunk result and the frames it covered.
     """
     project = Project(settings.project)
+    project.check()
     with project.lock():
         project.create()
         return _run_locked(project, settings, retry_failed, on_progress, on_plan)
