@@ -112,13 +112,24 @@ def test_chunked_run_finds_the_same_objects_as_one_chunk_run(
 ) -> None:
     """Same objects, whole and once; areas differ only by the flat-field's warm-up (<3%,
     or 2 px: a small object's outline at the noise-relative adaptive level moves by a
-    pixel or two when the warm-up differs)."""
+    pixel or two when the warm-up differs). So an object within 2 px of the size filter
+    may be kept by one run and not the other; every larger one is in both."""
     whole = make_project(tmp_path, {VIDEO_A: 8, VIDEO_B: 5})
     run_batch(BatchSettings(project=whole, chunk_frames=100, workers=1, fps=10.0))
     chunked, single = rois_of(finished), rois_of(whole)
-    for key in ("line", "column", "frame"):
-        np.testing.assert_array_equal(chunked[key], single[key], err_msg=key)
-    np.testing.assert_allclose(chunked["area"], single["area"], rtol=0.03, atol=2)
+    near_filter = SegmentParams().min_area_px + 3
+
+    def objects(t: dict[str, np.ndarray]) -> dict[tuple[str, int, int, int], int]:
+        keys = zip(t["video"], t["line"], t["column"], t["frame"], strict=True)
+        return dict(zip(keys, t["area"].tolist(), strict=True))
+
+    a, b = objects(chunked), objects(single)
+    assert len(a) > 100
+    for one, other in ((a, b), (b, a)):
+        only = {k: area for k, area in one.items() if k not in other}
+        assert all(area < near_filter for area in only.values()), only
+    both = sorted(a.keys() & b.keys())
+    np.testing.assert_allclose([a[k] for k in both], [b[k] for k in both], rtol=0.03, atol=2)
 
 
 def test_chunks_read_through_one_decoder_give_the_outputs_of_chunks_read_alone(

@@ -80,7 +80,9 @@ def test_objects_crossing_frame_boundaries_come_out_whole_and_once(video) -> Non
     flat, truth = video
     rois = Rois.concat(segment_stream(enumerate(flat), STATIC))
     crossing = (
-        (truth.row + truth.height > H) & (truth.frame < len(flat) - 1) & (truth.area_px >= 25)
+        (truth.row + truth.height > H)
+        & (truth.frame < len(flat) - 1)
+        & (truth.area_px >= STATIC.min_area_px)
     )
     assert crossing.sum() >= 4
     iou = _bbox_iou(truth, rois)

@@ -41,7 +41,8 @@ def _frames_with_streaks(
 ) -> tuple[list[np.ndarray], list[tuple[int, int, int, int]]]:
     """The real frame's scene, upside down every other frame, under the camera's own fixed
     vignetting (divided out, flipped, multiplied back: a camera's vignetting does not
-    flip), with ``per_frame`` column defects each: a 1-px wide run, 25-40 px tall,
+    flip), with ``per_frame`` column defects each: a 1-px wide run, 40-60 px tall (over
+    the size filter, so the artefact rule, not the filter, must drop them),
     30-55 % darker than the background, on clear background. Returns the frames and
     (frame, top, column, length) of every defect."""
     flat = FlatField(mode="both")
@@ -57,7 +58,7 @@ def _frames_with_streaks(
         placed = 0
         while placed < per_frame:
             x, y = int(rng.integers(64, 1984)), int(rng.integers(64, 1940))
-            h = int(rng.integers(25, 41))
+            h = int(rng.integers(40, 61))
             around = f[y - 12 : y + h + 12, x - 12 : x + 13]
             if around.min() < 0.85 * np.median(around):  # an object nearby: look elsewhere
                 continue

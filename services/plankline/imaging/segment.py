@@ -96,7 +96,16 @@ class SegmentParams:
     percentile : float
         For ``method="percentile"``, in percent of darkest pixels.
     min_area_px, max_area_px : int, int or None
-        Size filter on the object's pixel count.
+        Size filter on the object's pixel count. 25 by default, under the OSU
+        Threshold-MSER segmenter's 50, because small organisms are whole classes: of
+        the 30,336 expert-labelled ISIIS vignettes of PlanktonSet 1.0 (NDSB), measured
+        with :func:`object_mask`, 50 px would drop 47 % of ``acantharia_protist``, 54 % of
+        early pluteus larvae, 46 % of small long-antennae copepods and 38 % of
+        *Oithona* (37 px, the 2 % quantile over all classes: 23 %, 29 %, 18 %, 13 %);
+        25 px drops 0.5 % of all, 10 % of ``acantharia_protist``. On the real MBARI
+        frame video the 25-37 px ROIs are 31 % of all, mostly faint discs and specks
+        (two thirds under the shipped classifier's size gate), yet they hold a third of
+        the confident taxa, a small dark acantharian among them.
     pixel_size_um, min_esd_um, max_esd_um : float or None
         Alternative size filter on the equivalent circular diameter in micrometres; applied
         in addition to the pixel filter when ``pixel_size_um`` is given.
