@@ -374,7 +374,9 @@ def test_service_images_on_the_local_stack_give_the_batch_cli_outputs(
         assert status.failed == {} and status.done == 2, status
         for name in names:  # the images' own HEALTHCHECK, run by podman in the container
             check = podman("healthcheck", "run", name, check=False, timeout=60)
-            assert check.returncode == 0, f"{name}: {check.stdout}{check.stderr}"
+            assert check.returncode == 0, (
+                f"{name}: {check.stdout}{check.stderr}\n{cf.logs(podman, [name])}"
+            )
         download_results(store, "ctr", tmp_path / "out")
     finally:
         for name in names:
