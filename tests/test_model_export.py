@@ -20,7 +20,13 @@ from plankline.model.data import (
     object_measurements,
     read_image,
 )
-from plankline.model.export import export_model, parity, to_onnx_bytes, write_triton_repository
+from plankline.model.export import (
+    CHANNEL_BLOCK,
+    export_model,
+    parity,
+    to_onnx_bytes,
+    write_triton_repository,
+)
 from plankline.model.infer import (
     CPU_RUN_BATCH,
     UNCLASSIFIED,
@@ -91,6 +97,30 @@ def test_onnx_matches_torch_within_1e4_for_any_batch_size(
 def test_each_scnn_stem_exports_with_parity(stem: str) -> None:
     model = build_model("scnn", 4, members=2, width=4, layers=4, n_inputs=3, stem=stem)
     assert parity(model.eval(), to_onnx_bytes(model, 32), 32) <= 1e-4
+
+
+def test_inner_convolutions_are_exported_padded_to_whole_channel_blocks() -> None:
+    """Widths 6, 12, 18... get zero filters up to multiples of 8 (ONNX Runtime blocks only
+    those), the next convolution zero weights for them: same probabilities as torch."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    model = build_model("scnn", 5, members=2, width=6, layers=4, n_inputs=3).eval()
+    with torch.no_grad():  # trained-like batch norms: no two folded biases alike
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-0.5, 0.5)
+    data = to_onnx_bytes(model, 32)
+    graph = onnx.load_from_string(data).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    outs = [weights[n.input[1]].shape[0] for n in graph.node if n.op_type == "Conv"]
+    # two members of 4 layers: 6, 12, 18 padded to 8, 16, 24; the last (24) feeds the head
+    assert outs == [8, 16, 24, 24] * 2
+    assert all(c % CHANNEL_BLOCK == 0 for c in outs)
+    assert parity(model, data, 32) <= 1e-5
 
 
 def test_checkpoints_from_before_the_stem_choice_rebuild_the_pooled_stem(
