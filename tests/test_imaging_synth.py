@@ -84,6 +84,40 @@ def test_object_mask_of_uniform_image_is_empty() -> None:
     assert not object_mask(np.full((20, 30), 200, np.uint8)).any()
 
 
+def _vignette_with_ruler(grey: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ZooProcess-style vignette: an organism of ``grey`` on white, under it a 96 x 2 px
+    black bar with its "1 mm" legend 4 px above; and the organism's own mask."""
+    img = np.full((110, 114), 245, np.uint8)
+    organism = np.zeros_like(img, np.uint8)
+    cv2.ellipse(organism, (57, 40), (10, 5), 30, 0, 360, 1, -1)  # smaller than the bar
+    img[organism == 1] = grey
+    cv2.putText(img, "1 mm", (9, 95), cv2.FONT_HERSHEY_PLAIN, 0.7, 0, 1)
+    img[99:101, 9:105] = 0
+    return img, organism.astype(bool)
+
+
+@pytest.mark.parametrize("grey", [60, 200])
+def test_object_mask_passes_over_an_ecotaxa_ruler_under_a_dark_or_faint_organism(
+    grey: int,
+) -> None:
+    """Dark organism: the ruler's bar was the largest component; faint one: Otsu's level
+    fell between the black ruler and the background, leaving only the ruler and legend."""
+    from plankline.model.data import object_masks
+
+    img, organism = _vignette_with_ruler(grey)
+    got = object_mask(img)
+    assert (got & organism).sum() / (got | organism).sum() > 0.85
+    assert not got[85:].any()  # nothing of the legend or the bar
+    assert np.array_equal(object_masks([img])[0], got)
+
+
+def test_a_thin_organism_low_in_its_crop_without_a_legend_is_the_object() -> None:
+    img = np.full((40, 80), 240, np.uint8)
+    img[30:34, 5:75] = 40  # a filled horizontal rod, the shape of a ruler's bar
+    img[5:8, 10:13] = 200  # a faint speck above it
+    assert object_mask(img)[30:34, 5:75].all()
+
+
 def test_synth_frames_truth_is_reproducible_and_straddles_frame_boundaries() -> None:
     frames1, truth1 = synth_frames(3, height=512, width=512, seed=5, density=25)
     frames2, truth2 = synth_frames(3, height=512, width=512, seed=5, density=25)

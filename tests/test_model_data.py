@@ -17,10 +17,13 @@ from plankline.model.data import (
     load_library,
     model_inputs,
     normalize_crop,
+    object_masks,
     place_on_canvas,
+    read_image,
     shape_features,
     split_indices,
 )
+from shared_data import DATA
 
 
 def to_canvas(crops: list[np.ndarray], canvas: int) -> np.ndarray:
@@ -283,3 +286,18 @@ def test_contrast_augmentation_scales_the_image_and_its_grey_level_measurements(
     rng = np.random.default_rng(1)
     assert Augment().contrast_factor(rng) == 1.0
     assert rng.random() == np.random.default_rng(1).random()
+
+
+ZOOSCAN = DATA / "zooscan-ecotaxa-template"
+
+
+@pytest.mark.skipif(not ZOOSCAN.is_dir(), reason=f"real ZooScan vignettes absent: {ZOOSCAN}")
+def test_real_zooscan_vignettes_measure_the_organism_not_the_ruler() -> None:
+    """Every one of the 400 ZooScan vignettes has a ZooProcess ruler in its bottom rows
+    (96 x 2 px bar, "1 mm" above it): before the ruler was recognised, 81 masks were the
+    bar and, with the bar passed over, 58 faint ones the legend's letters."""
+    paths = sorted(p for p in ZOOSCAN.rglob("*.jpg"))
+    crops = [normalize_crop(read_image(p), "bright") for p in paths]
+    masks = object_masks(crops)
+    assert len(masks) == 400
+    assert all(m[:-12].any() and not m[-12:].any() for m in masks)

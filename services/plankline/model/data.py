@@ -430,7 +430,7 @@ def _object_masks(
     q: np.ndarray, h: np.ndarray, w: np.ndarray, imgs: Sequence[np.ndarray]
 ) -> list[np.ndarray]:
     """:func:`object_masks` of crops given end to end as ``q = 255 - img`` (flat uint8)."""
-    from plankline.imaging.segment import _fill_holes, object_mask
+    from plankline.imaging.segment import main_object, object_mask
 
     n = len(imgs)
     size = h * w
@@ -450,7 +450,6 @@ def _object_masks(
     white = np.bincount(owner[q[border] == 0], minlength=n)
     dark = (white >= h + w + 1).tolist()  # more than half of the 2 (h + w) border pixels
     masks: list[np.ndarray] = []
-    flags = cv2.THRESH_BINARY | cv2.THRESH_OTSU
     for i, (o, hi, wi) in enumerate(zip(off.tolist(), h.tolist(), w.tolist(), strict=True)):
         if not dark[i]:
             masks.append(object_mask(imgs[i]))
@@ -459,15 +458,7 @@ def _object_masks(
         if hi >= 5 and wi >= 5:
             work = cv2.GaussianBlur(work, (3, 3), 0)
         # a uniform crop (object_mask: no object) is all 0 here: nothing passes Otsu
-        binary = cv2.threshold(work, 0, 255, flags)[1]
-        label_type = cv2.CV_16U if hi * wi < 4 * 65535 else cv2.CV_32S
-        k, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-            binary, 8, label_type, cv2.CCL_DEFAULT
-        )
-        if k <= 1:
-            masks.append(np.zeros((hi, wi), bool))
-            continue
-        masks.append(_fill_holes(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())))
+        masks.append(main_object(work))
     return masks
 
 
