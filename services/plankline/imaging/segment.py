@@ -1456,7 +1456,7 @@ def main_object(work: np.ndarray) -> np.ndarray:
         )
         if n <= 1:
             return np.zeros((h, w), bool)
-        ruler = _ruler(stats, h) if look_for_ruler else []
+        ruler = _ruler(stats, h) if look_for_ruler and n > 2 else []  # bar + legend
         if not ruler:
             break
         gone = cv2.dilate(np.isin(labels, ruler).view(np.uint8), np.ones((3, 3), np.uint8))
@@ -1476,20 +1476,23 @@ def _ruler(stats: np.ndarray, height: int) -> list[int]:
     bar without a legend is no ruler (a thin organism low in its crop). ZooProcess
     draws a 2 px bar of 1 mm with 8 px letters 4 px above it.
     """
-    left, top = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
-    wide, tall = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
-    area = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-    bars = np.flatnonzero(
-        (tall <= 6)
-        & (wide >= np.maximum(10, 5 * tall))
-        & (100 * area >= 85 * wide * tall)
-        & (2 * (top + tall) >= height)
-    )
-    for b in bars:
-        band_top = top[b] - max(16, 8 * int(tall[b]))
-        x0, x1 = left[b] - 4, max(left[b] + wide[b], left[b] + 40) + 4
-        legend = (top + tall <= top[b]) & (tall <= 16) & (top >= band_top)
-        legend &= (left >= x0) & (left + wide <= x1)
-        if legend.any():
-            return [int(b) + 1, *(np.flatnonzero(legend) + 1).tolist()]
+    boxes = stats.tolist()  # a few components: plain Python beats NumPy's per-call cost
+    for b, (left, top, wide, tall, area) in enumerate(boxes):
+        if not (
+            b > 0
+            and tall <= 6
+            and wide >= max(10, 5 * tall)
+            and 100 * area >= 85 * wide * tall
+            and 2 * (top + tall) >= height
+        ):
+            continue
+        band_top = top - max(16, 8 * tall)
+        x0, x1 = left - 4, max(left + wide, left + 40) + 4
+        legend = [
+            i
+            for i, (x, y, w, h, _) in enumerate(boxes)
+            if i > 0 and band_top <= y and y + h <= top and h <= 16 and x0 <= x and x + w <= x1
+        ]
+        if legend:
+            return [b, *legend]
     return []
