@@ -71,8 +71,9 @@ def pad_conv_channels(onnx_bytes: bytes, block: int = CHANNEL_BLOCK) -> bytes:
     max-pooling between them) and ONNX Runtime's CPU graph optimiser can block them.
 
     The sCNN's widths (6, 12, 18, ... for ``width=6``) are mostly not multiples of 8, so
-    none of its convolutions was blocked; padded, the shipped NDSB model ran 10-15 % less
-    CPU per ROI on one thread (``scripts/bench_infer.py``) for 12 % more multiply-adds.
+    none of its convolutions was blocked; padded, the shipped NDSB model's network ran
+    10-18 % less CPU per ROI on one thread (``scripts/bench_infer.py``) for 40 % more
+    multiply-adds (10.1 M against 7.2 M a member).
     Only a convolution whose output reaches exactly one other convolution through
     channel-wise operations is padded; the last one (pooled into the classifier) is left.
     """
