@@ -161,7 +161,10 @@ def test_shape_features_agree_with_skimage_on_any_shape(batch) -> None:
                 if minor == pytest.approx(major, rel=1e-9):
                     continue  # isotropic (a square, a disc): no axis, any answer is right
                 got = want + (got - want + np.pi / 2) % np.pi - np.pi / 2
-            assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (i, ours)
+            # eccentricity is sqrt(1 - l2 / l1): for an isotropic shape (a square) the
+            # eigenvalues' 1e-16 rounding comes out as ~1e-8 (hypothesis found 2.4e-8)
+            tol = 1e-7 if ours == "eccentricity" else 1e-9
+            assert got == pytest.approx(want, rel=1e-9, abs=tol), (i, ours)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
