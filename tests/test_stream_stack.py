@@ -204,3 +204,17 @@ def _running(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_server_ports_stay_out_of_the_kernels_range_for_outgoing_connections() -> None:
+    """A port picked in the ephemeral range can be taken by any client socket of the
+    stack before its server binds it."""
+    from plankline.stream.processes import _ephemeral_ports, free_port
+
+    ephemeral = _ephemeral_ports()
+    if not ephemeral:
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here")
+    assert not any(free_port() in ephemeral for _ in range(100))
+    for _ in range(50):
+        port = free_port(max_port=55535, grpc_offset=10000)  # SeaweedFS and its gRPC twin
+        assert port not in ephemeral and port + 10000 not in ephemeral

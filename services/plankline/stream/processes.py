@@ -44,14 +44,28 @@ def free_port(*, max_port: int = 65535, grpc_offset: int | None = None) -> int:
     """A TCP port on 127.0.0.1 that is free now (and ``port + grpc_offset`` too, if given).
 
     SeaweedFS opens a gRPC port at every HTTP port + 10000, so its ports must
-    stay <= 55535 and have that twin free as well.
+    stay <= 55535 and have that twin free as well. Ports the kernel hands to outgoing
+    connections (:func:`_ephemeral_ports`) are avoided: between this check and the
+    server's bind, any client socket of the stack could take one (a container test's
+    gateway once exited that way, most likely).
     """
-    for _ in range(500):
+    ephemeral = _ephemeral_ports()
+    for _ in range(2000):
         port = random.randint(20000, max_port)
         candidates = [port] if grpc_offset is None else [port, port + grpc_offset]
-        if all(_bindable(p) for p in candidates):
+        if all(p not in ephemeral and _bindable(p) for p in candidates):
             return port
     raise ServerError(f"no free port pair found on {HOST} below {max_port}")
+
+
+def _ephemeral_ports() -> range:
+    """The local ports Linux gives outgoing connections (``ip_local_port_range``; by
+    default 32768-60999), or none where that is not readable."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(0)
 
 
 def _bindable(port: int) -> bool:
