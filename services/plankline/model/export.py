@@ -84,15 +84,13 @@ def pad_conv_channels(onnx_bytes: bytes, block: int = CHANNEL_BLOCK) -> bytes:
     graph = model.graph
     arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consumers: dict[str, list[Any]] = {}
-    uses: dict[str, int] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-            uses[name] = uses.get(name, 0) + 1
 
     def plain(conv: Any) -> bool:
         group = next((a.i for a in conv.attribute if a.name == "group"), 1)
-        own = all(x in arrays and uses.get(x, 0) == 1 for x in conv.input[1:])
+        own = all(x in arrays and len(consumers[x]) == 1 for x in conv.input[1:])
         return group == 1 and own  # weights its own (the exporter shares equal ones)
 
     changed = set()
