@@ -32,6 +32,8 @@ ndsb                ndsb-isiis: every 4th class (by name) of those with >= 40
 vicko-dark          vicko inverted (dark-field version)
 ndsb-dark           ndsb subset inverted
 flowcam-dark        flowcam inverted
+--folder PATH       any other folder-per-class set, ``--per-class`` seeded images of
+                    every class with at least that many (default 40)
 ndsb-full           all 30,336 NDSB images, 121 classes (only on request)
 vicko-full          all 3,000 vicko images, 3 classes as found (2,295 / 287 / 418;
                     only on request: 600 test images a split, ~45 min a split)
@@ -297,7 +299,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--splits", type=int, default=3, help="K seeded splits")
     ap.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+K-1")
-    ap.add_argument("--data", nargs="+", choices=sorted(SETS), default=list(DEFAULT_SETS))
+    ap.add_argument(
+        "--data", nargs="+", choices=sorted(SETS), help="sets (default: all but the full ones)"
+    )
+    ap.add_argument(
+        "--folder",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="more real folder-per-class sets (e.g. one fetched from a public repository),\n"
+        "named by their folder: --per-class seeded images of each class with that many",
+    )
+    ap.add_argument("--per-class", type=int, default=40, help="images a class of --folder sets")
     ap.add_argument(
         "--set",
         action="append",
@@ -311,6 +324,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="keep runs and results.jsonl here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    for folder in args.folder:  # an absolute path: DATA / folder is the folder itself
+        if folder.name in SETS:
+            ap.error(f"--folder {folder}: its name is that of the built-in set {folder.name!r}")
+        SETS[folder.name] = (
+            str(folder.resolve()),
+            _per_class(args.per_class, min_count=args.per_class),
+            False,
+        )
+    # --folder alone runs those sets only
+    named = args.data if args.data is not None else ([] if args.folder else list(DEFAULT_SETS))
+    data = [*named, *(f.name for f in args.folder)]
     kw = overrides(args.set)
     seeds = range(args.first_seed, args.first_seed + args.splits)
     print(f"settings: {kw or 'defaults'}; splits {list(seeds)}; tta {args.tta}")
@@ -322,7 +346,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         cache = Cache(work / "results.jsonl")
         means: dict[str, dict[str, float]] = {}
-        for name in args.data:
+        for name in data:
             if not (DATA / SETS[name][0]).is_dir():
                 print(f"{name}: {DATA / SETS[name][0]} not found; skipped")
                 continue
