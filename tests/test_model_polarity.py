@@ -199,6 +199,44 @@ def test_classifier_normalises_with_its_polarity_and_warns_once_with_a_count(
     assert p_dark.shape == (20, 5)
 
 
+def test_classify_command_reports_every_roi_of_the_other_polarity(
+    both_libraries: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The classifier warns once per process, at its first such batch ("further mismatches
+    # are counted"): the command must give the total, from every worker, folder and tars.
+    from plankline.cli import app
+    from plankline.outputs.rois import write_roi_tar
+    from typer.testing import CliRunner
+
+    bright, dark = both_libraries
+    cfg = dict(stop=1, canvas=32, width=4, layers=4, members=1, min_epoch_images=16, vsp=0)
+    train(TrainConfig(library=str(dark), out=str(tmp_path / "w"), **cfg))  # type: ignore[arg-type]
+    export_model(checkpoint_path(tmp_path / "w", 1), tmp_path / "m")
+    files = list_images(bright)[:40]
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    for k in range(4):
+        part = files[10 * k : 10 * k + 10]
+        write_roi_tar(tars / f"part{k}.tar", [f.stem for f in part], [read_image(f) for f in part])
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for f in files:
+        (flat / f.name).write_bytes(f.read_bytes())
+    model = ["--model", str(tmp_path / "m"), "--cpu", "--workers", "2", "--batch-size", "8"]
+    total = (
+        "warning: 40 of 40 ROIs look bright-field (dark organisms on a bright background), but "
+        "the model was trained on dark-field (bright organisms on a dark background) images"
+    )
+    for source, out in ((flat, tmp_path / "flat.csv"), (tars, tmp_path / "csv")):
+        res = CliRunner().invoke(app, ["classify", "-i", str(source), "-o", str(out), *model])
+        assert res.exit_code == 0, res.output
+        assert any(line.startswith(total) for line in res.output.splitlines()), res.output
+    res = CliRunner().invoke(
+        app, ["classify", "-i", str(dark), "-o", str(tmp_path / "own.csv"), *model]
+    )
+    assert res.exit_code == 0 and "look bright-field" not in res.output, res.output
+
+
 def test_train_and_evaluate_commands_on_a_dark_field_library(
     both_libraries: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -419,6 +419,7 @@ def classify(
     from plankline import terminal
     from plankline.batch import classify as job_
     from plankline.model.data import list_images
+    from plankline.model.infer import polarity_mismatch_message
 
     err = terminal.console(stderr=True)  # progress, warnings and failures: whole lines in logs
 
@@ -461,23 +462,32 @@ def classify(
 
                 results = job_.classify_tars(tars, output, job, workers, tar_done)
                 ok = [r for r in results if not r.error]
+                n = sum(r.rois for r in ok)
+                mismatched = sum(r.polarity_mismatched for r in ok)
+                failed = len(tars) - len(ok)
                 echo(
-                    f"classified {sum(r.rois for r in ok)} ROIs from {len(ok)} of {len(tars)} "
-                    f"tar(s) into {escape(output)}/"
+                    f"classified {n} ROIs from {len(ok)} of {len(tars)} tar(s) into "
+                    f"{escape(output)}/"
                 )
-                if len(ok) < len(tars):
-                    raise typer.Exit(1)
             else:
                 if output.is_dir() or output.suffix.lower() != ".csv":
                     output = output / f"{input_.resolve().name}.csv"
                 task = bar.add_task("ROIs", total=len(files))
 
-                def shard_done(n: int, pred: job_.Predictions) -> None:
+                mismatches: list[int] = []
+
+                def shard_done(done: int, pred: job_.Predictions) -> None:
                     warn(pred.warnings)
-                    bar.advance(task, n)
+                    mismatches.append(pred.polarity_mismatched)
+                    bar.advance(task, done)
 
                 n = job_.classify_folder(files, output, job, workers, shard_done)
+                mismatched, failed = sum(mismatches), 0
                 echo(f"classified {n} of {len(files)} images into {escape(output)}")
+        if mismatched:  # workers warn once each, at their first such batch: the total here
+            warn([polarity_mismatch_message(mismatched, n, job_.load(job).polarity)])
+        if failed:
+            raise typer.Exit(1)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
 

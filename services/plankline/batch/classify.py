@@ -54,6 +54,9 @@ class Predictions:
     ids: list[str]
     probs: np.ndarray
     warnings: list[str]
+    polarity_mismatched: int = 0
+    """ROIs among ``ids`` that look like the other polarity than the model's: the
+    classifier warns once per process, the command reports the total."""
 
 
 @dataclass
@@ -62,6 +65,8 @@ class TarResult:
 
     tar: Path
     rois: int = 0
+    polarity_mismatched: int = 0
+    """As :attr:`Predictions.polarity_mismatched`, of the chunk's ROIs."""
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     ecotaxa: Path | None = None
@@ -96,8 +101,18 @@ def predict_items(
     :func:`plankline.model.infer.predict_gated` on the chunk as a whole, as the batch
     pipeline applies it (one more column, ``below_model_size``).
     """
+    before = clf.polarity_mismatched
     if sizes is not None and min_px > 0:
-        return _predict_gated_items(clf, items, sizes, min_px)
+        pred = _predict_gated_items(clf, items, sizes, min_px)
+    else:
+        pred = _predict_all_items(clf, items, batch_size)
+    pred.polarity_mismatched = clf.polarity_mismatched - before
+    return pred
+
+
+def _predict_all_items(
+    clf: Classifier, items: Iterable[tuple[str, str, np.ndarray | None]], batch_size: int
+) -> Predictions:
     ids: list[str] = []
     skipped: list[str] = []
     probs: list[np.ndarray] = []
@@ -232,7 +247,7 @@ def classify_tar(tar: Path, csv_path: Path, job: ClassifyJob) -> TarResult:
         if _measurements(tar).is_file():
             res.ecotaxa = annotate_export(tar, pred, names, res.warnings)
         write_classification_csv(csv_path, pred.ids, pred.probs, names, thresholds)
-        res.rois = len(pred.ids)
+        res.rois, res.polarity_mismatched = len(pred.ids), pred.polarity_mismatched
     except (ValueError, OSError) as e:
         res.error = f"{tar}: {e}"
     return res

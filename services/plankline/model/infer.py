@@ -244,21 +244,30 @@ class Classifier:
         self.polarity_mismatched += mismatched
         if not self._polarity_warned and mismatched and mismatched >= MISMATCH_SHARE * n:
             self._polarity_warned = True
-            field_ = {
-                "bright": "bright-field (dark organisms on a bright background)",
-                "dark": "dark-field (bright organisms on a dark background)",
-            }
-            other = "dark" if self.polarity == "bright" else "bright"
             warnings.warn(
-                f"{mismatched} of {n} ROIs look {field_[other]}, but the model was trained on "
-                f"{field_[self.polarity]} images: their classes are unreliable; train a model "
-                f"on this imager's ROIs (further mismatches are counted, not warned)",
+                polarity_mismatch_message(mismatched, n, self.polarity)
+                + " (further mismatches are counted, not warned)",
                 stacklevel=3,
             )
 
     def thresholded(self, probs: np.ndarray) -> list[str]:
         """``thresholded_class`` per row of ``probs`` (see module docstring)."""
         return thresholded_classes(probs, self.class_names, self.thresholds)
+
+
+def polarity_mismatch_message(mismatched: int, n: int, polarity: str) -> str:
+    """What ``mismatched`` of ``n`` ROIs that look like the other polarity than a model
+    trained on ``polarity`` images mean (the classifier's warning, the commands' totals)."""
+    field_ = {
+        "bright": "bright-field (dark organisms on a bright background)",
+        "dark": "dark-field (bright organisms on a dark background)",
+    }
+    other = "dark" if polarity == "bright" else "bright"
+    return (
+        f"{mismatched} of {n} ROIs look {field_[other]}, but the model was trained on "
+        f"{field_[polarity]} images: their classes are unreliable; train a model on this "
+        "imager's ROIs"
+    )
 
 
 def gated_classes(
