@@ -419,7 +419,7 @@ def classify(
     from plankline import terminal
     from plankline.batch import classify as job_
     from plankline.model.data import list_images
-    from plankline.model.infer import MISMATCH_SHARE, polarity_mismatch_message
+    from plankline.model.infer import polarity_warning
 
     err = terminal.console(stderr=True)  # progress, warnings and failures: whole lines in logs
 
@@ -485,8 +485,8 @@ def classify(
                 mismatched, failed = sum(mismatches), 0
                 echo(f"classified {n} of {len(files)} images into {escape(output)}")
         # workers warn once each, at their first such batch: the total here, on the same rule
-        if mismatched and mismatched >= MISMATCH_SHARE * n:
-            warn([polarity_mismatch_message(mismatched, n, job_.load(job).polarity)])
+        if total := polarity_warning(mismatched, n, job_.load(job).polarity):
+            warn([total])
         if failed:
             raise typer.Exit(1)
     except (ValueError, FileNotFoundError) as e:

@@ -242,22 +242,22 @@ class Classifier:
         :data:`MISMATCH_SHARE` of the ROIs disagree with the model's polarity."""
         self.polarity_checked += n
         self.polarity_mismatched += mismatched
-        if not self._polarity_warned and mismatched and mismatched >= MISMATCH_SHARE * n:
+        message = None if self._polarity_warned else polarity_warning(mismatched, n, self.polarity)
+        if message:
             self._polarity_warned = True
-            warnings.warn(
-                polarity_mismatch_message(mismatched, n, self.polarity)
-                + " (further mismatches are counted, not warned)",
-                stacklevel=3,
-            )
+            warnings.warn(message + " (further mismatches are counted, not warned)", stacklevel=3)
 
     def thresholded(self, probs: np.ndarray) -> list[str]:
         """``thresholded_class`` per row of ``probs`` (see module docstring)."""
         return thresholded_classes(probs, self.class_names, self.thresholds)
 
 
-def polarity_mismatch_message(mismatched: int, n: int, polarity: str) -> str:
-    """What ``mismatched`` of ``n`` ROIs that look like the other polarity than a model
-    trained on ``polarity`` images mean (the classifier's warning, the commands' totals)."""
+def polarity_warning(mismatched: int, n: int, polarity: str) -> str | None:
+    """The warning that ``mismatched`` of ``n`` ROIs look like the other polarity than a
+    model trained on ``polarity`` images, or None under :data:`MISMATCH_SHARE` of them
+    (the classifier's first such call, the commands' totals)."""
+    if not mismatched or mismatched < MISMATCH_SHARE * n:
+        return None
     field_ = {
         "bright": "bright-field (dark organisms on a bright background)",
         "dark": "dark-field (bright organisms on a dark background)",
