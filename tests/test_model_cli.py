@@ -238,7 +238,7 @@ def test_classify_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
     assert f"error: model folder {tmp_path / 'nope'} lacks model.onnx" in res.output.splitlines()
 
 
-def test_train_and_export_print_whole_lines_and_the_models_size_gate(tmp_path: Path) -> None:
+def test_train_and_export_print_whole_lines_size_gate_and_forest(tmp_path: Path) -> None:
     # a library in a long folder with an unreadable image: the warning names it on one line
     lib = tmp_path / ("deep_folder_name_" * 6) / "lib [2026]"
     make_roi_library(lib, n_per_class=3, seed=5)
@@ -247,6 +247,9 @@ def test_train_and_export_print_whole_lines_and_the_models_size_gate(tmp_path: P
     args = ["--stop", "1", "--canvas", "32", "--width", "4", "--min-epoch-images", "16"]
     res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args, "--contrast", "1"])
     assert res.exit_code != 0 and "augment contrast must be in [0, 1), got 1.0" in res.output
+    res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args, "--forest", "1"])
+    assert res.exit_code != 0 and "forest (its weight) must be in [0, 1), got 1.0" in res.output
+    args += ["--forest", "0.3"]
     res = CliRunner().invoke(app, ["train", str(lib), "--out", str(w), *args, "--contrast", "0.6"])
     assert res.exit_code == 0, res.output
     assert load_checkpoint(checkpoint_path(w, 1))["config"]["augment"]["contrast"] == 0.6
@@ -257,6 +260,7 @@ def test_train_and_export_print_whole_lines_and_the_models_size_gate(tmp_path: P
     assert res.exit_code == 0, res.output
     gate = Classifier.load(model).card.min_object_px
     assert gate > 1 and f"; size gate {gate} px (98 % of its training objects)" in res.output
+    assert Classifier.load(model).meta["forest"]["weight"] == 0.3  # merged into model.onnx
 
 
 def test_train_cli_defaults_are_the_training_defaults() -> None:

@@ -192,6 +192,13 @@ def train(
     members: Annotated[
         int, typer.Option(help="Networks trained side by side, predictions averaged.")
     ] = 3,
+    forest: Annotated[
+        float,
+        typer.Option(
+            help="Weight in the prediction of a random forest on the same measurements, "
+            "fitted once and exported inside model.onnx (0: the networks alone)."
+        ),
+    ] = TRAINING.forest,
     polarity: Annotated[
         str,
         typer.Option(
@@ -243,6 +250,7 @@ def train(
         shapes=shapes,
         aux_heads=aux_heads,
         members=members,
+        forest=forest,
         polarity=polarity,
         augment=asdict(Augment(contrast=contrast)),
     )

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from plankline.model.data import feature_names
+from plankline.model.forest import FOREST_TREES, forest_predictor, merge_forest, mix
 from plankline.model.infer import MODEL_FINGERPRINT_PARAMETER, model_fingerprint
 from plankline.model.scnn import WithSoftmax, n_inputs
 from plankline.model.train import load_checkpoint, model_from_checkpoint
@@ -130,13 +131,20 @@ def pad_conv_channels(onnx_bytes: bytes, block: int = CHANNEL_BLOCK) -> bytes:
 
 
 def parity(
-    model: torch.nn.Module, onnx_bytes: bytes, canvas: int, *, n: int = 16, seed: int = 0
+    model: torch.nn.Module,
+    onnx_bytes: bytes,
+    canvas: int,
+    *,
+    n: int = 16,
+    seed: int = 0,
+    forest: tuple[bytes, float] | None = None,
 ) -> float:
     """Max abs difference of probabilities between torch and ONNX Runtime on a random batch.
 
     The batch mixes sparse blobs on a zero background (like real inputs) and
     non-zero feature values, and its size differs from the export batch, so
-    the dynamic batch axis is exercised too.
+    the dynamic batch axis is exercised too. ``forest`` (its bytes and weight) is
+    mixed into torch's side as the merged graph mixes it.
     """
     import onnxruntime as ort
 
@@ -149,6 +157,8 @@ def parity(
     s = rng.uniform(0, 3, (n, n_inputs(model))).astype(np.float32)
     with torch.no_grad():
         ref = WithSoftmax(model).eval()(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+    if forest is not None:
+        ref = mix(ref, forest_predictor(forest[0])(s), forest[1])
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"image": x, "features": s})[0]
     return float(np.abs(got - ref).max())
@@ -175,7 +185,10 @@ def export_model(
     fill = int(cfg.get("fill", 0))
     features = feature_names(shapes, colour)
     data = to_onnx_bytes(model, canvas, opset=opset)
-    diff = parity(model, data, canvas)
+    forest = (ck["forest_onnx"], float(ck["forest"]["weight"])) if ck.get("forest") else None
+    if forest is not None:
+        data = merge_forest(data, *forest, OUTPUT)
+    diff = parity(model, data, canvas, forest=forest)
     if not diff <= PARITY_TOL:
         raise RuntimeError(
             f"ONNX export of {checkpoint} disagrees with torch: "
@@ -199,6 +212,9 @@ def export_model(
         "output": OUTPUT,
         "polarity": ck.get("polarity", "bright"),
         **({"min_object_px": ck["min_object_px"]} if "min_object_px" in ck else {}),
+        "forest": (
+            {**ck["forest"], "trees": FOREST_TREES, "reads": "features"} if forest else None
+        ),
         "preprocessing": (
             "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, "
             "polarity=polarity, colour=colour, fill=fill)"

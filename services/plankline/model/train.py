@@ -48,6 +48,7 @@ from plankline.model.data import (
     shape_features_of,
     split_indices,
 )
+from plankline.model.forest import fit_forest, forest_digest, forest_predictor, mix
 from plankline.model.scnn import ARCHS, STEMS, build_model, mean_of_heads, multiply_adds
 
 BALANCE = ("sampling", "weighting", "none")
@@ -109,6 +110,9 @@ class TrainConfig:
     # (1.8x the cost of one of width 8, not 3x) 0.88 (RF 0.809, GBM 0.773)
     aux_heads: bool = True
     members: int = 3
+    # weight of a random forest on the same measurements in the prediction (model.forest);
+    # 0 trains the network alone
+    forest: float = TRAINING.forest
     # the imager's convention: "auto" detects it from the library (majority of the images'
     # own, data.library_polarity); the result is stored in every checkpoint and the export
     polarity: str = "auto"
@@ -132,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
+        if not 0.0 <= self.forest < 1.0:
+            raise ValueError(f"forest (its weight) must be in [0, 1), got {self.forest}")
         if self.polarity != "auto" and self.polarity not in POLARITIES:
             raise ValueError(
                 f"polarity must be 'auto' or one of {POLARITIES}, got {self.polarity!r}"
@@ -239,11 +245,47 @@ def _evaluate_logits(
     return torch.cat(out) if out else torch.zeros(0)
 
 
+FOREST_FILE = "forest.onnx"
+"""The training's forest (:mod:`plankline.model.forest`), beside its checkpoints: fitted
+once per library, so a hundred checkpoints do not carry a hundred copies."""
+
+
 def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`train` (trusted, our own files)."""
-    if not Path(path).is_file():
+    """Load a checkpoint written by :func:`train` (trusted, our own files).
+
+    A checkpoint trained with a forest gets its bytes as ``forest_onnx``, read from
+    :data:`FOREST_FILE` beside it and checked against the digest it recorded.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
-    return torch.load(path, map_location=device, weights_only=False)
+    ck = torch.load(path, map_location=device, weights_only=False)
+    if ck.get("forest"):
+        forest_path = path.parent / FOREST_FILE
+        if not forest_path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} was trained with {forest_path}: not found")
+        data = forest_path.read_bytes()
+        if forest_digest(data) != ck["forest"]["sha256"]:
+            raise ValueError(f"{forest_path} is not the forest checkpoint {path} was trained with")
+        ck["forest_onnx"] = data
+    return ck
+
+
+def library_features(lib: Library, cfg: TrainConfig, chunk: int = 2048) -> np.ndarray:
+    """The network's ``features`` input of every crop of ``lib``, un-augmented (exactly
+    what inference feeds it), in chunks so a large library's canvases never fill memory."""
+    colour = lib.colour_matrix() if cfg.colour else None
+    parts = [
+        network_inputs(
+            lib.crops[j : j + chunk],
+            cfg.canvas,
+            shapes=cfg.shapes,
+            colour=None if colour is None else colour[j : j + chunk],
+            fill=cfg.fill,
+        )[1]
+        for j in range(0, len(lib), chunk)
+    ]
+    return np.vstack(parts) if parts else np.zeros((0, len(feature_names(cfg.shapes, cfg.colour))))
 
 
 def network(cfg: dict[str, Any], n_classes: int) -> torch.nn.Module:
@@ -294,10 +336,15 @@ def checkpoint_predictor(ckpt: dict[str, Any]) -> Callable[[Sequence[np.ndarray]
         "fill": int(cfg.get("fill", 0)),
     }
 
+    forest = forest_predictor(ckpt["forest_onnx"]) if ckpt.get("forest") else None
+
     @torch.no_grad()
     def predict(crops: Sequence[np.ndarray]) -> np.ndarray:
         x, s = model_inputs(crops, int(cfg["canvas"]), **kw)
-        return torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+        probs = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(s)), 1).numpy()
+        if forest is None:
+            return probs
+        return mix(probs, forest(s), ckpt["forest"]["weight"])
 
     return predict
 
@@ -420,6 +467,13 @@ def train(
     fixed = [shape_features_of(measured)] if cfg.shapes else []
     if cfg.colour:
         fixed.append(train_lib.colour_matrix())
+    forest = None
+    if cfg.forest > 0:
+        data = fit_forest(
+            library_features(train_lib, cfg), train_lib.labels, n_classes, seed=cfg.seed
+        )
+        (out / FOREST_FILE).write_bytes(data)
+        forest = {"weight": cfg.forest, "sha256": forest_digest(data)}
     ds = CanvasDataset(
         train_lib.crops,
         train_lib.labels,
@@ -496,6 +550,7 @@ def train(
                 "class_names": lib.class_names,
                 "polarity": lib.polarity,
                 "min_object_px": size_gate,
+                "forest": forest,
                 "train_paths": train_lib.paths,
                 "val_paths": val_lib.paths,
                 "stats": asdict(st),
