@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from plankline.imaging.synth import make_roi_library
 from plankline.model.data import (
     COLOUR_FEATURES,
     feature_names,
@@ -22,7 +21,6 @@ from plankline.model.data import (
 )
 from plankline.model.export import (
     CHANNEL_BLOCK,
-    export_model,
     parity,
     to_onnx_bytes,
     write_triton_repository,
@@ -36,38 +34,17 @@ from plankline.model.infer import (
 )
 from plankline.model.scnn import STEMS, build_model
 from plankline.model.train import (
-    TrainConfig,
     checkpoint_path,
     load_checkpoint,
     model_from_checkpoint,
     network,
-    train,
 )
+from tiny_models import tiny_model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("exp")
-    lib = root / "lib"
-    make_roi_library(lib, n_per_class=6, seed=3)
-    w = root / "weights"
-    train(
-        TrainConfig(
-            library=str(lib),
-            out=str(w),
-            stop=1,
-            bs=8,
-            canvas=32,
-            fill=24,
-            width=4,
-            layers=4,
-            min_epoch_images=16,
-            vsp=0,
-        )
-    )
-    model_dir = root / "model"
-    export_model(checkpoint_path(w, 1), model_dir)
-    return lib, w, model_dir
+    return tiny_model(tmp_path_factory.mktemp("exp"), fill=24)
 
 
 def test_onnx_matches_torch_within_1e4_for_any_batch_size(

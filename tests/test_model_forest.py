@@ -6,9 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plankline.imaging.synth import make_roi_library
 from plankline.model.data import list_images, model_inputs, read_image
-from plankline.model.export import export_model
 from plankline.model.forest import (
     FOREST_MAX_LEAVES,
     FOREST_TREES,
@@ -24,8 +22,8 @@ from plankline.model.train import (
     checkpoint_predictor,
     load_checkpoint,
     model_from_checkpoint,
-    train,
 )
+from tiny_models import tiny_model
 
 
 def test_forest_gives_a_column_per_class_index_zero_where_training_lacked_it() -> None:
@@ -61,28 +59,7 @@ def test_forest_weight_must_leave_the_network_a_share() -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("forest")
-    lib = root / "lib"
-    make_roi_library(lib, n_per_class=6, seed=3)
-    w = root / "weights"
-    train(
-        TrainConfig(
-            library=str(lib),
-            out=str(w),
-            stop=1,
-            bs=8,
-            canvas=32,
-            width=4,
-            layers=4,
-            members=1,
-            min_epoch_images=16,
-            vsp=0,
-            forest=0.4,
-        )
-    )
-    model_dir = root / "model"
-    export_model(checkpoint_path(w, 1), model_dir)
-    return lib, w, model_dir
+    return tiny_model(tmp_path_factory.mktemp("forest"), members=1, forest=0.4)
 
 
 def test_exported_model_is_the_mixture_of_network_and_forest(
