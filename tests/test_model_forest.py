@@ -95,3 +95,36 @@ def test_checkpoint_without_its_own_forest_is_refused_naming_the_file(
     (copy / FOREST_FILE).write_bytes((w / FOREST_FILE).read_bytes()[:-1] + b"x")
     with pytest.raises(ValueError, match="is not the forest"):
         load_checkpoint(checkpoint_path(copy, 1))
+
+
+@pytest.mark.integration
+def test_real_triton_serves_the_merged_forest_with_the_onnx_runtime_numbers(
+    trained: tuple[Path, Path, Path], tmp_path: Path, stack_dir: Path, triton_venv: Path
+) -> None:
+    import tritonclient.grpc as grpcclient
+    from plankline.model.export import write_triton_repository
+    from plankline.stream.stack import start_triton
+
+    lib, _, model_dir = trained
+    write_triton_repository(model_dir, tmp_path / "repo")
+    server = start_triton(
+        stack_dir,
+        tmp_path / "repo",
+        venv=triton_venv,
+        model_config_name="cpu_python",
+        name="triton-forest",
+    )
+    try:
+        clf = Classifier.load(model_dir, providers=["CPUExecutionProvider"])
+        crops = [read_image(p) for p in list_images(lib)]
+        x, s = model_inputs(crops, clf.canvas, shapes=clf.shapes, colour=clf.colour, fill=clf.fill)
+        inputs = []
+        for name, value in (("image", x), ("features", s)):
+            inputs.append(grpcclient.InferInput(name, list(value.shape), "FP32"))
+            inputs[-1].set_data_from_numpy(value)
+        client = grpcclient.InferenceServerClient(server.endpoint)
+        result = client.infer("plankline_classifier", inputs)
+        np.testing.assert_allclose(result.as_numpy("probs"), clf.predict(crops), atol=1e-5)
+        client.close()
+    finally:
+        assert server.stop()
