@@ -111,7 +111,8 @@ class TrainConfig:
     aux_heads: bool = True
     members: int = 3
     # weight of a random forest on the same measurements in the prediction (model.forest);
-    # 0 trains the network alone
+    # 0 trains the network alone. The log's validation figures are the network's alone;
+    # evaluation and export include the forest
     forest: float = TRAINING.forest
     # the imager's convention: "auto" detects it from the library (majority of the images'
     # own, data.library_polarity); the result is stored in every checkpoint and the export
