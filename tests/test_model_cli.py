@@ -256,6 +256,7 @@ def test_train_and_export_print_whole_lines_size_gate_and_forest(tmp_path: Path)
     lines = res.output.splitlines()
     assert f"warning: unreadable image {lib / 'copepod' / 'broken.png'}: skipped" in lines
     assert f"trained 1 epoch(s); weights in {w}" in lines
+    assert f"random forest (weight 0.3) in {w / 'forest.onnx'}" in lines
     res = CliRunner().invoke(app, ["export", str(w), "--out", str(model)])
     assert res.exit_code == 0, res.output
     gate = Classifier.load(model).card.min_object_px

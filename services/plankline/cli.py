@@ -286,10 +286,12 @@ def train(
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e), debug)
     if hist:
-        from plankline.model.train import checkpoint_path, load_checkpoint
+        from plankline.model.train import FOREST_FILE, checkpoint_path, load_checkpoint
 
         ck = load_checkpoint(checkpoint_path(out, hist[-1].epoch))
         echo(f"images read as {ck.get('polarity', 'bright')}-field (--polarity {polarity})")
+        if ck.get("forest"):
+            echo(f"random forest (weight {forest}) in {escape(out / FOREST_FILE)}")
     echo(f"trained {len(hist)} epoch(s); weights in {escape(out)}")
 
 
