@@ -290,7 +290,7 @@ def train(
 
         ck = load_checkpoint(checkpoint_path(out, hist[-1].epoch))
         echo(f"images read as {ck.get('polarity', 'bright')}-field (--polarity {polarity})")
-        if ck.get("forest"):
+        if forest:
             echo(f"random forest (weight {forest}) in {escape(out / FOREST_FILE)}")
     echo(f"trained {len(hist)} epoch(s); weights in {escape(out)}")
 

@@ -45,6 +45,7 @@ from plankline.model.data import (
     model_inputs,
     network_inputs,
     object_measurements,
+    place_on_canvas,
     shape_features_of,
     split_indices,
 )
@@ -272,21 +273,18 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict[str, Any]:
     return ck
 
 
-def library_features(lib: Library, cfg: TrainConfig, chunk: int = 2048) -> np.ndarray:
-    """The network's ``features`` input of every crop of ``lib``, un-augmented (exactly
-    what inference feeds it), in chunks so a large library's canvases never fill memory."""
-    colour = lib.colour_matrix() if cfg.colour else None
-    parts = [
-        network_inputs(
-            lib.crops[j : j + chunk],
-            cfg.canvas,
-            shapes=cfg.shapes,
-            colour=None if colour is None else colour[j : j + chunk],
-            fill=cfg.fill,
-        )[1]
-        for j in range(0, len(lib), chunk)
+def _forest_inputs(
+    crops: Sequence[np.ndarray], cfg: TrainConfig, fixed: list[np.ndarray], chunk: int = 2048
+) -> np.ndarray:
+    """The network's ``features`` input of the un-augmented ``crops``, built as
+    :func:`network_inputs` builds it: the log2 scale of their placement (in chunks, so a
+    large library's canvases never fill memory), then ``fixed``, the measurements and
+    colour training has already computed for them."""
+    log_shrink = [
+        place_on_canvas(crops[j : j + chunk], cfg.canvas, cfg.fill)[1]
+        for j in range(0, len(crops), chunk)
     ]
-    return np.vstack(parts) if parts else np.zeros((0, len(feature_names(cfg.shapes, cfg.colour))))
+    return np.hstack([np.vstack(log_shrink), *fixed])
 
 
 def network(cfg: dict[str, Any], n_classes: int) -> torch.nn.Module:
@@ -471,7 +469,7 @@ def train(
     forest = None
     if cfg.forest > 0:
         data = fit_forest(
-            library_features(train_lib, cfg), train_lib.labels, n_classes, seed=cfg.seed
+            _forest_inputs(train_lib.crops, cfg, fixed), train_lib.labels, n_classes, seed=cfg.seed
         )
         (out / FOREST_FILE).write_bytes(data)
         forest = {"weight": cfg.forest, "sha256": forest_digest(data)}
