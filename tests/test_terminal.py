@@ -75,3 +75,20 @@ def test_python_warnings_print_as_one_line_without_the_source(monkeypatch) -> No
         UserWarning("12 of 40 ROIs look dark-field [sic]"), UserWarning, "infer.py", 308, "x = 1"
     )
     assert text == "warning: 12 of 40 ROIs look dark-field [sic]\n"
+
+
+def test_help_starts_without_loading_the_pipeline_libraries() -> None:
+    """Every command builds its help at start: a second of imports (OpenCV, PyAV, pydantic,
+    torch) for each ``--help`` or typo is what users feel first."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from plankline.cli import app\n"
+        "result = CliRunner().invoke(app, ['train', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(' '.join(sorted(m for m in ('cv2', 'av', 'torch', 'pydantic_settings',"
+        " 'numpy') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"--help imported {done.stdout.strip()}"

@@ -8,8 +8,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from plankline.batch.project import ProjectLockedError
-from plankline.config import TRAINING, BatchSettings
+from plankline.defaults import TRAINING
 from plankline.terminal import echo, escape
 
 app = typer.Typer(
@@ -80,6 +79,8 @@ def run(
 ) -> None:
     """Segment, measure and classify every video in PROJECT/raw/; resumes where it stopped."""
     from plankline.batch.console import run_with_progress
+    from plankline.batch.project import ProjectLockedError
+    from plankline.config import BatchSettings
 
     options = {
         "project": project,
@@ -110,6 +111,7 @@ def demo(
 ) -> None:
     """Generate ISIIS-like videos with ground truth, run the whole batch on them, score it."""
     from plankline.batch.console import run_demo
+    from plankline.batch.project import ProjectLockedError
 
     try:
         run_demo(folder, videos=videos, frames=frames, workers=workers)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from plankline.config import TRAINING
+from plankline.defaults import TRAINING
 from plankline.model.data import (
     POLARITIES,
     Augment,
@@ -84,7 +84,7 @@ class TrainConfig:
     device: str = "cpu"
     arch: str = "scnn"
     canvas: int = 64
-    fill: int = TRAINING.fill  # enlarge smaller crops to this (config.TrainingDefaults)
+    fill: int = TRAINING.fill  # enlarge smaller crops to this (defaults.TrainingDefaults)
     width: int = 6
     layers: int = 8
     # FlowCam, 20 splits: a stride-2 first convolution 0.880, full resolution + max-pool
