@@ -103,7 +103,8 @@ def test_uploads_are_stored_as_sent_not_gzipped_with_their_names_content_type(
     """A multipart upload (minio: parts above 5 MiB) of a compressible file, like an
     uncompressed video of a bright background, and a ROI tar in one PUT: SeaweedFS gzips
     an 8 MB piece of unknown type (none, or ``application/octet-stream``) whose first
-    128 bytes compress, and every ranged read then decompressed it again."""
+    128 bytes compress, and every ranged read then decompressed it again; it gzips every
+    ``text/*`` object, so a results CSV goes as ``application/csv``."""
     import json
     import urllib.request
 
@@ -113,10 +114,13 @@ def test_uploads_are_stored_as_sent_not_gzipped_with_their_names_content_type(
     s3_store.put_file("videos/v.avi", source)
     s3_store.put_bytes("chunks/rois.tar", b"\0" * (3 << 20))
     s3_store.put_bytes("chunks/rois.npz", b"\0" * (3 << 20))
+    table = b"image,area\n" + b"20180706170805.476_000001_0001,35\n" * 100_000
+    s3_store.put_bytes("results/measurements/c.csv", table)
     for key, kind in [
         ("videos/v.avi", "video/x-msvideo"),
         ("chunks/rois.tar", "application/x-tar"),
         ("chunks/rois.npz", "binary/octet-stream"),
+        ("results/measurements/c.csv", "application/csv"),  # text/* would be gzipped
     ]:
         url = f"http://127.0.0.1:{s3_server.ports['filer']}/buckets/{s3_store.bucket}/{key}"
         meta = json.loads(urllib.request.urlopen(url + "?metadata=true").read())
@@ -131,5 +135,5 @@ def test_content_types_come_from_the_names() -> None:
 
     assert content_type_of("raw/Cast 3.AVI") == "video/x-msvideo"
     assert content_type_of("raw/x.ts") == "video/mp2t"  # not mimetypes' Qt Linguist text
-    assert content_type_of("jobs/j/results/measurements/c.csv") == "text/csv"
+    assert content_type_of("jobs/j/results/measurements/c.csv") == "application/csv"
     assert content_type_of("jobs/j/chunks/v/0/probabilities.npy") == "binary/octet-stream"
