@@ -15,6 +15,7 @@ seconds.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import hashlib
 import importlib.util
@@ -259,6 +260,8 @@ def start_preparation() -> None:
     global _PREPARATION
     if _PREPARATION is None and missing_tool() is None:
         work = Path(tempfile.mkdtemp(prefix="plankline-containers-"))
+        # podman's configuration for the session (the images live in podman's own store)
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="image-build")
         _PREPARATION = pool.submit(prepare_images, work)
         pool.shutdown(wait=False)
