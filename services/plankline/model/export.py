@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from plankline.model.data import feature_names
-from plankline.model.forest import FOREST_TREES, forest_predictor, merge_forest, mix
+from plankline.model.forest import forest_predictor, merge_forest, mix
 from plankline.model.infer import MODEL_FINGERPRINT_PARAMETER, model_fingerprint
 from plankline.model.scnn import WithSoftmax, n_inputs
 from plankline.model.train import load_checkpoint, model_from_checkpoint
@@ -212,9 +212,7 @@ def export_model(
         "output": OUTPUT,
         "polarity": ck.get("polarity", "bright"),
         **({"min_object_px": ck["min_object_px"]} if "min_object_px" in ck else {}),
-        "forest": (
-            {**ck["forest"], "trees": FOREST_TREES, "reads": "features"} if forest else None
-        ),
+        "forest": {**ck["forest"], "reads": "features"} if forest else None,
         "preprocessing": (
             "plankline.model.data.model_inputs(crops, canvas, shapes=shapes, "
             "polarity=polarity, colour=colour, fill=fill)"

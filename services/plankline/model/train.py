@@ -49,7 +49,7 @@ from plankline.model.data import (
     shape_features_of,
     split_indices,
 )
-from plankline.model.forest import fit_forest, forest_digest, forest_predictor, mix
+from plankline.model.forest import FOREST_TREES, fit_forest, forest_digest, forest_predictor, mix
 from plankline.model.scnn import ARCHS, STEMS, build_model, mean_of_heads, multiply_adds
 
 BALANCE = ("sampling", "weighting", "none")
@@ -472,7 +472,8 @@ def train(
             _forest_inputs(train_lib.crops, cfg, fixed), train_lib.labels, n_classes, seed=cfg.seed
         )
         (out / FOREST_FILE).write_bytes(data)
-        forest = {"weight": cfg.forest, "sha256": forest_digest(data)}
+        # the trees it was fitted with, as the export reports them (not the constant then)
+        forest = {"weight": cfg.forest, "sha256": forest_digest(data), "trees": FOREST_TREES}
     ds = CanvasDataset(
         train_lib.crops,
         train_lib.labels,
