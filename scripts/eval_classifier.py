@@ -357,6 +357,11 @@ def main() -> None:
                 f"read as {lib.polarity}-field",
                 flush=True,
             )
+            if kw.get("init") and name.startswith("ndsb"):
+                print(
+                    f"  note: init={kw['init']}: a model trained on NDSB has seen these test "
+                    "images (the shipped one: 90 % of them); its figures are not held out"
+                )
             rows = []
             for seed in seeds:
                 r = run_split(

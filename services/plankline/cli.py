@@ -208,6 +208,13 @@ def train(
             "background: ISIIS, FlowCam) or dark (bright on black: UVP, dark-field)."
         ),
     ] = "auto",
+    init: Annotated[
+        str,
+        typer.Option(
+            help="Start the networks from this model folder's (an sCNN of the same width and "
+            'layers; its classes may differ): "" starts from random weights.'
+        ),
+    ] = "",
     contrast: Annotated[
         float,
         typer.Option(
@@ -254,6 +261,7 @@ def train(
         members=members,
         forest=forest,
         polarity=polarity,
+        init=init,
         augment=asdict(Augment(contrast=contrast)),
     )
     echo(f"[bold]train[/] {escape(cfg)}")

@@ -50,6 +50,7 @@ from plankline.model.data import (
     split_indices,
 )
 from plankline.model.forest import FOREST_TREES, fit_forest, forest_digest, forest_predictor, mix
+from plankline.model.pretrained import calibrate, load_trunk
 from plankline.model.scnn import ARCHS, STEMS, build_model, mean_of_heads, multiply_adds
 
 BALANCE = ("sampling", "weighting", "none")
@@ -118,6 +119,9 @@ class TrainConfig:
     # the imager's convention: "auto" detects it from the library (majority of the images'
     # own, data.library_polarity); the result is stored in every checkpoint and the export
     polarity: str = "auto"
+    # a model folder (or its model.onnx) whose sCNN trunk and measurement embedding the
+    # network starts from (model.pretrained); "" starts from random weights
+    init: str = ""
     augment: dict[str, Any] = field(default_factory=lambda: asdict(Augment()))
 
     def validate(self) -> None:
@@ -222,6 +226,18 @@ class _EpochSampler(Sampler):
             reps = -(-self.size // n)
             idx = np.concatenate([rng.permutation(n) for _ in range(reps)])[: self.size]
         return iter((self.epoch, j, int(i)) for j, i in enumerate(idx))
+
+
+def _start_from(model: torch.nn.Module, init: Path, lib: Library, cfg: TrainConfig) -> None:
+    """Load ``init``'s trunk into ``model`` and calibrate it on up to 512 training images."""
+    path = init / "model.onnx" if init.is_dir() else init
+    if not path.is_file():
+        raise FileNotFoundError(f"init {init}: no model.onnx there")
+    load_trunk(model, path)
+    rng = np.random.default_rng(cfg.seed)
+    pick = np.sort(rng.permutation(len(lib))[:512])
+    x, s, _ = _val_tensors(lib.subset(pick), cfg)
+    calibrate(model, x.to(cfg.device), s.to(cfg.device))
 
 
 def _val_tensors(lib: Library, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -445,6 +461,8 @@ def train(
             )
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+    elif cfg.init:
+        _start_from(model, Path(cfg.init), train_lib, cfg)
     # Exponential moving average of the weights (and BN statistics): on small libraries the
     # last-step weights swing by several % validation error from epoch to epoch; their
     # average is steadier. It is what validation, evaluation and export use.
